@@ -1,0 +1,179 @@
+"""The shared math of the RL algorithms: small pure functions over token-level tensors.
+
+Shapes: ``[B, T]`` for per-token quantities of ``B`` completions of ``T`` response tokens, with
+``mask`` 1 on generated tokens and 0 on padding. Nothing here touches a model.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+
+def masked_sum(x: torch.Tensor, mask: torch.Tensor, dim: int | None = None) -> torch.Tensor:
+    return (x * mask).sum() if dim is None else (x * mask).sum(dim)
+
+
+def masked_mean(x: torch.Tensor, mask: torch.Tensor, dim: int | None = None) -> torch.Tensor:
+    """Mean over unmasked entries (0 where there are none)."""
+    if dim is None:
+        return masked_sum(x, mask) / mask.sum().clamp(min=1)
+    return masked_sum(x, mask, dim) / mask.sum(dim).clamp(min=1)
+
+
+def masked_var(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Unbiased variance over unmasked entries."""
+    mean = masked_mean(x, mask)
+    n = mask.sum()
+    var = masked_sum((x - mean) ** 2, mask) / (n - 1).clamp(min=1)
+    return var
+
+
+def masked_whiten(x: torch.Tensor, mask: torch.Tensor, shift_mean: bool = True, eps: float = 1e-8) -> torch.Tensor:
+    """Normalise to unit variance (and zero mean) over unmasked entries; padding stays 0."""
+    mean, var = masked_mean(x, mask), masked_var(x, mask)
+    out = (x - mean) * torch.rsqrt(var + eps)
+    if not shift_mean:
+        out = out + mean
+    return out * mask
+
+
+def logprobs_from_logits(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """``log softmax(logits)[labels]`` per position: ``[B, T, V], [B, T] -> [B, T]`` (in float32)."""
+    logits = logits.float()
+    return torch.gather(logits.log_softmax(-1), -1, labels.unsqueeze(-1)).squeeze(-1)
+
+
+def entropy_from_logits(logits: torch.Tensor) -> torch.Tensor:
+    """Entropy of each next-token distribution: ``[B, T, V] -> [B, T]``."""
+    logits = logits.float()
+    logp = logits.log_softmax(-1)
+    return -(logp.exp() * logp).sum(-1)
+
+
+def batch_entropy(last_logits: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
+    """Entropy of the batch-mean next-token distribution (Padula & Soemers' batch entropy).
+
+    ``last_logits`` ``[B, V]``: the logits at each sample's last response position. High when
+    the samples of a batch spread over different tokens, so it rewards diversity *across*
+    prompts (unlike the per-token entropy, which is maximised by each sample on its own).
+    """
+    p = (last_logits.float() / temperature).softmax(-1).mean(0)
+    return -(p * p.clamp(min=1e-12).log()).sum()
+
+
+def kl_penalty(logp: torch.Tensor, ref_logp: torch.Tensor, kind: str = "k1") -> torch.Tensor:
+    """Per-token estimate of KL(policy || reference) from log-probs of sampled tokens.
+
+    ``k1``: ``logp - ref_logp`` (unbiased, can be negative; used as a reward penalty in PPO).
+    ``k3``: ``exp(ref - logp) - (ref - logp) - 1`` (unbiased, always >= 0; used in GRPO's loss).
+    """
+    if kind == "k1":
+        return logp - ref_logp
+    if kind == "k3":
+        d = (ref_logp - logp).clamp(-20, 20)
+        return d.exp() - d - 1
+    raise ValueError(f"unknown KL estimator {kind!r}")
+
+
+def last_token_index(mask: torch.Tensor) -> torch.Tensor:
+    """Index of the last unmasked token of each row (0 for an empty row)."""
+    return (mask.sum(1).long() - 1).clamp(min=0)
+
+
+def gae(
+    rewards: torch.Tensor, values: torch.Tensor, mask: torch.Tensor, gamma: float, lam: float
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Generalised advantage estimation over each row's tokens.
+
+    ``delta_t = r_t + gamma * V_{t+1} - V_t`` (``V`` after the last token is 0),
+    ``A_t = delta_t + gamma * lam * A_{t+1}``. Returns ``(advantages, returns = A + V)``,
+    zero on padding. Rows are left-aligned (padding only at the end).
+    """
+    values = values * mask
+    rewards = rewards * mask
+    T = rewards.shape[1]
+    adv = torch.zeros_like(rewards)
+    last = torch.zeros_like(rewards[:, 0])  # A_{t+1}; stays 0 across trailing padding
+    for t in reversed(range(T)):
+        next_v = values[:, t + 1] if t + 1 < T else torch.zeros_like(last)
+        delta = rewards[:, t] + gamma * next_v - values[:, t]
+        last = delta + gamma * lam * last
+        adv[:, t] = last
+    adv = adv * mask
+    return adv, (adv + values) * mask
+
+
+def returns_to_go(rewards: torch.Tensor, mask: torch.Tensor, gamma: float = 1.0) -> torch.Tensor:
+    """``G_t = sum_{t' >= t} gamma^(t'-t) r_t'`` per row, zero on padding."""
+    rewards = rewards * mask
+    out = torch.zeros_like(rewards)
+    running = torch.zeros_like(rewards[:, 0])
+    for t in reversed(range(rewards.shape[1])):
+        running = rewards[:, t] + gamma * running
+        out[:, t] = running
+    return out * mask
+
+
+def group_advantages(
+    rewards: torch.Tensor, mask: torch.Tensor, group_size: int, scale: bool = True, eps: float = 1e-6
+) -> torch.Tensor:
+    """Group-baseline advantages for token-level rewards (GRPO family).
+
+    Rows ``[g*group_size, (g+1)*group_size)`` are samples of the same prompt. With ``G_{i,t}``
+    the return-to-go of sample ``i`` from token ``t`` and ``R_i = G_{i,0}`` its total reward::
+
+        A_{i,t} = (G_{i,t} - mean_j R_j) / (std_j R_j + eps)      (std only if ``scale``)
+
+    The baseline is the group's mean *total* reward, a per-prompt constant, so it leaves the
+    policy gradient unbiased. With sequence-level rewards (everything on the last token)
+    ``G_{i,t} = R_i`` for every ``t`` and this is exactly GRPO's advantage; with token-level
+    rewards a token is credited only with the rewards at and after it, so a step the checker
+    flags lowers the advantage of the tokens that wrote it and not of the correct steps before.
+    """
+    B = rewards.shape[0]
+    if B % group_size:
+        raise ValueError(f"batch of {B} is not a multiple of group size {group_size}")
+    G = returns_to_go(rewards, mask)
+    totals = G[:, 0].view(-1, group_size)
+    mean = totals.mean(1, keepdim=True).expand(-1, group_size).reshape(B, 1)
+    adv = G - mean
+    if scale:
+        std = totals.std(1, unbiased=True, keepdim=True).expand(-1, group_size).reshape(B, 1)
+        adv = adv / (std + eps)
+    return adv * mask
+
+
+def clipped_policy_loss(
+    logp: torch.Tensor, old_logp: torch.Tensor, advantages: torch.Tensor, mask: torch.Tensor, clip: float
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """PPO's clipped surrogate, token-mean over the minibatch.
+
+    ``L = mean_t max(-A_t r_t, -A_t clip(r_t, 1-eps, 1+eps))`` with ``r_t = exp(logp - old_logp)``.
+    Returns the loss and diagnostics (clip fraction, approximate KL to the rollout policy).
+    """
+    log_ratio = logp - old_logp
+    ratio = log_ratio.exp()
+    pg1 = -advantages * ratio
+    pg2 = -advantages * ratio.clamp(1.0 - clip, 1.0 + clip)
+    loss = masked_mean(torch.maximum(pg1, pg2), mask)
+    with torch.no_grad():
+        stats = {
+            "clipfrac": masked_mean((pg2 > pg1).float(), mask),
+            "approx_kl": masked_mean(0.5 * log_ratio**2, mask),
+            "ratio": masked_mean(ratio, mask),
+        }
+    return loss, stats
+
+
+def clipped_value_loss(
+    values: torch.Tensor, old_values: torch.Tensor, returns: torch.Tensor, mask: torch.Tensor, clip: float
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """PPO's clipped value loss: ``0.5 * mean_t max((V - R)^2, (clip(V, V_old +- eps) - R)^2)``."""
+    clipped = old_values + (values - old_values).clamp(-clip, clip)
+    l1 = (values - returns) ** 2
+    l2 = (clipped - returns) ** 2
+    loss = 0.5 * masked_mean(torch.maximum(l1, l2), mask)
+    with torch.no_grad():
+        stats = {"value_clipfrac": masked_mean((l2 > l1).float(), mask)}
+    return loss, stats

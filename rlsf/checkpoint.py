@@ -1,0 +1,61 @@
+"""Checkpoints that make a killed run resumable exactly where it stopped.
+
+A checkpoint is one ``state.pt`` holding the trainable weights, the optimiser (and value head)
+state, every random state and the step. It is written to a temporary folder and renamed, so a
+run killed while saving never leaves a half-written checkpoint that ``--resume`` would trust.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+from typing import Any
+
+import torch
+
+
+class Checkpointer:
+    def __init__(self, run_dir: str | Path, keep: int = 2) -> None:
+        self.dir = Path(run_dir) / "checkpoints"
+        self.keep = keep
+
+    def all(self) -> list[Path]:
+        if not self.dir.is_dir():
+            return []
+        return sorted(p for p in self.dir.glob("step_*") if p.is_dir() and (p / "state.pt").is_file())
+
+    def latest(self) -> Path | None:
+        found = self.all()
+        return found[-1] if found else None
+
+    def save(self, step: int, state: dict[str, Any]) -> Path:
+        final = self.dir / f"step_{step:06d}"
+        tmp = self.dir / f".tmp_step_{step:06d}"
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
+        torch.save({"step": step, **state}, tmp / "state.pt")
+        shutil.rmtree(final, ignore_errors=True)
+        tmp.rename(final)
+        for old in self.all()[: -self.keep]:
+            shutil.rmtree(old, ignore_errors=True)
+        return final
+
+    def load(self, path: Path) -> dict[str, Any]:
+        return torch.load(path / "state.pt", map_location="cpu", weights_only=False)
+
+
+def trainable_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """The parameters being trained (all of them, or only LoRA adapters)."""
+    return {n: p.detach().cpu().clone() for n, p in model.named_parameters() if p.requires_grad}
+
+
+def load_trainable_state(model: torch.nn.Module, state: dict[str, torch.Tensor]) -> None:
+    params = dict(model.named_parameters())
+    missing = [n for n, p in params.items() if p.requires_grad and n not in state]
+    unknown = [n for n in state if n not in params]
+    if missing or unknown:
+        raise ValueError(f"checkpoint does not match the model (missing {missing[:3]}, unknown {unknown[:3]}): "
+                         "was it written with other model or LoRA settings?")
+    with torch.no_grad():
+        for n, t in state.items():
+            params[n].copy_(t)

@@ -1,0 +1,71 @@
+"""The symbolic-feedback contract: what a checker says about one completion.
+
+A checker (compiler, computer algebra, chemistry toolkit, solver) receives the prompt's data
+and the completion text and returns a :class:`Certificate`. The certificate says *where* the
+completion is right or wrong as character spans of the completion, each with a reward and a
+human-readable message, plus an overall score. :mod:`rlsf.feedback.token_rewards` turns it
+into a reward per sampled token.
+
+Checkers never raise on model output: unparsable text is itself a certificate (a low score and
+a span over the offending text).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+
+@dataclass(frozen=True)
+class Span:
+    """A character range ``[start, end)`` of the completion with its reward.
+
+    ``reward`` is the reward of the whole span; how it reaches the tokens covering the span is
+    decided by :func:`rlsf.feedback.token_rewards.certificate_token_rewards`.
+    """
+
+    start: int
+    end: int
+    reward: float
+    message: str = ""
+
+    def __post_init__(self) -> None:
+        if self.start < 0 or self.end < self.start:
+            raise ValueError(f"invalid span [{self.start}, {self.end}): need 0 <= start <= end")
+
+
+@dataclass
+class Certificate:
+    """What a symbolic checker says about one completion.
+
+    Attributes:
+        score: the overall (outcome) reward of the completion. In ``sequence`` reward mode it is
+            the only reward, placed on the last token; in ``token`` mode it is placed on the last
+            token as well and the spans add dense rewards on the tokens they cover.
+        verdict: a short label, e.g. ``"correct"``, ``"wrong_step"``, ``"unparsable"``.
+        correct: whether the completion solves the problem (used by success metrics).
+        spans: error (negative reward) and credit (positive reward) spans in the completion.
+        info: extra figures to log (numbers only are averaged into metrics).
+        answer: the completion's final answer in canonical form, used for majority voting; ``None``
+            when there is none.
+    """
+
+    score: float
+    verdict: str
+    correct: bool = False
+    spans: list[Span] = field(default_factory=list)
+    info: dict[str, Any] = field(default_factory=dict)
+    answer: str | None = None
+
+    def errors(self) -> list[Span]:
+        return [s for s in self.spans if s.reward < 0]
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def explain(self, completion: str) -> str:
+        """Human-readable report: each span's text and message."""
+        lines = [f"verdict={self.verdict} score={self.score:+.3f} correct={self.correct}"]
+        for s in sorted(self.spans, key=lambda s: s.start):
+            lines.append(f"  [{s.start}:{s.end}] {s.reward:+.3f} {completion[s.start:s.end]!r}: {s.message}")
+        return "\n".join(lines)

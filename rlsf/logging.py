@@ -1,0 +1,63 @@
+"""Metric sinks: JSON lines (always available), TensorBoard and Weights & Biases (optional)."""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from pathlib import Path
+from typing import Any
+
+
+class MetricLogger:
+    """Writes one record per step to every configured sink.
+
+    ``metrics.jsonl`` gets ``{"step": s, "time": t, ...}``; TensorBoard and W&B get the numeric
+    values under the same namespaced keys (``reward/mean``, ``loss/policy``, ``timing/update``).
+    """
+
+    def __init__(self, run_dir: str | Path, sinks: list[str], config: dict[str, Any] | None = None,
+                 filename: str = "metrics.jsonl") -> None:
+        self.run_dir = Path(run_dir)
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        self.path = self.run_dir / filename
+        self._jsonl = self.path.open("a") if "jsonl" in sinks else None
+        self._tb = self._wandb = None
+        if "tensorboard" in sinks:
+            try:
+                from torch.utils.tensorboard import SummaryWriter
+            except ImportError as e:  # pragma: no cover - depends on the environment
+                raise RuntimeError("run.loggers has tensorboard but it is not installed: pip install tensorboard") from e
+            self._tb = SummaryWriter(str(self.run_dir / "tensorboard"))
+        if "wandb" in sinks:
+            try:
+                import wandb
+            except ImportError as e:  # pragma: no cover
+                raise RuntimeError("run.loggers has wandb but it is not installed: pip install wandb") from e
+            self._wandb = wandb.init(project="rlsf", dir=str(self.run_dir), config=config or {},
+                                     name=self.run_dir.name, resume="allow")
+
+    def log(self, step: int, metrics: dict[str, Any]) -> None:
+        numeric = {k: float(v) for k, v in metrics.items()
+                   if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(float(v))}
+        if self._jsonl:
+            self._jsonl.write(json.dumps({"step": step, "time": time.time(), **metrics}, default=str) + "\n")
+            self._jsonl.flush()
+        if self._tb:
+            for k, v in numeric.items():
+                self._tb.add_scalar(k, v, step)
+            self._tb.flush()
+        if self._wandb:
+            self._wandb.log(numeric, step=step)
+
+    def close(self) -> None:
+        if self._jsonl:
+            self._jsonl.close()
+        if self._tb:
+            self._tb.close()
+        if self._wandb:
+            self._wandb.finish()
+
+
+def read_metrics(path: str | Path) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in Path(path).read_text().splitlines() if line.strip()]

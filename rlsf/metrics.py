@@ -1,0 +1,59 @@
+"""Success metrics over sampled solutions: pass@k (unbiased), maj@k, and summaries of certificates."""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Sequence
+from math import comb
+
+from rlsf.feedback.certificate import Certificate
+
+
+def pass_at_k(n: int, c: int, k: int) -> float:
+    """Unbiased pass@k from ``n`` samples of which ``c`` are correct (Chen et al. 2021):
+    ``1 - C(n-c, k) / C(n, k)``."""
+    if not 0 <= c <= n or not 1 <= k <= n:
+        raise ValueError(f"need 0 <= c <= n and 1 <= k <= n, got n={n} c={c} k={k}")
+    if n - c < k:
+        return 1.0
+    return 1.0 - comb(n - c, k) / comb(n, k)
+
+
+def majority_vote(certificates: Sequence[Certificate]) -> Certificate | None:
+    """The certificate of the most frequent final answer (ties: the answer seen first).
+
+    Completions without an answer do not vote; ``None`` when none has one.
+    """
+    answers = [c.answer for c in certificates if c.answer is not None]
+    if not answers:
+        return None
+    counts = Counter(answers)
+    best = max(counts.values())
+    winner = next(a for a in answers if counts[a] == best)
+    return next(c for c in certificates if c.answer == winner)
+
+
+def ks_up_to(n: int) -> list[int]:
+    """1, 2, 4, ... up to n, and n itself."""
+    ks, k = [], 1
+    while k < n:
+        ks.append(k)
+        k *= 2
+    return ks + [n]
+
+
+def certificate_summary(certs: Sequence[Certificate], prefix: str = "feedback/") -> dict[str, float]:
+    """Mean of the numeric ``info`` figures and the fraction of each verdict."""
+    out: dict[str, float] = {}
+    if not certs:
+        return out
+    sums: dict[str, list[float]] = {}
+    for c in certs:
+        for k, v in c.info.items():
+            if isinstance(v, (int, float)) and not isinstance(v, bool):
+                sums.setdefault(k, []).append(float(v))
+    for k, vs in sums.items():
+        out[f"{prefix}{k}"] = sum(vs) / len(vs)
+    for verdict, n in Counter(c.verdict for c in certs).items():
+        out[f"{prefix}verdict/{verdict}"] = n / len(certs)
+    return out

@@ -1,0 +1,89 @@
+"""The main job: SFT -> evaluate -> RL with symbolic feedback -> evaluate, with before/after figures.
+
+Folder layout under ``run.output_dir``::
+
+    sft/        SFT run (config, metrics, checkpoints, model/)
+    eval_sft.json, eval_sft_samples.jsonl     held-out figures before RL
+    rl/         RL run (config, metrics, checkpoints, model/)
+    eval_rl.json,  eval_rl_samples.jsonl      held-out figures after RL
+    summary.json
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+from rlsf.config import Config
+from rlsf.evaluate import evaluate
+from rlsf.runtime import note
+from rlsf.sft import sft
+from rlsf.trainer import train
+
+
+def _stage(cfg: Config, **settings: Any) -> Config:
+    out = copy.deepcopy(cfg)
+    for k, v in settings.items():
+        out.set(k, v)
+    return out
+
+
+def pipeline(cfg: Config) -> dict[str, Any]:
+    cfg.validate()
+    root = Path(cfg.run.output_dir)
+    root.mkdir(parents=True, exist_ok=True)
+    cfg.save(root / "config.yaml")
+    resume = cfg.run.resume
+    times: dict[str, float] = {}
+
+    def done(path: Path) -> bool:
+        return resume and path.exists()
+
+    start_model = cfg.model.name
+    if cfg.sft.steps > 0:
+        sft_dir = root / "sft"
+        if not done(sft_dir / "model" / "config.json"):
+            t0 = time.perf_counter()
+            note(f"[1/4] supervised fine-tuning {cfg.model.name} for {cfg.sft.steps} steps")
+            sft(_stage(cfg, **{"run.output_dir": str(sft_dir)}))
+            times["sft"] = time.perf_counter() - t0
+        start_model = str(sft_dir / "model")
+
+    results: dict[str, Any] = {}
+    for label, model_name, stage_dir in (("before", start_model, None), ("after", None, root / "rl")):
+        if stage_dir is not None:  # RL between the two evaluations
+            if not done(stage_dir / "model" / "config.json"):
+                t0 = time.perf_counter()
+                note(f"[3/4] RL ({cfg.train.algorithm}, {cfg.reward.mode}-level rewards) for {cfg.train.steps} steps")
+                train(_stage(cfg, **{"run.output_dir": str(stage_dir), "model.name": start_model}))
+                times["rl"] = time.perf_counter() - t0
+            model_name = str(stage_dir / "model")
+        out = root / ("eval_sft.json" if label == "before" else "eval_rl.json")
+        if done(out):
+            results[label] = json.loads(out.read_text())
+            continue
+        t0 = time.perf_counter()
+        note(f"[{2 if label == 'before' else 4}/4] evaluating {label} RL on {cfg.eval.split}")
+        results[label] = evaluate(_stage(cfg, **{"model.name": model_name, "model.lora": False}), output=out)
+        times[f"eval_{label}"] = time.perf_counter() - t0
+
+    summary = {"before": results["before"], "after": results["after"], "stage_seconds": times}
+    (root / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    return summary
+
+
+def format_summary(summary: dict[str, Any]) -> str:
+    """A before/after table of the figures both evaluations share."""
+    b, a = summary["before"], summary["after"]
+    keys = [k for k in b if ("@" in k or k == "mean_score") and k in a]
+    rows = [f"{'metric':<12} {'SFT':>8} {'SFT+RL':>8} {'change':>8}"]
+    for k in keys:
+        rows.append(f"{k:<12} {b[k]:>8.3f} {a[k]:>8.3f} {a[k] - b[k]:>+8.3f}")
+    rows.append(f"held-out problems: {b['num_examples']} ({b['task']}, split {b['split']})")
+    t = summary.get("stage_seconds", {})
+    if t:
+        rows.append("stage times: " + ", ".join(f"{k} {v / 60:.1f} min" for k, v in t.items()))
+    return "\n".join(rows)

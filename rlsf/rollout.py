@@ -1,0 +1,136 @@
+"""Rollouts: batched sampling with Hugging Face ``generate`` (KV cache, left padding).
+
+A :class:`Rollout` keeps exactly what the update needs: the sampled token ids, the mask of
+generated tokens (end of turn included, padding after it excluded), the decoded text and each
+token's character range in it (see :mod:`rlsf.feedback.token_rewards`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+
+from rlsf.feedback.token_rewards import Offsets, decode_with_offsets
+from rlsf.tasks.base import Example, Task
+from rlsf.utils import autocast, model_device
+
+
+@dataclass
+class Rollout:
+    prompt_ids: torch.Tensor  # [B, P] left-padded
+    prompt_mask: torch.Tensor  # [B, P]
+    response_ids: torch.Tensor  # [B, R] right-padded
+    response_mask: torch.Tensor  # [B, R] 1 on generated tokens
+    texts: list[str]
+    offsets: list[Offsets]
+    truncated: list[bool]  # cut by max_new_tokens before end of turn
+    example_index: list[int] = field(default_factory=list)  # row -> index into the prompt list
+
+    @property
+    def input_ids(self) -> torch.Tensor:
+        return torch.cat([self.prompt_ids, self.response_ids], dim=1)
+
+    @property
+    def attention_mask(self) -> torch.Tensor:
+        return torch.cat([self.prompt_mask, self.response_mask], dim=1)
+
+    def __len__(self) -> int:
+        return self.response_ids.shape[0]
+
+    def select(self, rows: torch.Tensor | list[int]) -> "Rollout":
+        rows = torch.as_tensor(rows, dtype=torch.long)
+        idx = rows.tolist()
+        return Rollout(
+            self.prompt_ids[rows], self.prompt_mask[rows], self.response_ids[rows], self.response_mask[rows],
+            [self.texts[i] for i in idx], [self.offsets[i] for i in idx], [self.truncated[i] for i in idx],
+            [self.example_index[i] for i in idx] if self.example_index else [],
+        )
+
+
+def render_prompt(tokenizer, messages: list[dict[str, str]]) -> str:
+    """The chat-formatted prompt text, ending where the assistant's answer starts."""
+    if getattr(tokenizer, "chat_template", None):
+        return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+    return "\n\n".join(m["content"] for m in messages) + "\n\n"
+
+
+def task_prompts(tokenizer, task: Task, examples: list[Example]) -> list[str]:
+    return [render_prompt(tokenizer, task.prompt(ex)) for ex in examples]
+
+
+def stop_token_ids(tokenizer, model=None) -> list[int]:
+    """End-of-sequence ids: the tokenizer's eos, the model's generation eos ids, and ``<|im_end|>``."""
+    ids: set[int] = set()
+    if tokenizer.eos_token_id is not None:
+        ids.add(int(tokenizer.eos_token_id))
+    gen = getattr(model, "generation_config", None)
+    eos = getattr(gen, "eos_token_id", None)
+    if eos is not None:
+        ids.update(int(e) for e in (eos if isinstance(eos, (list, tuple)) else [eos]))
+    im_end = tokenizer.convert_tokens_to_ids("<|im_end|>") if "<|im_end|>" in tokenizer.get_vocab() else None
+    if im_end is not None:
+        ids.add(int(im_end))
+    return sorted(ids)
+
+
+@torch.no_grad()
+def generate(
+    model,
+    tokenizer,
+    prompts: list[str],
+    *,
+    max_new_tokens: int,
+    temperature: float = 1.0,
+    top_p: float = 1.0,
+    do_sample: bool = True,
+    batch_size: int = 32,
+    precision: str = "none",
+) -> Rollout:
+    """Sample one completion per prompt (repeat prompts for several samples)."""
+    device = model_device(model)
+    enc = tokenizer(prompts, return_tensors="pt", padding=True, padding_side="left", add_special_tokens=False)
+    prompt_ids, prompt_mask = enc["input_ids"].to(device), enc["attention_mask"].to(device)
+    stops = stop_token_ids(tokenizer, model)
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else stops[0]
+    gen_kwargs = dict(
+        max_new_tokens=max_new_tokens, do_sample=do_sample, eos_token_id=stops, pad_token_id=pad_id,
+        use_cache=True,
+    )
+    if do_sample:
+        gen_kwargs.update(temperature=temperature, top_p=top_p, top_k=0)
+    else:
+        gen_kwargs.update(temperature=None, top_p=None, top_k=None)
+    was_training = model.training
+    model.eval()
+    chunks = []
+    P = prompt_ids.shape[1]
+    for s in range(0, len(prompts), batch_size):
+        with autocast(precision, device):
+            out = model.generate(
+                input_ids=prompt_ids[s : s + batch_size], attention_mask=prompt_mask[s : s + batch_size], **gen_kwargs
+            )
+        chunks.append(out[:, P:].cpu())
+    model.train(was_training)
+
+    R = max(c.shape[1] for c in chunks)
+    responses = torch.full((len(prompts), R), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(prompts), R), dtype=torch.long)
+    texts, offsets, truncated = [], [], []
+    row = 0
+    stop_set = torch.tensor(stops)
+    for c in chunks:
+        for seq in c:
+            is_stop = torch.isin(seq, stop_set)
+            n = int(is_stop.nonzero()[0, 0]) + 1 if is_stop.any() else seq.shape[0]
+            # A row that ended before the chunk's longest is padded: n counts generated tokens only.
+            ids = seq[:n]
+            responses[row, :n] = ids
+            mask[row, :n] = 1
+            text, offs = decode_with_offsets(tokenizer, ids.tolist())
+            texts.append(text)
+            offsets.append(offs)
+            truncated.append(not bool(is_stop.any()))
+            row += 1
+    return Rollout(prompt_ids.cpu(), prompt_mask.cpu(), responses, mask, texts, offsets, truncated,
+                   list(range(len(prompts))))

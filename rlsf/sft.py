@@ -1,0 +1,127 @@
+"""Supervised fine-tuning on a task's demonstrations (for Game of 24: the solver's solutions).
+
+The loss is the cross-entropy of the completion tokens only. Prompt and completion are
+tokenised separately and concatenated, exactly as at generation time, where the model
+continues from the tokenised prompt.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+from tqdm.auto import tqdm
+
+from rlsf.checkpoint import Checkpointer, load_trainable_state, trainable_state
+from rlsf.config import Config
+from rlsf.logging import MetricLogger
+from rlsf.models import save_model
+from rlsf.rollout import render_prompt
+from rlsf.runtime import load_policy, load_split, load_task, note, prepare_run_dir, set_threads
+from rlsf.tasks.base import Task, TaskError
+from rlsf.trainer import _truncate_metrics, batch_indices
+from rlsf.utils import autocast, model_device, rng_state, seed_everything, set_rng_state
+
+
+def demonstration_ids(tokenizer, task: Task, example: dict, demo: str) -> tuple[list[int], list[int]]:
+    """(prompt ids, completion ids) of one demonstration, the completion closing the turn."""
+    messages = task.prompt(example)
+    prompt = render_prompt(tokenizer, messages)
+    if getattr(tokenizer, "chat_template", None):
+        full = tokenizer.apply_chat_template(messages + [{"role": "assistant", "content": demo}], tokenize=False)
+        completion = full[len(prompt):] if full.startswith(prompt) else demo + (tokenizer.eos_token or "")
+    else:
+        completion = demo + (tokenizer.eos_token or "")
+    p = tokenizer(prompt, add_special_tokens=False)["input_ids"]
+    c = tokenizer(completion, add_special_tokens=False)["input_ids"]
+    return p, c
+
+
+def collate(pairs: list[tuple[list[int], list[int]]], pad_id: int) -> dict[str, torch.Tensor]:
+    """Right-padded input ids, attention mask and labels (-100 on prompt and padding)."""
+    L = max(len(p) + len(c) for p, c in pairs)
+    ids = torch.full((len(pairs), L), pad_id, dtype=torch.long)
+    attn = torch.zeros((len(pairs), L), dtype=torch.long)
+    labels = torch.full((len(pairs), L), -100, dtype=torch.long)
+    for i, (p, c) in enumerate(pairs):
+        n = len(p) + len(c)
+        ids[i, :n] = torch.tensor(p + c)
+        attn[i, :n] = 1
+        labels[i, len(p):n] = torch.tensor(c)
+    return {"input_ids": ids, "attention_mask": attn, "labels": labels}
+
+
+def lr_at(step: int, total: int, warmup: int, base: float) -> float:
+    """Linear warm-up then cosine decay to 10% of ``base``."""
+    if step < warmup:
+        return base * (step + 1) / warmup
+    progress = (step - warmup) / max(1, total - warmup)
+    return base * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(1.0, progress))))
+
+
+def sft(cfg: Config) -> dict[str, Any]:
+    """Fine-tune ``model.name`` on the task's demonstrations; saves ``<output_dir>/model``."""
+    cfg.validate()
+    set_threads(cfg)
+    seed_everything(cfg.run.seed)
+    c = cfg.sft
+    task = load_task(cfg)
+    examples = load_split(cfg, task, "train", cfg.task.train_examples)
+    model, tokenizer = load_policy(cfg)
+    data = []
+    for ex in examples:
+        demo = task.demonstration(ex)
+        if demo is not None:
+            data.append(demonstration_ids(tokenizer, task, ex, demo))
+    if not data:
+        raise TaskError(f"task {task.name!r} gives no demonstrations for supervised fine-tuning")
+    run_dir = prepare_run_dir(cfg, resume=cfg.run.resume)
+    ckpt = Checkpointer(run_dir, keep=2)
+    params = [p for p in model.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(params, lr=c.lr, weight_decay=cfg.optim.weight_decay)
+    step = 0
+    if cfg.run.resume and (path := ckpt.latest()) is not None:
+        state = ckpt.load(path)
+        load_trainable_state(model, state["model"])
+        opt.load_state_dict(state["optimizer"])
+        set_rng_state(state["rng"])
+        step = state["step"]
+        _truncate_metrics(run_dir / "metrics.jsonl", step)
+        note(f"resume: continuing SFT from {path} (step {step})")
+    logger = MetricLogger(run_dir, cfg.run.loggers, cfg.to_dict())
+    device = model_device(model)
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    model.train()
+    bar = tqdm(total=c.steps, initial=step, desc="sft", unit="step", disable=not cfg.run.progress, dynamic_ncols=True)
+    last: dict[str, Any] = {"demonstrations": len(data)}
+    try:
+        while step < c.steps:
+            t0 = time.perf_counter()
+            batch = collate([data[i] for i in batch_indices(len(data), c.batch_size, step, cfg.run.seed)], pad)
+            batch = {k: v.to(device) for k, v in batch.items()}
+            lr = lr_at(step, c.steps, c.warmup_steps, c.lr)
+            for g in opt.param_groups:
+                g["lr"] = lr
+            with autocast(cfg.model.autocast, device):
+                out = model(**batch, use_cache=False)
+            opt.zero_grad(set_to_none=True)
+            out.loss.backward()
+            gn = torch.nn.utils.clip_grad_norm_(params, cfg.optim.max_grad_norm) if cfg.optim.max_grad_norm > 0 else torch.zeros(())
+            opt.step()
+            step += 1
+            last = {"loss/sft": float(out.loss.detach()), "lr": lr, "loss/grad_norm": float(gn),
+                    "tokens": int((batch["labels"] != -100).sum()), "timing/step": time.perf_counter() - t0}
+            logger.log(step, last)
+            bar.update(1)
+            bar.set_postfix(loss=f"{last['loss/sft']:.3f}")
+            if c.save_every and step % c.save_every == 0 and step < c.steps:
+                ckpt.save(step, {"model": trainable_state(model), "optimizer": opt.state_dict(), "rng": rng_state()})
+    finally:
+        bar.close()
+        logger.close()
+    ckpt.save(step, {"model": trainable_state(model), "optimizer": opt.state_dict(), "rng": rng_state()})
+    save_model(model, tokenizer, Path(run_dir) / "model")
+    return last

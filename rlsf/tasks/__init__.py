@@ -1,0 +1,6 @@
+"""Tasks: data + prompt + symbolic checker. Importing this package registers the built-in ones."""
+
+from rlsf.tasks.base import Example, Task, TaskError, available_tasks, get_task, register
+from rlsf.tasks import game24 as _game24  # noqa: F401  (registers "game24")
+
+__all__ = ["Example", "Task", "TaskError", "available_tasks", "get_task", "register"]

@@ -1,0 +1,577 @@
+"""Game of 24: combine four numbers with + - * / into 24, checked step by step.
+
+The data is the Tree-of-Thoughts puzzle list (``24.csv``, 1,362 puzzles ranked by human solve
+time); rows ``[test_start, test_end)`` (900-999 by default, as in the ToT paper) are the test
+split and every other row is train.
+
+A completion is a Tree-of-Thoughts style derivation, one step per line, then an answer line::
+
+    4 + 8 = 12 (left: 4 6 12)
+    6 - 4 = 2 (left: 2 12)
+    2 * 12 = 24 (left: 24)
+    Answer: (6 - 4) * (4 + 8) = 24
+
+Checking rules (:meth:`Game24.check`):
+
+* Lines are split on ``"\\n"``; blank lines are ignored. Every non-blank line before the first
+  ``Answer:`` line is a step; lines after the answer line are ignored.
+* A step ``a op b = c (left: ...)`` is checked against a running multiset of available numbers
+  (initially the four inputs): both operands must be available (``4 + 4`` needs two 4s), ``c``
+  must equal ``a op b`` exactly, and the ``left`` list must equal the available numbers minus the
+  operands plus the *claimed* ``c`` (so a wrong result is reported once, as an arithmetic error,
+  not again as a bookkeeping error). Correct steps earn a ``step_reward`` span, wrong ones a
+  ``step_error_reward`` span whose message lists every problem found.
+* After a wrong step the checker continues from the ``left`` list the model wrote when it
+  parses, otherwise from the true state (the step applied correctly when its operands are
+  available, else the state before the step), so that later steps are judged on their own.
+* The answer ``<expression> = 24`` is judged on the expression before the first ``=``: it must
+  parse, use each input number exactly once and evaluate to exactly 24. Correctness (the score)
+  depends on the answer line alone: wrong intermediate steps cost their spans but do not make a
+  correct answer incorrect. A wrong or missing answer gets an ``answer_error_reward`` span over
+  the answer line (or the last non-blank line when there is no answer line).
+
+Model text is never evaluated with ``eval``: expressions go through a small recursive-descent
+parser over ASCII integers, ``+ - * /``, unary minus and parentheses, with exact
+:class:`fractions.Fraction` arithmetic and limits on length, nesting and literal size.
+"""
+
+from __future__ import annotations
+
+import csv
+import importlib.util
+import math
+import re
+from collections import Counter
+from dataclasses import dataclass
+from fractions import Fraction
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+from rlsf.config import opt
+from rlsf.feedback.certificate import Certificate, Span
+from rlsf.tasks.base import Example, Messages, Task, TaskError, register
+
+TARGET = Fraction(24)
+
+#: Verdicts :meth:`Game24.check` can return.
+VERDICTS = ("correct", "wrong_answer", "unparsable_answer", "no_answer", "empty")
+
+# Guards for model text: bounded work per line whatever the model writes.
+MAX_EXPRESSION_CHARS = 500
+MAX_NESTING = 50
+MAX_LITERAL_DIGITS = 12
+MAX_STEP_LINE_CHARS = 300
+
+# Unicode operators models like to emit, mapped one character to one character so that
+# character offsets are unchanged.
+_OPERATOR_MAP = str.maketrans({"×": "*", "·": "*", "∗": "*", "÷": "/", "−": "-", "–": "-"})
+
+
+class ExpressionError(ValueError):
+    """An answer expression that cannot be parsed or evaluated (the message says why)."""
+
+
+# ---------------------------------------------------------------------------------------------
+# Numbers and expressions
+
+
+def format_number(x: Fraction) -> str:
+    """``12`` for integers, ``8/3`` (``-8/3``) otherwise: the step-line number format."""
+    return str(x.numerator) if x.denominator == 1 else f"{x.numerator}/{x.denominator}"
+
+
+def _format_list(xs: list[Fraction] | tuple[Fraction, ...]) -> str:
+    return " ".join(format_number(x) for x in sorted(xs))
+
+
+_DIGITS = rf"[0-9]{{1,{2 * MAX_LITERAL_DIGITS}}}"
+_NUM = rf"-?{_DIGITS}(?:/{_DIGITS}|\.{_DIGITS})?"
+_NUM_RE = re.compile(_NUM)
+
+
+def _parse_number(text: str) -> Fraction | None:
+    """A step-line number (``12``, ``-4``, ``8/3``, ``1.5``) or ``None`` if it is not one."""
+    if not _NUM_RE.fullmatch(text):
+        return None
+    try:
+        return Fraction(text)
+    except (ValueError, ZeroDivisionError):  # e.g. "1/0"
+        return None
+
+
+class _Parser:
+    """Recursive descent over ``expr := term (+|- term)*``, ``term := unary (*|/ unary)*``,
+    ``unary := - unary | primary``, ``primary := INT | ( expr )``.
+
+    The value is ``None`` once a division by zero happened, so parsing continues and the
+    literals used are still collected for the message.
+    """
+
+    def __init__(self, text: str) -> None:
+        self.text = text.translate(_OPERATOR_MAP)
+        self.pos = 0
+        self.depth = 0
+        self.numbers: list[int] = []
+
+    def parse(self) -> Fraction | None:
+        if len(self.text) > MAX_EXPRESSION_CHARS:
+            raise ExpressionError(f"expression longer than {MAX_EXPRESSION_CHARS} characters")
+        value = self._expr()
+        self._skip()
+        if self.pos < len(self.text):
+            raise ExpressionError(f"unexpected {self.text[self.pos]!r} at position {self.pos}")
+        return value
+
+    def _skip(self) -> None:
+        while self.pos < len(self.text) and self.text[self.pos] in " \t":
+            self.pos += 1
+
+    def _peek(self) -> str:
+        self._skip()
+        return self.text[self.pos] if self.pos < len(self.text) else ""
+
+    def _expr(self) -> Fraction | None:
+        value = self._term()
+        while (op := self._peek()) in ("+", "-"):
+            self.pos += 1
+            rhs = self._term()
+            value = None if value is None or rhs is None else value + rhs if op == "+" else value - rhs
+        return value
+
+    def _term(self) -> Fraction | None:
+        value = self._unary()
+        while (op := self._peek()) in ("*", "/"):
+            self.pos += 1
+            rhs = self._unary()
+            if value is None or rhs is None or (op == "/" and rhs == 0):
+                value = None
+            else:
+                value = value * rhs if op == "*" else value / rhs
+        return value
+
+    def _unary(self) -> Fraction | None:
+        self.depth += 1
+        if self.depth > MAX_NESTING:
+            raise ExpressionError(f"nested deeper than {MAX_NESTING}")
+        try:
+            if self._peek() == "-":
+                self.pos += 1
+                value = self._unary()
+                return None if value is None else -value
+            return self._primary()
+        finally:
+            self.depth -= 1
+
+    def _primary(self) -> Fraction | None:
+        c = self._peek()
+        if c == "(":
+            self.pos += 1
+            value = self._expr()
+            if self._peek() != ")":
+                raise ExpressionError("missing ')'")
+            self.pos += 1
+            return value
+        start = self.pos
+        while self.pos < len(self.text) and self.text[self.pos] in "0123456789":
+            self.pos += 1
+        digits = self.text[start : self.pos]
+        if not digits:
+            found = repr(c) if c else "end of expression"
+            raise ExpressionError(f"expected a number or '(' but found {found}")
+        if len(digits) > MAX_LITERAL_DIGITS:
+            raise ExpressionError(f"number with more than {MAX_LITERAL_DIGITS} digits")
+        self.numbers.append(int(digits))
+        return Fraction(int(digits))
+
+
+def _parse_with_numbers(text: str) -> tuple[Fraction | None, list[int]]:
+    """The value of ``text`` (``None`` on division by zero) and the literals it uses, in order."""
+    parser = _Parser(text)
+    return parser.parse(), parser.numbers
+
+
+def parse_expression(text: str) -> Fraction:
+    """Evaluate an arithmetic expression exactly; raises :class:`ExpressionError` (a
+    ``ValueError``) on bad syntax, excessive size or division by zero."""
+    value, _ = _parse_with_numbers(text)
+    if value is None:
+        raise ExpressionError("division by zero")
+    return value
+
+
+# ---------------------------------------------------------------------------------------------
+# Solver
+
+# An expression tree: an input number, or (op, left, right).
+_Expr = Any
+_Step = tuple[Fraction, str, Fraction, Fraction]  # a op b = c
+
+
+def _candidates(a: Fraction, b: Fraction, tier: int) -> list[_Step]:
+    """Steps combining ``a`` and ``b`` allowed in ``tier`` (0: non-negative integers,
+    1: non-negative rationals, 2: anything), in a fixed order for determinism."""
+    hi, lo = (a, b) if a >= b else (b, a)
+    out = [(lo, "+", hi, lo + hi), (lo, "*", hi, lo * hi), (hi, "-", lo, hi - lo)]
+    if tier == 2 and hi != lo:
+        out.append((lo, "-", hi, lo - hi))
+    if lo != 0:
+        out.append((hi, "/", lo, hi / lo))
+    if hi != 0 and hi != lo:
+        out.append((lo, "/", hi, lo / hi))
+    if tier == 0:
+        out = [s for s in out if s[3].denominator == 1 and s[3] >= 0]
+    return out
+
+
+@lru_cache(maxsize=None)
+def _search(state: tuple[Fraction, ...], tier: int) -> tuple[_Step, ...] | None:
+    """Steps reducing the sorted multiset ``state`` to 24, or ``None``. Memoised: sub-states
+    are shared between puzzles."""
+    if len(state) == 1:
+        return () if state[0] == TARGET else None
+    for i in range(len(state)):
+        if i > 0 and state[i] == state[i - 1]:
+            continue  # pairs with an equal earlier value were tried already
+        for j in range(i + 1, len(state)):
+            if j > i + 1 and state[j] == state[j - 1]:
+                continue  # same pair as the previous j
+            rest = state[:i] + state[i + 1 : j] + state[j + 1 :]
+            for step in _candidates(state[i], state[j], tier):
+                tail = _search(tuple(sorted(rest + (step[3],))), tier)
+                if tail is not None:
+                    return (step, *tail)
+    return None
+
+
+def _render(expr: _Expr, parent: str = "", right: bool = False) -> str:
+    """Print with the fewest parentheses that keep the value (exact arithmetic, so
+    re-association like ``a + (b - c) -> a + b - c`` is safe)."""
+    if not isinstance(expr, tuple):
+        return format_number(expr)
+    op, lhs, rhs = expr
+    text = f"{_render(lhs, op)} {op} {_render(rhs, op, True)}"
+    additive = op in ("+", "-")
+    needs = (parent in ("*", "/") and additive) or (right and (parent == "/" or (parent == "-" and additive)))
+    return f"({text})" if needs else text
+
+
+def solve(numbers: list[int] | tuple[int, ...]) -> list[str] | None:
+    """A solution as step lines plus a final ``Answer:`` line, or ``None`` if there is none.
+
+    Deterministic. Prefers solutions whose intermediate values are all non-negative integers,
+    then non-negative rationals (written ``a/b``), then any rationals.
+    """
+    start = tuple(sorted(Fraction(n) for n in numbers))
+    steps = next((s for tier in range(3) if (s := _search(start, tier)) is not None), None)
+    if steps is None:
+        return None
+    # Pair every available value with the expression that produced it; any item of equal
+    # value may serve as an operand since the items always partition the inputs.
+    pool: list[tuple[Fraction, _Expr]] = [(x, x) for x in start]
+    lines = []
+    for a, op, b, c in steps:
+        ia = next(k for k, (v, _) in enumerate(pool) if v == a)
+        ea = pool.pop(ia)[1]
+        ib = next(k for k, (v, _) in enumerate(pool) if v == b)
+        eb = pool.pop(ib)[1]
+        pool.append((c, (op, ea, eb)))
+        left = _format_list([v for v, _ in pool])
+        lines.append(f"{format_number(a)} {op} {format_number(b)} = {format_number(c)} (left: {left})")
+    lines.append(f"Answer: {_render(pool[0][1])} = 24")
+    return lines
+
+
+# ---------------------------------------------------------------------------------------------
+# Checker
+
+_OP = r"[-+*/]"
+_LEFT = r"(?:\(\s*left\s*:\s*(?P<left>[^()]*)\))?"
+# Operators surrounded by spaces first, so that "8 / 8/3" reads as 8 divided by 8/3; then a
+# compact form ("4+8=12") whose operands are plain integers. Lines are stripped first and no two
+# repetitions can match the same characters, so matching stays linear (no backtracking blow-up).
+_STEP_RES = (
+    re.compile(rf"(?P<a>{_NUM})\s+(?P<op>{_OP})\s+(?P<b>{_NUM})\s*=\s*(?P<c>{_NUM})\s*{_LEFT}", re.I),
+    re.compile(
+        rf"(?P<a>-?{_DIGITS})\s*(?P<op>{_OP})\s*(?P<b>-?{_DIGITS})\s*=\s*(?P<c>{_NUM})\s*{_LEFT}", re.I
+    ),
+)
+_ANSWER_RE = re.compile(r"[*_#\s]*answer[*_\s]*:[*_\s]*(?P<expr>.*)", re.I | re.S)
+
+
+def _apply(a: Fraction, op: str, b: Fraction) -> Fraction | None:
+    if op == "+":
+        return a + b
+    if op == "-":
+        return a - b
+    if op == "*":
+        return a * b
+    return None if b == 0 else a / b
+
+
+@dataclass
+class _StepResult:
+    problems: list[str]
+    next_state: list[Fraction]
+    summary: str = ""
+
+
+def _check_step(line: str, state: list[Fraction]) -> _StepResult:
+    """Judge one step line against the available numbers; see the module docstring."""
+    line = line.translate(_OPERATOR_MAP).strip()
+    m = None
+    if len(line) <= MAX_STEP_LINE_CHARS:
+        for pattern in _STEP_RES:
+            if m := pattern.fullmatch(line):
+                break
+    if m is None:
+        return _StepResult(["cannot parse step (expected 'a op b = c (left: ...)')"], state)
+    a, b, c = (_parse_number(m[k]) for k in "abc")
+    if a is None or b is None or c is None:
+        return _StepResult(["cannot parse step (bad number)"], state)
+    op = m["op"]
+    problems: list[str] = []
+    rest = list(state)
+    available = True
+    if a == b and state.count(a) == 1:
+        available = False
+        problems.append(
+            f"operand {format_number(a)} is used twice but only one is available "
+            f"(left: {_format_list(state)})"
+        )
+    else:
+        for x in dict.fromkeys((a, b)):  # an operand missing altogether is reported once
+            if state.count(x) < (a, b).count(x):
+                available = False
+                problems.append(f"operand {format_number(x)} is not available (left: {_format_list(state)})")
+    if available:
+        rest.remove(a)
+        rest.remove(b)
+    expr = f"{format_number(a)} {op} {format_number(b)}"
+    true = _apply(a, op, b)
+    if true is None:
+        problems.append(f"{expr} divides by zero")
+    elif true != c:
+        problems.append(f"{expr} is {format_number(true)}, not {format_number(c)}")
+    claimed: list[Fraction] | None = None
+    if m["left"] is None:
+        problems.append("missing (left: ...) list")
+    else:
+        items = [t for t in re.split(r"[\s,]+", m["left"]) if t]
+        parsed = [_parse_number(t) for t in items]
+        if all(p is not None for p in parsed):
+            claimed = [p for p in parsed if p is not None]
+        else:
+            problems.append(f"cannot parse left list {m['left'].strip()!r}")
+    if claimed is not None and available:
+        expected = rest + [c]
+        if Counter(expected) != Counter(claimed):
+            problems.append(f"left should be {_format_list(expected)}, not {_format_list(claimed)}")
+    if claimed is not None:
+        next_state = claimed
+    elif available and true is not None:
+        next_state = rest + [true]
+    else:
+        next_state = state
+    return _StepResult(problems, next_state, f"{expr} = {format_number(c)} correct")
+
+
+def _lines(text: str) -> list[tuple[int, int]]:
+    """``[start, end)`` of every non-blank line, without its newline (and ``\\r``)."""
+    out = []
+    start = 0
+    for piece in text.split("\n"):
+        end = start + len(piece)
+        stripped_end = end - 1 if piece.endswith("\r") else end
+        if piece.strip():
+            out.append((start, stripped_end))
+        start = end + 1
+    return out
+
+
+@register("game24")
+class Game24(Task):
+    """Game of 24 (Tree-of-Thoughts puzzles) with a step-by-step exact-arithmetic checker."""
+
+    description = "Reach 24 from four numbers with + - * /; each step and the answer checked exactly."
+
+    @dataclass
+    class Options:
+        data_path: str | None = opt(None, "CSV of puzzles (ToT's 24.csv); None uses the copy in the installed tree-of-thoughts-llm package.")
+        test_start: int = opt(900, "First 0-based row of the held-out test split (ToT uses rows 900-999).")
+        test_end: int = opt(1000, "End (exclusive) of the test split; all other rows are train.")
+        correct_reward: float = opt(1.0, "Certificate score when the answer line is correct.")
+        incorrect_reward: float = opt(0.0, "Certificate score otherwise.")
+        step_reward: float = opt(0.1, "Span reward of each correct step line.")
+        step_error_reward: float = opt(-0.5, "Span reward of each wrong or unparsable step line.")
+        answer_error_reward: float = opt(-1.0, "Span reward of a wrong, unparsable or missing answer line.")
+
+    def __init__(self, **options: Any) -> None:
+        super().__init__(**options)
+        o = self.options
+        for name in ("test_start", "test_end"):
+            v = getattr(o, name)
+            if not isinstance(v, int) or isinstance(v, bool) or v < 0:
+                raise TaskError(f"task 'game24': option {name} must be a non-negative integer, got {v!r}")
+        if o.test_start >= o.test_end:
+            raise TaskError(
+                f"task 'game24': option test_start ({o.test_start}) must be less than test_end ({o.test_end})"
+            )
+        for name in ("correct_reward", "incorrect_reward", "step_reward", "step_error_reward",
+                     "answer_error_reward"):
+            v = getattr(o, name)
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+                raise TaskError(f"task 'game24': option {name} must be a finite number, got {v!r}")
+        if o.step_reward < 0:
+            raise TaskError(f"task 'game24': option step_reward must be >= 0, got {o.step_reward}")
+        for name in ("step_error_reward", "answer_error_reward"):
+            if getattr(o, name) > 0:
+                raise TaskError(f"task 'game24': option {name} must be <= 0, got {getattr(o, name)}")
+        if o.data_path is not None and not isinstance(o.data_path, (str, Path)):
+            raise TaskError(f"task 'game24': option data_path must be a path, got {o.data_path!r}")
+        self._rows: list[Example] | None = None
+
+    # -- data ---------------------------------------------------------------------------------
+
+    def data_file(self) -> Path:
+        if self.options.data_path is not None:
+            return Path(self.options.data_path)
+        # find_spec locates the package without importing tot (which pulls in openai etc.).
+        spec = importlib.util.find_spec("tot")
+        if spec is None or not spec.submodule_search_locations:
+            raise TaskError(
+                "task 'game24': the puzzle list ships with tree-of-thoughts-llm; run "
+                "`pip install --no-deps tree-of-thoughts-llm` or set option data_path to a 24.csv"
+            )
+        return Path(list(spec.submodule_search_locations)[0]) / "data" / "24" / "24.csv"
+
+    def _read(self) -> list[Example]:
+        if self._rows is not None:
+            return self._rows
+        path = self.data_file()
+        try:
+            handle = path.open(newline="", encoding="utf-8")
+        except OSError as e:
+            raise TaskError(f"task 'game24': cannot read data file {path}: {e.strerror or e}") from e
+        rows: list[Example] = []
+        with handle:
+            reader = csv.DictReader(handle)
+            if reader.fieldnames is None or not {"Rank", "Puzzles"} <= set(reader.fieldnames):
+                raise TaskError(f"{path}: expected columns 'Rank' and 'Puzzles', got {reader.fieldnames}")
+            for record in reader:
+                where = f"{path}, line {reader.line_num}"
+                rank, puzzle = record.get("Rank"), record.get("Puzzles")
+                if rank is None or not re.fullmatch(r"\s*[0-9]+\s*", rank):
+                    raise TaskError(f"{where}: bad Rank {rank!r}")
+                if puzzle is None:
+                    raise TaskError(f"{where}: missing Puzzles field")
+                tokens = puzzle.split()
+                if len(tokens) != 4 or not all(re.fullmatch(r"[0-9]{1,6}", t) for t in tokens):
+                    raise TaskError(f"{where}: Puzzles must be 4 integers, got {puzzle!r}")
+                numbers = [int(t) for t in tokens]
+                rows.append({"id": int(rank), "numbers": numbers, "puzzle": " ".join(tokens)})
+        self._rows = rows
+        return rows
+
+    def load(self, split: str) -> list[Example]:
+        if split not in ("train", "test"):
+            raise TaskError(f"task 'game24': unknown split {split!r}; use 'train' or 'test'")
+        rows = self._read()
+        lo, hi = self.options.test_start, self.options.test_end
+        if hi > len(rows):
+            raise TaskError(
+                f"task 'game24': option test_end ({hi}) exceeds the {len(rows)} rows of {self.data_file()}"
+            )
+        chosen = rows[lo:hi] if split == "test" else rows[:lo] + rows[hi:]
+        # Copies, so that callers mutating examples cannot corrupt the cache.
+        return [{**r, "numbers": list(r["numbers"])} for r in chosen]
+
+    # -- prompting ------------------------------------------------------------------------------
+
+    def prompt(self, example: Example) -> Messages:
+        content = (
+            "Use each number once with + - * / to make 24. "
+            "One step per line: a op b = c (left: remaining numbers). "
+            "Last line: Answer: <expression> = 24\n"
+            f"Input: {example['puzzle']}"
+        )
+        return [{"role": "user", "content": content}]
+
+    def demonstration(self, example: Example) -> str | None:
+        lines = solve(example["numbers"])
+        return None if lines is None else "\n".join(lines)
+
+    # -- checking -------------------------------------------------------------------------------
+
+    def check(self, example: Example, completion: str) -> Certificate:
+        o = self.options
+        try:
+            inputs = [Fraction(int(n)) for n in example["numbers"]]
+        except (KeyError, TypeError, ValueError) as e:  # a bad example is a caller bug, not model text
+            raise TaskError(f"task 'game24': example has no valid 'numbers': {example!r}") from e
+        if not isinstance(completion, str) or not completion.strip():
+            info = {"steps": 0, "steps_correct": 0, "step_accuracy": 0.0}
+            return Certificate(score=o.incorrect_reward, verdict="empty", info=info)
+
+        spans: list[Span] = []
+        state = list(inputs)
+        steps = steps_correct = 0
+        answer_line: tuple[int, int, str] | None = None
+        lines = _lines(completion)
+        for start, end in lines:
+            text = completion[start:end]
+            m = _ANSWER_RE.fullmatch(text)
+            if m:
+                answer_line = (start, end, m["expr"])
+                break  # lines after the answer are ignored
+            steps += 1
+            result = _check_step(text, state)
+            state = result.next_state
+            if result.problems:
+                spans.append(Span(start, end, o.step_error_reward, "; ".join(result.problems)))
+            else:
+                steps_correct += 1
+                spans.append(Span(start, end, o.step_reward, result.summary))
+        info: dict[str, Any] = {
+            "steps": steps,
+            "steps_correct": steps_correct,
+            "step_accuracy": steps_correct / steps if steps else 0.0,
+        }
+
+        def fail(verdict: str, start: int, end: int, message: str, answer: str | None = None) -> Certificate:
+            spans.append(Span(start, end, o.answer_error_reward, message))
+            return Certificate(o.incorrect_reward, verdict, False, spans, info, answer)
+
+        if answer_line is None:
+            start, end = lines[-1]
+            return fail("no_answer", start, end, "no 'Answer: <expression> = 24' line")
+        start, end, expr_text = answer_line
+        expr_text = expr_text.split("=", 1)[0].strip().rstrip(".").strip()
+        try:
+            value, used = _parse_with_numbers(expr_text)
+        except ExpressionError as e:
+            return fail("unparsable_answer", start, end, f"cannot parse answer: {e}")
+        except RecursionError:  # belt and braces; MAX_NESTING keeps recursion shallow
+            return fail("unparsable_answer", start, end, "cannot parse answer: nested too deeply")
+        canonical = "".join(expr_text.translate(_OPERATOR_MAP).split())
+        problems = []
+        want = sorted(int(x) for x in inputs)
+        if sorted(used) != want:
+            extra = Counter(used) - Counter(want)
+            missing = Counter(want) - Counter(used)
+            detail = "; ".join(
+                f"{label}: {' '.join(map(str, sorted(c.elements())))}"
+                for label, c in (("extra", extra), ("missing", missing))
+                if c
+            )
+            problems.append(
+                f"uses numbers {' '.join(map(str, sorted(used))) or 'none'} but the puzzle is "
+                f"{' '.join(map(str, want))} ({detail})"
+            )
+        if value is None:
+            problems.append("division by zero")
+        elif value != TARGET:
+            problems.append(f"evaluates to {format_number(value)}, not 24")
+        if problems:
+            return fail("wrong_answer", start, end, "; ".join(problems), canonical)
+        return Certificate(o.correct_reward, "correct", True, spans, info, canonical)

