@@ -14,7 +14,7 @@ from typing import Any
 
 from rlsf.config import Config
 from rlsf.metrics import ks_up_to, majority_vote, pass_at_k
-from rlsf.rollout import generate, task_prompts
+from rlsf.rollout import SamplingModel, generate, task_prompts
 from rlsf.runtime import load_policy, load_split, load_task, set_threads
 from rlsf.utils import seed_everything
 
@@ -30,6 +30,7 @@ def evaluate(cfg: Config, *, model=None, tokenizer=None, output: str | Path | No
     if model is None:
         model, tokenizer = load_policy(cfg, lora=False)
     t0 = time.perf_counter()
+    model = SamplingModel(model, cfg.model.autocast).model
     prompts = task_prompts(tokenizer, task, examples)
     gen = dict(max_new_tokens=e.max_new_tokens, batch_size=e.batch_size, precision=cfg.model.autocast)
 

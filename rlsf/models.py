@@ -351,6 +351,16 @@ def is_peft_model(model: Any) -> bool:
     return isinstance(model, PeftModel)
 
 
+def _contiguous_input(module: torch.nn.Module, args: tuple) -> tuple:
+    """Make the LM head's input contiguous.
+
+    ``generate`` and ``logits_to_keep`` hand the head a non-contiguous slice of the hidden states;
+    on CPU, ``linear`` on such a 3-D slice falls back to a ``bmm`` against a batch-expanded copy
+    of the weight: 5.3 s instead of 14 ms for SmolLM2's 49k-token head at batch 32 in bf16.
+    """
+    return (args[0].contiguous(), *args[1:])
+
+
 def load_model(
     path: str | os.PathLike,
     *,
@@ -371,6 +381,9 @@ def load_model(
         )
     except OSError as exc:  # missing files, or a hub id that cannot be fetched offline
         raise ModelError(f"cannot load model from {resolved!r}: {exc}") from exc
+    head = model.get_output_embeddings()
+    if head is not None:
+        head.register_forward_pre_hook(_contiguous_input)
     if lora is None:
         return model
 

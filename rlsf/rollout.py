@@ -7,6 +7,7 @@ token's character range in it (see :mod:`rlsf.feedback.token_rewards`).
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass, field
 
 import torch
@@ -46,6 +47,37 @@ class Rollout:
             [self.texts[i] for i in idx], [self.offsets[i] for i in idx], [self.truncated[i] for i in idx],
             [self.example_index[i] for i in idx] if self.example_index else [],
         )
+
+
+class SamplingModel:
+    """The weights ``generate`` runs on.
+
+    Decoding reads every weight once per generated token, so on a CPU it is bound by memory
+    traffic, not arithmetic. With ``precision="bf16"`` and float32 master weights we sample from
+    a bf16 copy of the parameters (half the bytes per token; buffers such as rotary frequencies
+    stay float32), refreshed from the master weights by :meth:`sync` before each rollout. The
+    update recomputes log-probs with the master weights, so the copy only decides which tokens
+    are sampled, never the gradient.
+    """
+
+    def __init__(self, model, precision: str = "none") -> None:
+        self.policy = model
+        self.copy = None
+        if precision == "bf16" and next(model.parameters()).dtype == torch.float32:
+            self.copy = copy.deepcopy(model).eval()
+            for p in self.copy.parameters():
+                p.requires_grad_(False)
+                p.data = p.data.to(torch.bfloat16)
+
+    @torch.no_grad()
+    def sync(self) -> None:
+        if self.copy is not None:
+            for src, dst in zip(self.policy.parameters(), self.copy.parameters(), strict=True):
+                dst.copy_(src)
+
+    @property
+    def model(self):
+        return self.copy if self.copy is not None else self.policy
 
 
 def render_prompt(tokenizer, messages: list[dict[str, str]]) -> str:

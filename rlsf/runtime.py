@@ -14,6 +14,10 @@ from rlsf.tasks import Task, TaskError, get_task
 
 
 def set_threads(cfg: Config) -> None:
+    """Process-wide settings of a stage: torch threads, and no per-file loading bars from HF."""
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
     if cfg.model.threads:
         torch.set_num_threads(cfg.model.threads)
 

@@ -27,7 +27,7 @@ from rlsf.feedback.token_rewards import token_reward_tensor
 from rlsf.logging import MetricLogger, read_metrics
 from rlsf.metrics import certificate_summary
 from rlsf.models import Reference, save_model
-from rlsf.rollout import Rollout, generate, task_prompts
+from rlsf.rollout import Rollout, SamplingModel, generate, task_prompts
 from rlsf.runtime import load_policy, load_split, load_task, note, prepare_run_dir, set_threads
 from rlsf.utils import Timer, rng_state, seed_everything, set_rng_state
 
@@ -61,6 +61,7 @@ class RLTrainer:
         # the same weights with adapters disabled.
         self.reference = Reference.from_policy(self.model)
         self.algo = ALGORITHMS[cfg.train.algorithm](self.model, self.reference, cfg)
+        self.sampler = SamplingModel(self.model, cfg.model.autocast)
         self.timer = Timer()
         self.run_dir = Path(cfg.run.output_dir)
         self.ckpt = Checkpointer(self.run_dir, keep=cfg.train.keep_checkpoints)
@@ -76,7 +77,8 @@ class RLTrainer:
         # Samples of one prompt are adjacent rows: the group layout GRPO relies on.
         prompts = [p for p in task_prompts(self.tokenizer, self.task, batch) for _ in range(k)]
         with t("generate"):
-            ro = generate(self.model, self.tokenizer, prompts, max_new_tokens=c.rollout.max_new_tokens,
+            self.sampler.sync()
+            ro = generate(self.sampler.model, self.tokenizer, prompts, max_new_tokens=c.rollout.max_new_tokens,
                           temperature=c.rollout.temperature, top_p=c.rollout.top_p,
                           batch_size=c.rollout.generation_batch_size, precision=c.model.autocast)
         with t("feedback"):

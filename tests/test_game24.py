@@ -93,9 +93,10 @@ def test_malformed_row(tmp_path: Path, row: str, bad: str) -> None:
 
 
 def test_prompt_is_short(task: Game24) -> None:
-    (message,) = task.prompt(PUZZLE)
-    assert message["role"] == "user" and message["content"].endswith("4 4 6 8")
-    assert "Answer:" in message["content"] and len(message["content"].split()) < 50
+    system, user = task.prompt(PUZZLE)
+    assert system["role"] == "system" and "Answer:" in system["content"]
+    assert user["role"] == "user" and user["content"] == "Input: 4 4 6 8"
+    assert len(system["content"].split()) + len(user["content"].split()) < 50
 
 
 def test_solver_examples() -> None:

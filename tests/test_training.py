@@ -179,3 +179,19 @@ def test_bad_inputs_give_clear_errors(tiny_model_dir, shared_data, tmp_path, cap
     assert "missing.csv" in capsys.readouterr().err
     assert main(["train", "--model", tiny_model_dir, "--task.options", "{colour: red}", "--output-dir", out]) == 2
     assert "colour" in capsys.readouterr().err
+
+
+def test_bf16_sampling_copy_follows_the_policy(tiny_model_dir):
+    from rlsf.rollout import SamplingModel
+
+    model = load_model(tiny_model_dir)
+    sampler = SamplingModel(model, "bf16")
+    assert sampler.model is not model and next(sampler.model.parameters()).dtype == torch.bfloat16
+    assert all(b.dtype == torch.float32 for b in sampler.model.buffers() if b.is_floating_point())
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(0.5)
+    sampler.sync()
+    for p, q in zip(model.parameters(), sampler.model.parameters()):
+        assert torch.equal(p.to(torch.bfloat16), q)
+    assert SamplingModel(model, "none").model is model

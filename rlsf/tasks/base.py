@@ -7,8 +7,7 @@ declares its options as a dataclass (``Options``) so that configs are typed and 
     class MyTask(Task):
         @dataclass
         class Options:
-            data_path: str | None = None
-            '''Where the data lives.'''
+            data_path: str | None = opt(None, "Where the data lives.")   # rlsf.config.opt: help text
 
         def load(self, split): ...
         def prompt(self, example): ...

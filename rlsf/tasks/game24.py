@@ -489,13 +489,16 @@ class Game24(Task):
     # -- prompting ------------------------------------------------------------------------------
 
     def prompt(self, example: Example) -> Messages:
-        content = (
+        # The instruction is the system message: chat templates that add a default system
+        # prompt when none is given (SmolLM2's adds ~20 tokens) then add nothing, and every
+        # prompt token is paid for in every rollout and update.
+        instruction = (
             "Use each number once with + - * / to make 24. "
             "One step per line: a op b = c (left: remaining numbers). "
-            "Last line: Answer: <expression> = 24\n"
-            f"Input: {example['puzzle']}"
+            "Last line: Answer: <expression> = 24"
         )
-        return [{"role": "user", "content": content}]
+        return [{"role": "system", "content": instruction},
+                {"role": "user", "content": f"Input: {example['puzzle']}"}]
 
     def demonstration(self, example: Example) -> str | None:
         lines = solve(example["numbers"])
