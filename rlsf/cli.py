@@ -1,4 +1,4 @@
-"""The ``rlsf`` console script: ``rlsf {pipeline,train,sft,eval,tasks}``.
+"""The ``rlsf`` console script: ``rlsf {pipeline,train,sft,eval,plot,tasks}``.
 
 Every configuration field is a flag ``--SECTION.FIELD VALUE`` with its help text; common ones
 have short aliases (``--model``, ``--steps``, ...). ``--config FILE.yaml`` loads a file first;
@@ -67,6 +67,10 @@ def build_parser() -> argparse.ArgumentParser:
     for name, (help_, _) in COMMANDS.items():
         p = sub.add_parser(name, help=help_, description=help_)
         _add_config_args(p, name)
+    pl = sub.add_parser("plot", help="Plot a run's metrics.jsonl to a PNG.", description="Plot a run's metrics to a PNG.")
+    pl.add_argument("run_dir", help="Run folder holding metrics.jsonl (e.g. runs/game24/rl).")
+    pl.add_argument("--keys", nargs="+", help="Metrics to plot (default: rewards, success, KL, losses, entropy, length).")
+    pl.add_argument("--output", help="PNG path (default: RUN_DIR/metrics.png).")
     t = sub.add_parser("tasks", help="List tasks, or show one task's options.", description="List tasks and their options.")
     t.add_argument("--name", help="Show this task's options with their defaults.")
     return parser
@@ -103,6 +107,11 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "tasks":
             _tasks(args.name)
+            return 0
+        if args.command == "plot":
+            from rlsf.plots import plot_metrics
+
+            print(plot_metrics(args.run_dir, args.keys, args.output))
             return 0
         cfg = _config_from_args(args)
         if args.command == "train":

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from rlsf.config import Config
-from rlsf.metrics import ks_up_to, majority_vote, pass_at_k
+from rlsf.metrics import certificate_summary, ks_up_to, majority_vote, pass_at_k
 from rlsf.rollout import SamplingModel, generate, task_prompts
 from rlsf.runtime import load_policy, load_split, load_task, set_threads
 from rlsf.utils import seed_everything
@@ -41,6 +41,9 @@ def evaluate(cfg: Config, *, model=None, tokenizer=None, output: str | Path | No
         "maj@1": sum(c.correct for c in greedy_certs) / len(examples),
         "mean_score": sum(c.score for c in greedy_certs) / len(examples),
         "verdicts": dict(Counter(c.verdict for c in greedy_certs)),
+        # The checker's own figures (e.g. Game of 24 step accuracy) of the greedy completions:
+        # finer-grained than success, so they move first in short runs.
+        **{k: v for k, v in certificate_summary(greedy_certs, prefix="info/").items() if "/verdict/" not in k},
     }
     records = [{"id": ex.get("id"), "kind": "greedy", "completion": t, "certificate": c.to_dict()}
                for ex, t, c in zip(examples, greedy.texts, greedy_certs)]

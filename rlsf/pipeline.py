@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from rlsf.config import Config
+from rlsf.config import Config, ConfigError
 from rlsf.evaluate import evaluate
 from rlsf.runtime import note
 from rlsf.sft import sft
@@ -70,6 +70,14 @@ def pipeline(cfg: Config) -> dict[str, Any]:
         results[label] = evaluate(_stage(cfg, **{"model.name": model_name, "model.lora": False}), output=out)
         times[f"eval_{label}"] = time.perf_counter() - t0
 
+    for stage in ("sft", "rl"):
+        if (root / stage / "metrics.jsonl").is_file():
+            try:
+                from rlsf.plots import plot_metrics
+
+                plot_metrics(root / stage)
+            except (FileNotFoundError, ConfigError) as e:  # matplotlib missing: the run is still fine
+                note(f"no plot for {stage}: {e}")
     summary = {"before": results["before"], "after": results["after"], "stage_seconds": times}
     (root / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     return summary
@@ -78,10 +86,11 @@ def pipeline(cfg: Config) -> dict[str, Any]:
 def format_summary(summary: dict[str, Any]) -> str:
     """A before/after table of the figures both evaluations share."""
     b, a = summary["before"], summary["after"]
-    keys = [k for k in b if ("@" in k or k == "mean_score") and k in a]
-    rows = [f"{'metric':<12} {'SFT':>8} {'SFT+RL':>8} {'change':>8}"]
+    keys = [k for k in b if ("@" in k or k == "mean_score" or k.startswith("info/")) and k in a]
+    w = max(12, *(len(k) for k in keys)) if keys else 12
+    rows = [f"{'metric':<{w}} {'SFT':>8} {'SFT+RL':>8} {'change':>8}"]
     for k in keys:
-        rows.append(f"{k:<12} {b[k]:>8.3f} {a[k]:>8.3f} {a[k] - b[k]:>+8.3f}")
+        rows.append(f"{k:<{w}} {b[k]:>8.3f} {a[k]:>8.3f} {a[k] - b[k]:>+8.3f}")
     rows.append(f"held-out problems: {b['num_examples']} ({b['task']}, split {b['split']})")
     t = summary.get("stage_seconds", {})
     if t:

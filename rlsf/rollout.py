@@ -11,6 +11,7 @@ import copy
 from dataclasses import dataclass, field
 
 import torch
+from transformers import GenerationConfig, LogitsProcessor, LogitsProcessorList
 
 from rlsf.feedback.token_rewards import Offsets, decode_with_offsets
 from rlsf.tasks.base import Example, Task
@@ -27,6 +28,8 @@ class Rollout:
     offsets: list[Offsets]
     truncated: list[bool]  # cut by max_new_tokens before end of turn
     example_index: list[int] = field(default_factory=list)  # row -> index into the prompt list
+    logprobs: torch.Tensor | None = None  # [B, R] log-prob of each sampled token under the
+    # distribution it was sampled from (temperature and top-p applied); None for greedy decoding
 
     @property
     def input_ids(self) -> torch.Tensor:
@@ -46,6 +49,7 @@ class Rollout:
             self.prompt_ids[rows], self.prompt_mask[rows], self.response_ids[rows], self.response_mask[rows],
             [self.texts[i] for i in idx], [self.offsets[i] for i in idx], [self.truncated[i] for i in idx],
             [self.example_index[i] for i in idx] if self.example_index else [],
+            self.logprobs[rows] if self.logprobs is not None else None,
         )
 
 
@@ -78,6 +82,51 @@ class SamplingModel:
     @property
     def model(self):
         return self.copy if self.copy is not None else self.policy
+
+
+class SamplingLogprobs(LogitsProcessor):
+    """Applies temperature and top-p itself and records each sampled token's log-probability.
+
+    Hugging Face runs custom processors *before* its own temperature/top-p warpers, so we switch
+    those off and warp here: the log-probs recorded are then exactly those of the distribution
+    the tokens were drawn from. The token chosen at step ``t`` is only visible at step ``t + 1``
+    (as the last input id), so one step's log-softmax is kept, ``[batch, vocab]``, instead of
+    every step's scores (``output_scores`` would hold ``steps x batch x vocab`` floats).
+    """
+
+    def __init__(self, temperature: float, top_p: float) -> None:
+        self.temperature, self.top_p = temperature, top_p
+        self.prev: torch.Tensor | None = None
+        self.steps: list[torch.Tensor] = []
+
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
+        if self.prev is not None:
+            self.steps.append(self.prev.gather(-1, input_ids[:, -1:]).squeeze(-1))
+        scores = scores.float() / self.temperature
+        if self.top_p < 1.0:
+            scores = top_p_filter(scores, self.top_p)
+        self.prev = scores.log_softmax(-1)
+        return scores
+
+    def finish(self, generated: torch.Tensor) -> torch.Tensor:
+        """``[batch, steps]`` log-probs, given the generated ids (the last step's choice)."""
+        if self.prev is not None and len(self.steps) < generated.shape[1]:
+            self.steps.append(self.prev.gather(-1, generated[:, -1:].to(self.prev.device)).squeeze(-1))
+        self.prev = None
+        out = torch.stack(self.steps, 1) if self.steps else torch.zeros(generated.shape[0], 0)
+        self.steps = []
+        return out
+
+
+def top_p_filter(scores: torch.Tensor, top_p: float) -> torch.Tensor:
+    """Keep the smallest set of most likely tokens whose mass reaches ``top_p`` (at least one)."""
+    sorted_scores, order = scores.sort(-1, descending=True)
+    probs = sorted_scores.softmax(-1)
+    mass_before = probs.cumsum(-1) - probs
+    drop_sorted = mass_before >= top_p
+    drop_sorted[..., 0] = False
+    drop = drop_sorted.scatter(-1, order, drop_sorted)
+    return scores.masked_fill(drop, float("-inf"))
 
 
 def render_prompt(tokenizer, messages: list[dict[str, str]]) -> str:
@@ -125,44 +174,50 @@ def generate(
     prompt_ids, prompt_mask = enc["input_ids"].to(device), enc["attention_mask"].to(device)
     stops = stop_token_ids(tokenizer, model)
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else stops[0]
-    gen_kwargs = dict(
+    # An explicit generation config: a model's own defaults (repetition penalty, top-k, ...)
+    # would otherwise change the distribution sampled without the update knowing.
+    gen_config = GenerationConfig(
         max_new_tokens=max_new_tokens, do_sample=do_sample, eos_token_id=stops, pad_token_id=pad_id,
-        use_cache=True,
+        use_cache=True, temperature=1.0, top_p=1.0, top_k=0,
     )
-    if do_sample:
-        gen_kwargs.update(temperature=temperature, top_p=top_p, top_k=0)
-    else:
-        gen_kwargs.update(temperature=None, top_p=None, top_k=None)
+    recorder = SamplingLogprobs(temperature, top_p) if do_sample else None
+    processors = LogitsProcessorList([recorder] if recorder else [])
     was_training = model.training
     model.eval()
-    chunks = []
+    chunks, chunk_logprobs = [], []
     P = prompt_ids.shape[1]
     for s in range(0, len(prompts), batch_size):
         with autocast(precision, device):
             out = model.generate(
-                input_ids=prompt_ids[s : s + batch_size], attention_mask=prompt_mask[s : s + batch_size], **gen_kwargs
+                input_ids=prompt_ids[s : s + batch_size], attention_mask=prompt_mask[s : s + batch_size],
+                generation_config=gen_config, logits_processor=processors,
             )
         chunks.append(out[:, P:].cpu())
+        if recorder is not None:
+            chunk_logprobs.append(recorder.finish(out[:, P:]).cpu())
     model.train(was_training)
 
     R = max(c.shape[1] for c in chunks)
     responses = torch.full((len(prompts), R), pad_id, dtype=torch.long)
     mask = torch.zeros((len(prompts), R), dtype=torch.long)
+    logprobs = torch.zeros((len(prompts), R)) if recorder is not None else None
     texts, offsets, truncated = [], [], []
     row = 0
     stop_set = torch.tensor(stops)
-    for c in chunks:
-        for seq in c:
+    for ci, c in enumerate(chunks):
+        for j, seq in enumerate(c):
             is_stop = torch.isin(seq, stop_set)
             n = int(is_stop.nonzero()[0, 0]) + 1 if is_stop.any() else seq.shape[0]
             # A row that ended before the chunk's longest is padded: n counts generated tokens only.
             ids = seq[:n]
             responses[row, :n] = ids
             mask[row, :n] = 1
+            if logprobs is not None:
+                logprobs[row, :n] = chunk_logprobs[ci][j, :n]
             text, offs = decode_with_offsets(tokenizer, ids.tolist())
             texts.append(text)
             offsets.append(offs)
             truncated.append(not bool(is_stop.any()))
             row += 1
     return Rollout(prompt_ids.cpu(), prompt_mask.cpu(), responses, mask, texts, offsets, truncated,
-                   list(range(len(prompts))))
+                   list(range(len(prompts))), logprobs)

@@ -79,3 +79,20 @@ def test_tasks_command(capsys):
     assert main(["tasks", "--name", "game24"]) == 0
     assert "step_error_reward" in capsys.readouterr().out
     assert main(["tasks", "--name", "chess"]) == 2
+
+
+def test_plot_command(tmp_path, capsys):
+    import json
+
+    run = tmp_path / "run"
+    run.mkdir()
+    with (run / "metrics.jsonl").open("w") as f:
+        for step in range(1, 4):
+            f.write(json.dumps({"step": step, "reward/total": -1.0 + step, "kl": 0.01 * step,
+                                "timing/generate": 2.0, "timing/update": 1.0}) + "\n")
+    assert main(["plot", str(run)]) == 0
+    png = run / "metrics.png"
+    assert png.is_file() and png.read_bytes()[:4] == b"\x89PNG"
+    assert main(["plot", str(run), "--keys", "nothing/here"]) == 2
+    assert "nothing/here" in capsys.readouterr().err
+    assert main(["plot", str(tmp_path / "none")]) == 2

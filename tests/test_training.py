@@ -195,3 +195,31 @@ def test_bf16_sampling_copy_follows_the_policy(tiny_model_dir):
     for p, q in zip(model.parameters(), sampler.model.parameters()):
         assert torch.equal(p.to(torch.bfloat16), q)
     assert SamplingModel(model, "none").model is model
+
+
+def test_top_p_filter_hand_computed():
+    from rlsf.rollout import top_p_filter
+
+    scores = torch.tensor([[0.2, 0.5, 0.3]]).log()
+    kept = top_p_filter(scores, 0.6)  # mass before 0.3 is 0.5 < 0.6 (kept); before 0.2 is 0.8 (dropped)
+    assert torch.isinf(kept[0, 0]) and torch.isfinite(kept[0, 1:]).all()
+    assert torch.isfinite(top_p_filter(scores, 0.01)[0, 1])  # always at least one token
+
+
+@pytest.mark.parametrize("temperature", [1.0, 0.7])
+def test_sampling_logprobs_are_the_updates_logprobs(tiny_model_dir, temperature):
+    from rlsf.algorithms.base import response_forward
+
+    torch.manual_seed(0)
+    model, tok = load_model(tiny_model_dir), load_tokenizer(tiny_model_dir)
+    ro = generate(model, tok, ["Hi", "Input: 1 2 3 4", "x"], max_new_tokens=8, temperature=temperature, batch_size=2)
+    fo = response_forward(model, ro, temperature=temperature, precision="none")
+    mask = ro.response_mask.bool()
+    assert torch.allclose(ro.logprobs[mask], fo.logp[mask], atol=1e-4)
+    assert (ro.logprobs[~mask] == 0).all()
+    # With top-p the recorded log-probs are of the truncated, renormalised distribution.
+    ro = generate(model, tok, ["Hi"], max_new_tokens=8, temperature=1.0, top_p=0.5)
+    fo = response_forward(model, ro, temperature=1.0, precision="none")
+    m = ro.response_mask.bool()
+    assert torch.isfinite(ro.logprobs[m]).all() and (ro.logprobs[m] >= fo.logp[m] - 1e-5).all()
+    assert generate(model, tok, ["Hi"], max_new_tokens=4, do_sample=False).logprobs is None

@@ -105,6 +105,11 @@ class Algorithm(ABC):
     def step(self, rollout: Rollout, rewards: torch.Tensor, timer: Timer) -> dict[str, float]:
         """One update: prepare advantages, then ``epochs`` passes over shuffled minibatches."""
         data, stats = self.prepare(rollout, rewards, timer)
+        if rollout.logprobs is not None:
+            # How far the sampling distribution (e.g. the bf16 sampling copy) is from the policy
+            # being updated: PPO's ratios use the recomputed log-probs, so this is a diagnostic.
+            stats["rollout/logprob_gap"] = float(masked_mean((rollout.logprobs - data["old_logp"]).abs(),
+                                                             rollout.response_mask.float()))
         sums: dict[str, float] = {}
         count = 0
         self.model.train()
