@@ -79,32 +79,35 @@ class RewardConfig:
 
 
 @dataclass
-class PPOConfig:
-    epochs: int = opt(2, "Optimisation epochs over each batch of rollouts.")
+class PolicyUpdateConfig:
+    """What every clipped policy-gradient update shares (read by ``rlsf.algorithms.base``)."""
+
+    epochs: int = opt(1, "Optimisation epochs over each batch of rollouts.")
     minibatch_size: int = opt(8, "Completions per minibatch (must divide the batch).")
     clip_range: float = opt(0.2, "PPO ratio clip epsilon.")
-    value_clip_range: float = opt(0.2, "Value-function clip around the rollout values.")
-    vf_coef: float = opt(0.1, "Value loss coefficient.")
-    gamma: float = opt(1.0, "Discount factor.")
-    lam: float = opt(0.95, "GAE lambda.")
-    kl_coef: float = opt(0.05, "Per-token KL penalty to the reference, subtracted from rewards "
-                         "(0.05 was load-bearing in Havrilla et al.).")
-    whiten_advantages: bool = opt(True, "Normalise advantages over the batch.")
+    kl_coef: float = opt(0.05, "KL coefficient to the reference policy.")
     entropy_coef: float = opt(0.0, "Token-entropy bonus coefficient c_H.")
     batch_entropy_coef: float = opt(0.0, "Batch-entropy bonus c_B (Padula & Soemers): entropy of "
                                     "the batch-mean next-token distribution at the last position.")
 
 
 @dataclass
-class GRPOConfig:
-    epochs: int = opt(1, "Optimisation epochs over each batch of rollouts.")
-    minibatch_size: int = opt(8, "Completions per minibatch (must divide the batch).")
-    clip_range: float = opt(0.2, "Ratio clip epsilon.")
+class PPOConfig(PolicyUpdateConfig):
+    epochs: int = opt(2, "Optimisation epochs over each batch of rollouts.")
+    kl_coef: float = opt(0.05, "Per-token KL penalty to the reference, subtracted from rewards "
+                         "(0.05 was load-bearing in Havrilla et al.).")
+    value_clip_range: float = opt(0.2, "Value-function clip around the rollout values.")
+    vf_coef: float = opt(0.1, "Value loss coefficient.")
+    gamma: float = opt(1.0, "Discount factor.")
+    lam: float = opt(0.95, "GAE lambda.")
+    whiten_advantages: bool = opt(True, "Normalise advantages over the batch.")
+
+
+@dataclass
+class GRPOConfig(PolicyUpdateConfig):
     kl_coef: float = opt(0.02, "Coefficient of the k3 KL estimator to the reference in the loss.")
     scale_rewards: bool = opt(True, "Divide advantages by the group's return std (GRPO); false "
                               "keeps only the mean baseline (Dr. GRPO).")
-    entropy_coef: float = opt(0.0, "Token-entropy bonus coefficient.")
-    batch_entropy_coef: float = opt(0.0, "Batch-entropy bonus coefficient.")
 
 
 @dataclass

@@ -176,9 +176,11 @@ def generate(
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else stops[0]
     # An explicit generation config: a model's own defaults (repetition penalty, top-k, ...)
     # would otherwise change the distribution sampled without the update knowing.
+    # HF's own warpers are switched off when sampling: SamplingLogprobs applies them.
+    warpers = {"temperature": 1.0, "top_p": 1.0, "top_k": 0} if do_sample else {}
     gen_config = GenerationConfig(
         max_new_tokens=max_new_tokens, do_sample=do_sample, eos_token_id=stops, pad_token_id=pad_id,
-        use_cache=True, temperature=1.0, top_p=1.0, top_k=0,
+        use_cache=True, **warpers,
     )
     recorder = SamplingLogprobs(temperature, top_p) if do_sample else None
     processors = LogitsProcessorList([recorder] if recorder else [])

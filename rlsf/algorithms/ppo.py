@@ -13,7 +13,9 @@ from typing import Any
 import torch
 
 from rlsf.algorithms.base import Algorithm, response_forward
-from rlsf.algorithms.core import clipped_policy_loss, clipped_value_loss, gae, kl_penalty, masked_mean, masked_whiten
+from rlsf.algorithms.core import (
+    clipped_policy_loss, clipped_value_loss, gae, kl_penalty, masked_mean, masked_sum, masked_whiten,
+)
 from rlsf.models import ValueHead, hidden_size
 from rlsf.rollout import Rollout
 from rlsf.utils import Timer, model_device
@@ -41,7 +43,7 @@ class PPO(Algorithm):
         if c.whiten_advantages:
             adv = masked_whiten(adv, mask)
         stats = {
-            "kl": float(masked_sum_per_row(kl, mask).mean()),
+            "kl": float(masked_sum(kl, mask, dim=1).mean()),
             "value/mean": float(masked_mean(values, mask)),
             "value/returns": float(masked_mean(returns, mask)),
         }
@@ -66,7 +68,3 @@ class PPO(Algorithm):
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.value_head.load_state_dict(state["value_head"])
         super().load_state_dict(state)
-
-
-def masked_sum_per_row(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    return (x * mask).sum(1)
