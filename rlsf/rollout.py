@@ -167,19 +167,24 @@ def generate(
     do_sample: bool = True,
     batch_size: int = 32,
     precision: str = "none",
+    ignore_eos: bool = False,
 ) -> Rollout:
-    """Sample one completion per prompt (repeat prompts for several samples)."""
+    """Sample one completion per prompt (repeat prompts for several samples).
+
+    ``ignore_eos`` generates exactly ``max_new_tokens`` per sequence (for benchmarks).
+    """
     device = model_device(model)
     enc = tokenizer(prompts, return_tensors="pt", padding=True, padding_side="left", add_special_tokens=False)
     prompt_ids, prompt_mask = enc["input_ids"].to(device), enc["attention_mask"].to(device)
-    stops = stop_token_ids(tokenizer, model)
-    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else stops[0]
+    all_stops = stop_token_ids(tokenizer, model)
+    stops = [] if ignore_eos else all_stops
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else all_stops[0]
     # An explicit generation config: a model's own defaults (repetition penalty, top-k, ...)
     # would otherwise change the distribution sampled without the update knowing.
     # HF's own warpers are switched off when sampling: SamplingLogprobs applies them.
     warpers = {"temperature": 1.0, "top_p": 1.0, "top_k": 0} if do_sample else {}
     gen_config = GenerationConfig(
-        max_new_tokens=max_new_tokens, do_sample=do_sample, eos_token_id=stops, pad_token_id=pad_id,
+        max_new_tokens=max_new_tokens, do_sample=do_sample, eos_token_id=stops or None, pad_token_id=pad_id,
         use_cache=True, **warpers,
     )
     recorder = SamplingLogprobs(temperature, top_p) if do_sample else None
@@ -205,7 +210,7 @@ def generate(
     logprobs = torch.zeros((len(prompts), R)) if recorder is not None else None
     texts, offsets, truncated = [], [], []
     row = 0
-    stop_set = torch.tensor(stops)
+    stop_set = torch.tensor(stops, dtype=torch.long)
     for ci, c in enumerate(chunks):
         for j, seq in enumerate(c):
             is_stop = torch.isin(seq, stop_set)

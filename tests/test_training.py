@@ -223,3 +223,9 @@ def test_sampling_logprobs_are_the_updates_logprobs(tiny_model_dir, temperature)
     m = ro.response_mask.bool()
     assert torch.isfinite(ro.logprobs[m]).all() and (ro.logprobs[m] >= fo.logp[m] - 1e-5).all()
     assert generate(model, tok, ["Hi"], max_new_tokens=4, do_sample=False).logprobs is None
+
+
+def test_ignore_eos_generates_exactly_max_tokens(tiny_model_dir):
+    model, tok = load_model(tiny_model_dir), load_tokenizer(tiny_model_dir)
+    ro = generate(model, tok, ["Hi", "x"], max_new_tokens=5, ignore_eos=True)
+    assert ro.response_mask.sum(1).tolist() == [5, 5] and all(ro.truncated)

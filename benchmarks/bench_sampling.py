@@ -1,0 +1,83 @@
+"""Sampling throughput: rlsf's rollout vs plain ``model.generate`` in fp32, side by side.
+
+Both sides load the same converted SmolLM2-135M-Instruct, sample the same Game of 24 prompts at
+the same batch size and temperature, and generate exactly ``--tokens`` new tokens per sequence
+(no end-of-turn id) so that both do the same work. The plain side is what a user gets from
+``AutoModelForCausalLM.from_pretrained(...).generate(...)``; the rlsf side is
+``rlsf.rollout.generate`` with the bf16 sampling copy, the contiguous LM-head input and
+per-token log-prob recording. Rounds alternate between the sides so machine noise hits both.
+
+    python benchmarks/bench_sampling.py --batch 32 --tokens 64 --rounds 3
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+
+import torch
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--batch", type=int, default=32, help="Sequences per generate call.")
+    ap.add_argument("--tokens", type=int, default=64, help="New tokens per sequence.")
+    ap.add_argument("--rounds", type=int, default=3, help="Timed rounds per side (after one warm-up each).")
+    ap.add_argument("--threads", type=int, default=2, help="torch threads.")
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+
+    from transformers import AutoModelForCausalLM, GenerationConfig
+    from transformers.utils import logging as hf_logging
+
+    from rlsf.models import load_model, load_tokenizer, resolve_model
+    from rlsf.rollout import SamplingModel, generate, task_prompts
+    from rlsf.tasks import get_task
+
+    hf_logging.disable_progress_bar()
+    path = resolve_model("smollm2-135m")
+    tok = load_tokenizer(path)
+    task = get_task("game24")
+    examples = task.load("train")
+    prompts = task_prompts(tok, task, [examples[i % len(examples)] for i in range(args.batch)])
+
+    plain = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32).eval()
+    ours = SamplingModel(load_model(path), "bf16").model
+    # No end-of-turn id on either side: both generate exactly --tokens tokens per sequence.
+    plain_config = GenerationConfig(do_sample=True, temperature=1.0, top_p=1.0, top_k=0, max_new_tokens=args.tokens,
+                                    pad_token_id=tok.pad_token_id, eos_token_id=None)
+
+    def run_plain() -> int:
+        enc = tok(prompts, return_tensors="pt", padding=True, padding_side="left", add_special_tokens=False)
+        with torch.no_grad():
+            out = plain.generate(**enc, generation_config=plain_config)
+        return (out.shape[1] - enc["input_ids"].shape[1]) * out.shape[0]
+
+    def run_ours() -> int:
+        ro = generate(ours, tok, prompts, max_new_tokens=args.tokens, temperature=1.0, batch_size=args.batch,
+                      precision="bf16", ignore_eos=True)
+        return int(ro.response_mask.sum())
+
+    sides = {"plain generate (fp32)": run_plain, "rlsf rollout (bf16 copy)": run_ours}
+    for fn in sides.values():  # warm-up
+        fn()
+    times: dict[str, list[float]] = {k: [] for k in sides}
+    counts: dict[str, int] = {}
+    for _ in range(args.rounds):
+        for name, fn in sides.items():
+            t0 = time.perf_counter()
+            counts[name] = fn()
+            times[name].append(time.perf_counter() - t0)
+    print(f"batch {args.batch}, {args.tokens} new tokens, {args.rounds} rounds, {args.threads} threads")
+    rates = {}
+    for name in sides:
+        med = statistics.median(times[name])
+        rates[name] = counts[name] / med
+        print(f"{name:<26} {med:7.2f} s  {rates[name]:8.1f} tokens/s  (rounds: {', '.join(f'{t:.2f}' for t in times[name])})")
+    a, b = rates["rlsf rollout (bf16 copy)"], rates["plain generate (fp32)"]
+    print(f"ratio rlsf / plain: {a / b:.2f}x")
+
+
+if __name__ == "__main__":
+    main()
