@@ -75,9 +75,11 @@ class SamplingModel:
 
     @torch.no_grad()
     def sync(self) -> None:
+        """Copy the trained weights into the copy (frozen ones, e.g. a LoRA base, never change)."""
         if self.copy is not None:
             for src, dst in zip(self.policy.parameters(), self.copy.parameters(), strict=True):
-                dst.copy_(src)
+                if src.requires_grad:
+                    dst.copy_(src)
 
     @property
     def model(self):

@@ -229,3 +229,18 @@ def test_ignore_eos_generates_exactly_max_tokens(tiny_model_dir):
     model, tok = load_model(tiny_model_dir), load_tokenizer(tiny_model_dir)
     ro = generate(model, tok, ["Hi", "x"], max_new_tokens=5, ignore_eos=True)
     assert ro.response_mask.sum(1).tolist() == [5, 5] and all(ro.truncated)
+
+
+def test_bf16_sampling_copy_of_a_lora_policy_follows_the_adapters(tiny_model_dir):
+    from rlsf.models import LoraSpec
+    from rlsf.rollout import SamplingModel
+
+    model = load_model(tiny_model_dir, lora=LoraSpec(r=4))
+    sampler = SamplingModel(model, "bf16")
+    with torch.no_grad():
+        for p in model.parameters():
+            if p.requires_grad:
+                p.add_(0.25)
+    sampler.sync()
+    for p, q in zip(model.parameters(), sampler.model.parameters()):
+        assert torch.equal(p.to(torch.bfloat16), q)
