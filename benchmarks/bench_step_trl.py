@@ -1,18 +1,23 @@
 """Step time: rlsf GRPO vs TRL ``GRPOTrainer`` at identical settings, side by side in one run.
 
 Settings shared by both sides: the converted SmolLM2-135M-Instruct, Game of 24 training prompts
-(chat format), 1 prompt x 8 completions per step, at most ``--tokens`` new tokens (stopping at
-end of turn), temperature 1.0, one optimiser update per step, no KL term (TRL's default
-``beta=0``), learning rate 1e-6, CPU. The reward is the Game of 24 checker: TRL gets the
-certificate's score as its scalar reward; rlsf gets the same certificate as token-level rewards.
+(chat format), 1 prompt x 8 completions per step, at most ``--tokens`` new tokens, temperature
+1.0, one optimiser update per step, no KL term (TRL's default ``beta=0``), learning rate 1e-6,
+CPU. The reward is the Game of 24 checker: TRL gets the certificate's score as its scalar
+reward; rlsf gets the same certificate as token-level rewards.
+
+``--fixed-length`` makes every completion exactly ``--tokens`` long on both sides (TRL:
+``min_new_tokens``; rlsf: ``rollout.ignore_eos``), so both sides do the same work per step
+whatever their samples say; without it, lengths are sampled and differ between the sides.
 
 TRL is run in fp32 (``use_cpu=True``; gradient checkpointing off, its fastest setting here) and,
 with ``--trl-bf16``, with ``bf16=True``. rlsf runs its default fast path (bf16 autocast with fp32
-master weights, bf16 sampling copy). The first ``--warmup`` steps of each side are reported
-separately; the ratio uses the median of the steady-state steps.
+master weights, bf16 sampling copy, the rlsf sampling loop, shared prompts in the update, no
+separate log-prob pass). The first ``--warmup`` steps of each side are reported separately; the
+ratio uses the median of the steady-state steps.
 
-    pip install trl==1.16.0        # benchmark-only dependency
-    python benchmarks/bench_step_trl.py --steps 4 --tokens 64
+    pip install -e ".[bench]"        # TRL 1.16.0: a benchmark-only dependency
+    python benchmarks/bench_step_trl.py --steps 5 --tokens 64 --fixed-length --trl-bf16
 """
 
 from __future__ import annotations
@@ -25,7 +30,7 @@ import time
 import torch
 
 
-def trl_step_times(path: str, task, examples, args, bf16: bool) -> list[float]:
+def trl_step_times(path: str, task, examples, args, bf16: bool, lora: bool = False) -> list[float]:
     from datasets import Dataset
     from transformers import AutoModelForCausalLM, AutoTokenizer, TrainerCallback
     from trl import GRPOConfig, GRPOTrainer
@@ -50,35 +55,52 @@ def trl_step_times(path: str, task, examples, args, bf16: bool) -> list[float]:
         cfg = GRPOConfig(
             output_dir=out, per_device_train_batch_size=8, num_generations=8, max_completion_length=args.tokens,
             use_cpu=True, bf16=bf16, max_steps=args.steps, logging_steps=1, report_to="none", save_strategy="no",
-            learning_rate=1e-6, beta=0.0, temperature=1.0, gradient_checkpointing=False, seed=0,
+            learning_rate=1e-4 if lora else 1e-6, beta=0.0, temperature=1.0, gradient_checkpointing=False, seed=0,
+            generation_kwargs={"min_new_tokens": args.tokens} if getattr(args, "fixed_length", False) else None,
         )
         model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
+        peft_config = None
+        if lora:
+            from peft import LoraConfig
+
+            from rlsf.models import LoraSpec
+
+            spec = LoraSpec()  # the same adapters rlsf trains with model.lora
+            peft_config = LoraConfig(r=spec.r, lora_alpha=spec.alpha, lora_dropout=spec.dropout,
+                                     target_modules=list(spec.target_modules), task_type="CAUSAL_LM")
         trainer = GRPOTrainer(model=model, reward_funcs=checker_score, args=cfg, train_dataset=Dataset.from_list(rows),
                               processing_class=AutoTokenizer.from_pretrained(path, padding_side="left"),
-                              callbacks=[StepTimer()])
+                              callbacks=[StepTimer()], peft_config=peft_config)
         trainer.train()
     return times
 
 
-def rlsf_step_times(path: str, data_path: str | None, args) -> list[float]:
+def rlsf_config(path: str, data_path: str | None, tokens: int, steps: int, out: str, fixed_length: bool = False,
+                **overrides):
     from rlsf.config import Config
+
+    return Config.load(None, {
+        "model.name": path, "task.options": {"data_path": data_path} if data_path else {},
+        "rollout.prompts_per_step": 1, "rollout.samples_per_prompt": 8, "rollout.max_new_tokens": tokens,
+        "rollout.generation_batch_size": 8, "rollout.ignore_eos": fixed_length, "train.algorithm": "grpo",
+        "train.steps": steps, "train.save_every": 0, "grpo.epochs": 1, "grpo.minibatch_size": 8,
+        "grpo.kl_coef": 0.0, "optim.lr": 1e-6, "run.output_dir": out, "run.progress": False,
+        "run.loggers": ["jsonl"], **overrides,
+    })
+
+
+def rlsf_step_times(path: str, data_path: str | None, args, **overrides) -> tuple[list[float], list[dict]]:
     from rlsf.trainer import RLTrainer
 
     with tempfile.TemporaryDirectory() as out:
-        cfg = Config.load(None, {
-            "model.name": path, "task.options": {"data_path": data_path} if data_path else {},
-            "rollout.prompts_per_step": 1, "rollout.samples_per_prompt": 8, "rollout.max_new_tokens": args.tokens,
-            "rollout.generation_batch_size": 8, "train.algorithm": "grpo", "train.steps": args.steps,
-            "train.save_every": 0, "grpo.epochs": 1, "grpo.minibatch_size": 8, "grpo.kl_coef": 0.0,
-            "optim.lr": 1e-6, "run.output_dir": out, "run.progress": False, "run.loggers": ["jsonl"],
-        })
-        trainer = RLTrainer(cfg)
-        times = []
+        trainer = RLTrainer(rlsf_config(path, data_path, args.tokens, args.steps, out, args.fixed_length, **overrides))
+        times, stages = [], []
         while trainer.step < args.steps:
             t0 = time.perf_counter()
-            trainer.train_step()
+            metrics = trainer.train_step()
             times.append(time.perf_counter() - t0)
-    return times
+            stages.append({k: v for k, v in metrics.items() if k.startswith("timing/") or k == "response/length"})
+    return times, stages
 
 
 def main() -> None:
@@ -87,6 +109,9 @@ def main() -> None:
     ap.add_argument("--warmup", type=int, default=1, help="Steps excluded from the steady-state median.")
     ap.add_argument("--tokens", type=int, default=64, help="Maximum new tokens per completion.")
     ap.add_argument("--trl-bf16", action="store_true", help="Also run TRL with bf16=True.")
+    ap.add_argument("--fixed-length", action="store_true", help="Every completion exactly --tokens long on both sides.")
+    ap.add_argument("--plain", action="store_true", help="Also run rlsf's plain path (HF generate, full-sequence "
+                    "passes, separate log-prob pass, fp32) to show what the fast path buys.")
     ap.add_argument("--data-path", help="Game of 24 CSV (default: the tree-of-thoughts-llm package copy).")
     ap.add_argument("--threads", type=int, default=2)
     args = ap.parse_args()
@@ -101,22 +126,28 @@ def main() -> None:
     task = get_task("game24", **({"data_path": args.data_path} if args.data_path else {}))
     examples = task.load("train")
 
-    results = {"rlsf GRPO (bf16 autocast)": rlsf_step_times(path, args.data_path, args),
-               "TRL GRPOTrainer fp32": trl_step_times(path, task, examples, args, bf16=False)}
+    ours_name = "rlsf GRPO (fast path)"
+    times, stages = rlsf_step_times(path, args.data_path, args)
+    results = {ours_name: times}
+    if args.plain:
+        # The plain path: HF generate and a full prompt + response pass per sample, in float32.
+        results["rlsf GRPO (plain path)"], _ = rlsf_step_times(path, args.data_path, args, **{
+            "rollout.engine": "hf", "train.share_prompts": False, "model.autocast": "none"})
+    results["TRL GRPOTrainer fp32"] = trl_step_times(path, task, examples, args, bf16=False)
     if args.trl_bf16:
         results["TRL GRPOTrainer bf16"] = trl_step_times(path, task, examples, args, bf16=True)
 
-    print(f"\n1 prompt x 8 completions, <= {args.tokens} new tokens, {args.steps} steps, {args.threads} threads")
+    print(f"\n1 prompt x 8 completions, <= {args.tokens} new tokens"
+          f"{' (all exactly that long)' if args.fixed_length else ''}, {args.steps} steps, {args.threads} threads")
     steady = {}
     for name, ts in results.items():
         steady[name] = statistics.median(ts[args.warmup:])
         print(f"{name:<28} first {ts[0]:7.2f} s   steady median {steady[name]:7.2f} s   "
               f"(steps: {', '.join(f'{t:.1f}' for t in ts)})")
-    ours = steady["rlsf GRPO (bf16 autocast)"]
+    keys = ("timing/generate", "timing/feedback", "timing/logprobs", "timing/update", "response/length")
+    print("rlsf stages (steady median): " + ", ".join(
+        f"{k.split('/')[-1]} {statistics.median(s.get(k, 0.0) for s in stages[args.warmup:]):.2f}" for k in keys))
+    ours = steady[ours_name]
     for name, t in steady.items():
-        if name.startswith("TRL"):
-            print(f"speed-up vs {name}: {t / ours:.2f}x")
-
-
-if __name__ == "__main__":
-    main()
+        if name != ours_name:
+            print(f"speed-up of the fast path vs {name}: {t / ours:.2f}x")

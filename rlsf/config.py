@@ -65,6 +65,11 @@ class RolloutConfig:
                              "temperature, so the policy being optimised is the one sampled.")
     top_p: float = opt(1.0, "Nucleus sampling mass in (0, 1].")
     generation_batch_size: int = opt(32, "Completions generated per `generate` call.")
+    ignore_eos: bool = opt(False, "Always generate exactly max_new_tokens (end of turn does not "
+                           "stop a completion). For benchmarks that need identical lengths.")
+    engine: str = opt("rlsf", "Sampling loop: 'rlsf' (KV-cached loop that prefills each distinct "
+                      "prompt once, drops finished rows and samples by inverse CDF) or 'hf' "
+                      "(Hugging Face `generate`, the plain reference). Same distribution either way.")
 
 
 @dataclass
@@ -76,6 +81,8 @@ class RewardConfig:
                              "span's total reward does not depend on its length in tokens. "
                              "If false, every covered token gets the span's full reward.")
     span_weight: float = opt(1.0, "Multiplier of span rewards in token mode.")
+    workers: int = opt(2, "Threads that check completions while sampling goes on (a completion "
+                       "is checked as soon as it ends). 0: check after sampling, in order.")
 
 
 @dataclass
@@ -124,6 +131,9 @@ class TrainConfig:
     steps: int = opt(20, "Training steps (one batch of rollouts and its updates each).")
     save_every: int = opt(10, "Checkpoint every N steps (and always at the end; 0: end only).")
     keep_checkpoints: int = opt(2, "Checkpoints kept (older ones are deleted).")
+    share_prompts: bool = opt(True, "In the update's passes, run each distinct prompt once and "
+                              "share its KV cache among its samples (same result, fewer tokens); "
+                              "false: one full prompt + response pass per sample (the plain path).")
 
 
 @dataclass
@@ -238,6 +248,8 @@ class Config:
         need(ro.temperature > 0, "rollout.temperature", "must be > 0 (use eval for greedy decoding)")
         need(0 < ro.top_p <= 1, "rollout.top_p", "must be in (0, 1]")
         need(ro.generation_batch_size > 0, "rollout.generation_batch_size", "must be > 0")
+        need(ro.engine in ("rlsf", "hf"), "rollout.engine", f"must be rlsf or hf, got {ro.engine!r}")
+        need(r.workers >= 0, "reward.workers", "must be >= 0")
         t = self.train
         need(t.algorithm in ALGORITHMS, "train.algorithm", f"must be one of {ALGORITHMS}, got {t.algorithm!r}")
         need(t.steps >= 0, "train.steps", "must be >= 0")

@@ -32,7 +32,8 @@ def evaluate(cfg: Config, *, model=None, tokenizer=None, output: str | Path | No
     t0 = time.perf_counter()
     model = SamplingModel(model, cfg.model.autocast).model
     prompts = task_prompts(tokenizer, task, examples)
-    gen = dict(max_new_tokens=e.max_new_tokens, batch_size=e.batch_size, precision=cfg.model.autocast)
+    gen = dict(max_new_tokens=e.max_new_tokens, batch_size=e.batch_size, precision=cfg.model.autocast,
+               engine=cfg.rollout.engine)
 
     greedy = generate(model, tokenizer, prompts, do_sample=False, **gen)
     greedy_certs = [task.check(ex, text) for ex, text in zip(examples, greedy.texts)]

@@ -12,6 +12,7 @@ Read top to bottom, one step is::
 from __future__ import annotations
 
 import time
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -67,6 +68,7 @@ class RLTrainer:
         self.ckpt = Checkpointer(self.run_dir, keep=cfg.train.keep_checkpoints)
         self.step = 0
         self.samples = 0
+        self.pool = ThreadPoolExecutor(cfg.reward.workers, "rlsf-check") if cfg.reward.workers else None
 
     # ---- one step ------------------------------------------------------------------------------
     def rollout_step(self) -> tuple[Rollout, list[Certificate], torch.Tensor]:
@@ -76,16 +78,32 @@ class RLTrainer:
         k = c.rollout.samples_per_prompt
         # Samples of one prompt are adjacent rows: the group layout GRPO relies on.
         prompts = [p for p in task_prompts(self.tokenizer, self.task, batch) for _ in range(k)]
+        # With a worker pool each completion is checked as soon as its last token is sampled, so
+        # slow checkers (compilers, solvers) run while the other rows are still being generated.
+        futures: dict[int, Future] = {}
+
+        def submit(row: int, ids: list[int]) -> None:
+            futures[row] = self.pool.submit(self._check, batch[row // k], ids)
+
         with t("generate"):
             self.sampler.sync()
             ro = generate(self.sampler.model, self.tokenizer, prompts, max_new_tokens=c.rollout.max_new_tokens,
                           temperature=c.rollout.temperature, top_p=c.rollout.top_p,
-                          batch_size=c.rollout.generation_batch_size, precision=c.model.autocast)
+                          batch_size=c.rollout.generation_batch_size, precision=c.model.autocast,
+                          engine=c.rollout.engine, ignore_eos=c.rollout.ignore_eos, on_finish=submit if self.pool is not None else None)
         with t("feedback"):
-            certs = [self.task.check(batch[i // k], text) for i, text in enumerate(ro.texts)]
+            if self.pool is not None:
+                certs = [futures[i].result() for i in range(len(ro))]
+            else:
+                certs = [self.task.check(batch[i // k], text) for i, text in enumerate(ro.texts)]
             rewards = token_reward_tensor(certs, ro.offsets, ro.response_mask, mode=c.reward.mode,
                                           spread_spans=c.reward.spread_spans, span_weight=c.reward.span_weight)
         return ro, certs, rewards
+
+    def _check(self, example, ids: list[int]) -> Certificate:
+        # The same text `generate` returns for these ids (see decode_with_offsets).
+        text = self.tokenizer.decode(ids, skip_special_tokens=True, clean_up_tokenization_spaces=False)
+        return self.task.check(example, text)
 
     def train_step(self) -> dict[str, Any]:
         t0 = time.perf_counter()
@@ -149,6 +167,9 @@ class RLTrainer:
         finally:
             bar.close()
             logger.close()
+            if self.pool is not None:
+                self.pool.shutdown(wait=True)
+                self.pool = None
         self.save_checkpoint()
         save_model(self.model, self.tokenizer, self.run_dir / "model")
         return last

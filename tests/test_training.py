@@ -206,19 +206,21 @@ def test_top_p_filter_hand_computed():
     assert torch.isfinite(top_p_filter(scores, 0.01)[0, 1])  # always at least one token
 
 
+@pytest.mark.parametrize("engine", ["rlsf", "hf"])
 @pytest.mark.parametrize("temperature", [1.0, 0.7])
-def test_sampling_logprobs_are_the_updates_logprobs(tiny_model_dir, temperature):
+def test_sampling_logprobs_are_the_updates_logprobs(tiny_model_dir, temperature, engine):
     from rlsf.algorithms.base import response_forward
 
     torch.manual_seed(0)
     model, tok = load_model(tiny_model_dir), load_tokenizer(tiny_model_dir)
-    ro = generate(model, tok, ["Hi", "Input: 1 2 3 4", "x"], max_new_tokens=8, temperature=temperature, batch_size=2)
+    ro = generate(model, tok, ["Hi", "Input: 1 2 3 4", "x"], max_new_tokens=8, temperature=temperature, batch_size=2,
+                  engine=engine)
     fo = response_forward(model, ro, temperature=temperature, precision="none")
     mask = ro.response_mask.bool()
     assert torch.allclose(ro.logprobs[mask], fo.logp[mask], atol=1e-4)
     assert (ro.logprobs[~mask] == 0).all()
     # With top-p the recorded log-probs are of the truncated, renormalised distribution.
-    ro = generate(model, tok, ["Hi"], max_new_tokens=8, temperature=1.0, top_p=0.5)
+    ro = generate(model, tok, ["Hi"], max_new_tokens=8, temperature=1.0, top_p=0.5, engine=engine)
     fo = response_forward(model, ro, temperature=1.0, precision="none")
     m = ro.response_mask.bool()
     assert torch.isfinite(ro.logprobs[m]).all() and (ro.logprobs[m] >= fo.logp[m] - 1e-5).all()

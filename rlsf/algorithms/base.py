@@ -7,14 +7,17 @@ made from its certificates, and updates the policy. Subclasses only say how adva
 
 from __future__ import annotations
 
+import contextlib
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from typing import Any
 
 import torch
+from torch.nn.attention import SDPBackend, sdpa_kernel
+from transformers import DynamicCache
 
 from rlsf.algorithms.core import batch_entropy, entropy_from_logits, last_token_index, logprobs_from_logits, masked_mean
-from rlsf.rollout import Rollout
+from rlsf.rollout import Rollout, unique_prompts
 from rlsf.utils import Timer, autocast, model_device
 
 
@@ -25,13 +28,65 @@ class ForwardOut:
     hidden: torch.Tensor | None  # [B, R, H] hidden state predicting each response token
 
 
-def response_forward(model, rollout: Rollout, *, temperature: float, precision: str, hidden: bool = False) -> ForwardOut:
+def response_forward(model, rollout: Rollout, *, temperature: float, precision: str, hidden: bool = False,
+                     share_prompts: bool = True) -> ForwardOut:
     """Run ``model`` over prompt + response and keep only what predicts the response tokens.
 
-    Position ids follow the left padding exactly as ``generate`` counted them, and logits are
+    Position ids follow the left padding exactly as sampling counted them, and logits are
     divided by the sampling temperature so that the policy scored is the policy sampled.
+
+    With ``share_prompts`` (the fast path) each distinct prompt of the batch is run once and its
+    KV cache gathered to its samples; the response tokens then attend to that cache. Gradients
+    flow back through the gather (the prompt's share of each sample's gradient is summed), so
+    the result equals the plain full-sequence pass (``share_prompts=False``) while a group of
+    ``k`` samples pays for its prompt once instead of ``k`` times.
     """
     device = model_device(model)
+    labels = rollout.response_ids.to(device)
+    first, inverse = unique_prompts(rollout.prompt_ids)
+    with training_attention(device):
+        if not share_prompts or len(first) == len(rollout) or labels.shape[1] < 2:
+            return _full_forward(model, rollout, labels, temperature=temperature, precision=precision,
+                                 hidden=hidden)
+        return _shared_forward(model, rollout, labels, first, inverse, temperature=temperature,
+                               precision=precision, hidden=hidden)
+
+
+def training_attention(device: torch.device) -> contextlib.AbstractContextManager:
+    """On CPU, differentiate attention with SDPA's math kernel: at these lengths (a few hundred
+    tokens) its backward is ~15% faster per update than the flash kernel's (same result)."""
+    if device.type == "cpu" and torch.is_grad_enabled():
+        return sdpa_kernel(SDPBackend.MATH)
+    return contextlib.nullcontext()
+
+
+def _shared_forward(model, rollout: Rollout, labels: torch.Tensor, first: torch.Tensor, inverse: torch.Tensor, *,
+                    temperature: float, precision: str, hidden: bool) -> ForwardOut:
+    """Each distinct prompt once, its KV cache gathered to its samples, then the responses."""
+    device = labels.device
+    p_ids, p_mask = rollout.prompt_ids.to(device), rollout.prompt_mask.to(device)
+    first, inverse = first.to(device), inverse.to(device)
+    cache = DynamicCache()
+    with autocast(precision, device):
+        pre = model(input_ids=p_ids[first], attention_mask=p_mask[first],
+                    position_ids=(p_mask[first].cumsum(-1) - 1).clamp(min=0), past_key_values=cache, use_cache=True,
+                    logits_to_keep=1, output_hidden_states=hidden)
+        cache.batch_select_indices(inverse)
+        # The response's last token predicts nothing we score, so it is not fed.
+        r_ids, r_mask = labels[:, :-1], rollout.response_mask[:, :-1].to(device)
+        attn = torch.cat([p_mask, r_mask], dim=1)
+        pos = p_mask.sum(-1, keepdim=True) + torch.arange(r_ids.shape[1], device=device)
+        out = model(input_ids=r_ids, attention_mask=attn, position_ids=pos, past_key_values=cache, use_cache=True,
+                    output_hidden_states=hidden)
+    logits = torch.cat([pre.logits[:, -1:][inverse], out.logits], dim=1).float() / temperature
+    h = torch.cat([pre.hidden_states[-1][:, -1:][inverse], out.hidden_states[-1]], dim=1) if hidden else None
+    return ForwardOut(logits, logprobs_from_logits(logits, labels), h)
+
+
+def _full_forward(model, rollout: Rollout, labels: torch.Tensor, *, temperature: float, precision: str,
+                  hidden: bool) -> ForwardOut:
+    """The plain path: one pass over each row's whole prompt + response."""
+    device = labels.device
     ids, attn = rollout.input_ids.to(device), rollout.attention_mask.to(device)
     position_ids = (attn.cumsum(-1) - 1).clamp(min=0)
     R = rollout.response_ids.shape[1]
@@ -39,9 +94,22 @@ def response_forward(model, rollout: Rollout, *, temperature: float, precision: 
         out = model(input_ids=ids, attention_mask=attn, position_ids=position_ids, logits_to_keep=R + 1,
                     output_hidden_states=hidden, use_cache=False)
     logits = out.logits[:, :-1].float() / temperature
-    labels = rollout.response_ids.to(device)
     h = out.hidden_states[-1][:, -(R + 1) : -1] if hidden else None
     return ForwardOut(logits, logprobs_from_logits(logits, labels), h)
+
+
+def make_adamw(groups: list[dict[str, Any]], **kw: Any) -> torch.optim.AdamW:
+    """AdamW, fused where every parameter's device supports it: one kernel per step instead of a
+    dozen elementwise passes over 135M floats (0.6 s -> 0.13 s per step on 2 CPU cores)."""
+    devices = {p.device.type for g in groups for p in g["params"]}
+    fused = devices <= {"cpu", "cuda"} and all(p.dtype in (torch.float32, torch.bfloat16, torch.float16)
+                                               for g in groups for p in g["params"])
+    return torch.optim.AdamW(groups, fused=fused or None, **kw)
+
+
+def pad_to(x: torch.Tensor, width: int) -> torch.Tensor:
+    """Right-pad ``[B, T]`` with zeros to ``[B, width]`` (a trimmed minibatch back to the batch's width)."""
+    return torch.nn.functional.pad(x, (0, width - x.shape[1]))
 
 
 class Algorithm(ABC):
@@ -53,7 +121,8 @@ class Algorithm(ABC):
         self.model, self.reference, self.cfg, self.acfg = model, reference, cfg, algo_cfg
         self.temperature = cfg.rollout.temperature
         self.precision = cfg.model.autocast
-        self.optimizer = torch.optim.AdamW(self.param_groups(), weight_decay=cfg.optim.weight_decay)
+        self.share_prompts = cfg.train.share_prompts
+        self.optimizer = make_adamw(self.param_groups(), weight_decay=cfg.optim.weight_decay)
 
     # ---- hooks ---------------------------------------------------------------------------------
     def param_groups(self) -> list[dict[str, Any]]:
@@ -72,31 +141,40 @@ class Algorithm(ABC):
     @torch.no_grad()
     def rollout_logprobs(self, rollout: Rollout, *, values: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Log-probs (and values) of the current policy for the whole batch, in minibatches."""
+        R = rollout.response_ids.shape[1]
         logps, vals = [], []
         for rows in self._chunks(len(rollout)):
-            out = response_forward(self.model, rollout.select(rows), temperature=self.temperature,
-                                   precision=self.precision, hidden=values)
-            logps.append(out.logp.cpu())
+            out = response_forward(self.model, rollout.select(rows, trim=True), temperature=self.temperature,
+                                   precision=self.precision, hidden=values, share_prompts=self.share_prompts)
+            logps.append(pad_to(out.logp.cpu(), R))
             if values:
-                vals.append(self.value_head(out.hidden.float()).cpu())
+                vals.append(pad_to(self.value_head(out.hidden.float()).cpu(), R))
         return torch.cat(logps), (torch.cat(vals) if values else None)
 
     @torch.no_grad()
     def reference_logprobs(self, rollout: Rollout) -> torch.Tensor:
+        R = rollout.response_ids.shape[1]
         out = []
         for rows in self._chunks(len(rollout)):
             with self.reference.active() as ref_model:
-                fo = response_forward(ref_model, rollout.select(rows), temperature=self.temperature,
-                                      precision=self.precision)
-            out.append(fo.logp.cpu())
+                fo = response_forward(ref_model, rollout.select(rows, trim=True), temperature=self.temperature,
+                                      precision=self.precision, share_prompts=self.share_prompts)
+            out.append(pad_to(fo.logp.cpu(), R))
         return torch.cat(out)
+
+    def single_update(self, n: int) -> bool:
+        """One optimiser step per batch: the policy that sampled is the one being differentiated,
+        so the PPO ratio is exactly 1 and ``old_logp`` is the loss pass's own detached log-probs
+        (no separate forward pass; TRL does the same with ``num_iterations=1``)."""
+        return self.acfg.epochs == 1 and self.acfg.minibatch_size >= n
 
     def _chunks(self, n: int) -> list[torch.Tensor]:
         return list(torch.arange(n).split(self.acfg.minibatch_size))
 
     def regularisers(self, fo: ForwardOut, mask: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """Token-entropy and batch-entropy bonuses (subtracted from the loss)."""
-        ent = masked_mean(entropy_from_logits(fo.logits), mask)
+        with torch.set_grad_enabled(torch.is_grad_enabled() and self.acfg.entropy_coef != 0):
+            ent = masked_mean(entropy_from_logits(fo.logits), mask)  # logged even when not a bonus
         last = fo.logits[torch.arange(mask.shape[0]), last_token_index(mask)]
         bent = batch_entropy(last) if self.acfg.batch_entropy_coef else torch.zeros(())
         bonus = self.acfg.entropy_coef * ent + self.acfg.batch_entropy_coef * bent
@@ -105,7 +183,7 @@ class Algorithm(ABC):
     def step(self, rollout: Rollout, rewards: torch.Tensor, timer: Timer) -> dict[str, float]:
         """One update: prepare advantages, then ``epochs`` passes over shuffled minibatches."""
         data, stats = self.prepare(rollout, rewards, timer)
-        if rollout.logprobs is not None:
+        if rollout.logprobs is not None and "old_logp" in data:
             # How far the sampling distribution (e.g. the bf16 sampling copy) is from the policy
             # being updated: PPO's ratios use the recomputed log-probs, so this is a diagnostic.
             stats["rollout/logprob_gap"] = float(masked_mean((rollout.logprobs - data["old_logp"]).abs(),
@@ -116,8 +194,9 @@ class Algorithm(ABC):
         with timer("update"):
             for _ in range(self.acfg.epochs):
                 for rows in torch.randperm(len(rollout)).split(self.acfg.minibatch_size):
-                    mb = rollout.select(rows)
-                    loss, mstats = self.loss(mb, {k: v[rows] for k, v in data.items()})
+                    mb = rollout.select(rows, trim=True)  # no columns that are padding in every row
+                    R = mb.response_ids.shape[1]
+                    loss, mstats = self.loss(mb, {k: v[rows][:, :R] for k, v in data.items()})
                     self.optimizer.zero_grad(set_to_none=True)
                     loss.backward()
                     params = [p for g in self.optimizer.param_groups for p in g["params"]]

@@ -24,21 +24,29 @@ class GRPO(Algorithm):
 
     def prepare(self, rollout: Rollout, rewards: torch.Tensor, timer: Timer):
         mask = rollout.response_mask.float()
+        data = {"adv": group_advantages(rewards, mask, self.group_size, scale=self.acfg.scale_rewards)}
         with timer("logprobs"):
-            old_logp, _ = self.rollout_logprobs(rollout)
-            ref_logp = self.reference_logprobs(rollout) if self.acfg.kl_coef > 0 else old_logp
-        adv = group_advantages(rewards, mask, self.group_size, scale=self.acfg.scale_rewards)
-        stats = {"kl": float(((kl_penalty(old_logp, ref_logp, "k3") * mask).sum(1)).mean())}
-        return {"old_logp": old_logp, "ref_logp": ref_logp, "adv": adv}, stats
+            if not self.single_update(len(rollout)):
+                data["old_logp"], _ = self.rollout_logprobs(rollout)
+            if self.acfg.kl_coef > 0:
+                data["ref_logp"] = self.reference_logprobs(rollout)
+        stats = {}
+        if "old_logp" in data and "ref_logp" in data:
+            stats["kl"] = float(((kl_penalty(data["old_logp"], data["ref_logp"], "k3") * mask).sum(1)).mean())
+        return data, stats
 
     def loss(self, mb: Rollout, data: dict[str, torch.Tensor]):
         c = self.acfg
         device = model_device(self.model)
         mask = mb.response_mask.to(device).float()
         d = {k: v.to(device) for k, v in data.items()}
-        fo = response_forward(self.model, mb, temperature=self.temperature, precision=self.precision)
-        pg, pstats = clipped_policy_loss(fo.logp, d["old_logp"], d["adv"], mask, c.clip_range)
-        kl = masked_mean(kl_penalty(fo.logp, d["ref_logp"], "k3"), mask)
+        fo = response_forward(self.model, mb, temperature=self.temperature, precision=self.precision,
+                              share_prompts=self.share_prompts)
+        old_logp = d.get("old_logp", fo.logp.detach())  # absent: single update, ratio exactly 1
+        pg, pstats = clipped_policy_loss(fo.logp, old_logp, d["adv"], mask, c.clip_range)
+        loss, extra = pg, {}
+        if "ref_logp" in d:
+            kl = masked_mean(kl_penalty(fo.logp, d["ref_logp"], "k3"), mask)
+            loss, extra = loss + c.kl_coef * kl, {"kl": kl.detach()}
         bonus, rstats = self.regularisers(fo, mask)
-        loss = pg + c.kl_coef * kl - bonus
-        return loss, {"policy": pg.detach(), "kl": kl.detach(), **pstats, **rstats}
+        return loss - bonus, {"policy": pg.detach(), **extra, **pstats, **rstats}

@@ -53,7 +53,8 @@ class PPO(Algorithm):
         c = self.acfg
         device = model_device(self.model)
         mask = mb.response_mask.to(device).float()
-        fo = response_forward(self.model, mb, temperature=self.temperature, precision=self.precision, hidden=True)
+        fo = response_forward(self.model, mb, temperature=self.temperature, precision=self.precision,
+                              share_prompts=self.share_prompts, hidden=True)
         values = self.value_head(fo.hidden.float())
         d = {k: v.to(device) for k, v in data.items()}
         pg, pstats = clipped_policy_loss(fo.logp, d["old_logp"], d["adv"], mask, c.clip_range)
