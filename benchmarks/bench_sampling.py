@@ -4,10 +4,15 @@ Both sides load the same converted SmolLM2-135M-Instruct, sample the same Game o
 the same batch size and temperature, and generate exactly ``--tokens`` new tokens per sequence
 (no end-of-turn id) so that both do the same work. The plain side is what a user gets from
 ``AutoModelForCausalLM.from_pretrained(...).generate(...)``; the rlsf side is
-``rlsf.rollout.generate`` with the bf16 sampling copy, the contiguous LM-head input and
-per-token log-prob recording. Rounds alternate between the sides so machine noise hits both.
+``rlsf.rollout.generate`` with the bf16 sampling copy, the contiguous LM-head input, per-token
+log-prob recording and the rlsf sampling loop (``engine="rlsf"``: each distinct prompt
+prefilled once, inverse-CDF sampling). A third side runs the same bf16 copy through HF
+``generate`` (``engine="hf"``) to show what the loop itself adds. ``--samples-per-prompt k``
+repeats each prompt ``k`` times, as RL rollouts do. Rounds alternate between the sides so
+machine noise hits all of them.
 
     python benchmarks/bench_sampling.py --batch 32 --tokens 64 --rounds 3
+    python benchmarks/bench_sampling.py --batch 8 --samples-per-prompt 8 --tokens 64 --rounds 3
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--batch", type=int, default=32, help="Sequences per generate call.")
     ap.add_argument("--tokens", type=int, default=64, help="New tokens per sequence.")
+    ap.add_argument("--samples-per-prompt", type=int, default=1, help="Copies of each prompt in the batch.")
     ap.add_argument("--rounds", type=int, default=3, help="Timed rounds per side (after one warm-up each).")
     ap.add_argument("--threads", type=int, default=2, help="torch threads.")
     args = ap.parse_args()
@@ -40,7 +46,8 @@ def main() -> None:
     tok = load_tokenizer(path)
     task = get_task("game24")
     examples = task.load("train")
-    prompts = task_prompts(tok, task, [examples[i % len(examples)] for i in range(args.batch)])
+    k = args.samples_per_prompt
+    prompts = task_prompts(tok, task, [examples[(i // k) % len(examples)] for i in range(args.batch)])
 
     plain = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32).eval()
     ours = SamplingModel(load_model(path), "bf16").model
@@ -54,12 +61,13 @@ def main() -> None:
             out = plain.generate(**enc, generation_config=plain_config)
         return (out.shape[1] - enc["input_ids"].shape[1]) * out.shape[0]
 
-    def run_ours() -> int:
+    def run_ours(engine: str) -> int:
         ro = generate(ours, tok, prompts, max_new_tokens=args.tokens, temperature=1.0, batch_size=args.batch,
-                      precision="bf16", ignore_eos=True)
+                      precision="bf16", ignore_eos=True, engine=engine)
         return int(ro.response_mask.sum())
 
-    sides = {"plain generate (fp32)": run_plain, "rlsf rollout (bf16 copy)": run_ours}
+    sides = {"plain generate (fp32)": run_plain, "rlsf rollout, hf engine": lambda: run_ours("hf"),
+             "rlsf rollout, rlsf engine": lambda: run_ours("rlsf")}
     for fn in sides.values():  # warm-up
         fn()
     times: dict[str, list[float]] = {k: [] for k in sides}
@@ -69,14 +77,15 @@ def main() -> None:
             t0 = time.perf_counter()
             counts[name] = fn()
             times[name].append(time.perf_counter() - t0)
-    print(f"batch {args.batch}, {args.tokens} new tokens, {args.rounds} rounds, {args.threads} threads")
+    print(f"batch {args.batch} ({k} per prompt), {args.tokens} new tokens, {args.rounds} rounds, {args.threads} threads")
     rates = {}
     for name in sides:
         med = statistics.median(times[name])
         rates[name] = counts[name] / med
-        print(f"{name:<26} {med:7.2f} s  {rates[name]:8.1f} tokens/s  (rounds: {', '.join(f'{t:.2f}' for t in times[name])})")
-    a, b = rates["rlsf rollout (bf16 copy)"], rates["plain generate (fp32)"]
-    print(f"ratio rlsf / plain: {a / b:.2f}x")
+        print(f"{name:<27} {med:7.2f} s  {rates[name]:8.1f} tokens/s  (rounds: {', '.join(f'{t:.2f}' for t in times[name])})")
+    base = rates["plain generate (fp32)"]
+    for name in list(sides)[1:]:
+        print(f"ratio {name} / plain: {rates[name] / base:.2f}x")
 
 
 if __name__ == "__main__":

@@ -151,3 +151,7 @@ def main() -> None:
     for name, t in steady.items():
         if name != ours_name:
             print(f"speed-up of the fast path vs {name}: {t / ours:.2f}x")
+
+
+if __name__ == "__main__":
+    main()

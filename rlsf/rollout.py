@@ -174,6 +174,9 @@ def unique_prompts(prompt_ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor
     gathered to every sample (``cache rows = first[inverse]``), in sampling and in the update.
     """
     uniq, inverse = torch.unique(prompt_ids, dim=0, return_inverse=True)
+    if uniq.shape[0] == prompt_ids.shape[0]:  # all distinct: keep row order, nothing to gather
+        rows = torch.arange(prompt_ids.shape[0], device=prompt_ids.device)
+        return rows, rows
     first = torch.full((uniq.shape[0],), prompt_ids.shape[0], dtype=torch.long, device=prompt_ids.device)
     first = first.scatter_reduce(0, inverse, torch.arange(prompt_ids.shape[0], device=prompt_ids.device), "amin")
     return first, inverse
@@ -235,7 +238,9 @@ def decode(
         out = model(input_ids=prompt_ids[first], attention_mask=prompt_mask[first],
                     position_ids=(prompt_mask[first].cumsum(-1) - 1).clamp(min=0), past_key_values=cache,
                     use_cache=True, logits_to_keep=1)
-    if len(first) < B:
+    # Prefill ran on the distinct prompts in ``torch.unique``'s (sorted) order: always gather back
+    # to row order, even when every prompt is distinct.
+    if not torch.equal(inverse, torch.arange(B, device=device)):
         cache.batch_select_indices(inverse)
     logits = out.logits[:, -1][inverse]
     alive = torch.arange(B)  # batch rows still generating, in cache order

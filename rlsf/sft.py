@@ -23,7 +23,7 @@ from rlsf.rollout import render_prompt
 from rlsf.runtime import load_policy, load_split, load_task, note, prepare_run_dir, set_threads
 from rlsf.tasks.base import Task, TaskError
 from rlsf.trainer import _truncate_metrics, batch_indices
-from rlsf.utils import autocast, model_device, rng_state, seed_everything, set_rng_state
+from rlsf.utils import autocast, make_adamw, model_device, rng_state, seed_everything, set_rng_state
 
 
 def demonstration_ids(tokenizer, task: Task, example: dict, demo: str) -> tuple[list[int], list[int]]:
@@ -81,7 +81,7 @@ def sft(cfg: Config) -> dict[str, Any]:
     run_dir = prepare_run_dir(cfg, resume=cfg.run.resume)
     ckpt = Checkpointer(run_dir, keep=2)
     params = [p for p in model.parameters() if p.requires_grad]
-    opt = torch.optim.AdamW(params, lr=c.lr, weight_decay=cfg.optim.weight_decay)
+    opt = make_adamw([{"params": params, "lr": c.lr}], weight_decay=cfg.optim.weight_decay)
     step = 0
     if cfg.run.resume and (path := ckpt.latest()) is not None:
         state = ckpt.load(path)

@@ -59,8 +59,10 @@ class RLTrainer:
         self.examples = load_split(cfg, self.task, "train", cfg.task.train_examples)
         self.model, self.tokenizer = load_policy(cfg)
         # The reference is the policy as loaded (the SFT model): a frozen copy, or, with LoRA,
-        # the same weights with adapters disabled.
-        self.reference = Reference.from_policy(self.model)
+        # the same weights with adapters disabled. Without a KL term nothing reads it, so no
+        # copy is made (a full fine-tune saves a model's worth of memory).
+        needs_reference = getattr(cfg, cfg.train.algorithm).kl_coef > 0
+        self.reference = Reference.from_policy(self.model) if needs_reference else None
         self.algo = ALGORITHMS[cfg.train.algorithm](self.model, self.reference, cfg)
         self.sampler = SamplingModel(self.model, cfg.model.autocast)
         self.timer = Timer()

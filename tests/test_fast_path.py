@@ -48,6 +48,23 @@ def test_fast_greedy_decoding_equals_hf_generate(tiny_model_dir):
     assert fast.texts == plain.texts and fast.truncated == plain.truncated
 
 
+def test_fast_sampling_keeps_rows_with_their_prompts_when_all_are_distinct(tiny_model_dir):
+    """Prefill runs on the distinct prompts in torch.unique's sorted order; every row must get its
+    own prompt's cache back even when no prompt repeats (a regression test)."""
+    from rlsf.algorithms.base import response_forward
+
+    model, tok = load_model(tiny_model_dir), load_tokenizer(tiny_model_dir)
+    prompts = ["Input: 9 9 9 9 and more", "Hi", "Input: 1 1 1 8", "A", "Hello there"]
+    ids = tok(prompts, return_tensors="pt", padding=True, padding_side="left", add_special_tokens=False)["input_ids"]
+    if torch.equal(unique_prompts(ids)[1], torch.arange(len(prompts))):
+        prompts = prompts[::-1]  # make sure sorted order is not row order
+    torch.manual_seed(0)
+    ro = generate(model, tok, prompts, max_new_tokens=6, engine="rlsf")
+    fo = response_forward(model, ro, temperature=1.0, precision="none")
+    mask = ro.response_mask.bool()
+    assert torch.allclose(ro.logprobs[mask], fo.logp[mask], atol=1e-4)
+
+
 @pytest.mark.parametrize("engine", ["rlsf", "hf"])
 def test_finished_rows_are_reported_once_with_their_ids(tiny_model_dir, engine):
     model, tok = load_model(tiny_model_dir), load_tokenizer(tiny_model_dir)
@@ -179,3 +196,22 @@ def test_worker_pool_checks_give_the_same_certificates(tiny_model_dir, shared_da
         certs.append(([c.to_dict() for c in cs], rewards))
     assert certs[0][0] == certs[1][0]
     assert torch.equal(certs[0][1], certs[1][1])
+
+
+def test_fused_adamw_steps_like_plain_adamw():
+    from rlsf.utils import make_adamw
+
+    torch.manual_seed(0)
+    a = [torch.nn.Parameter(torch.randn(5, 3)), torch.nn.Parameter(torch.randn(7))]
+    b = [torch.nn.Parameter(p.detach().clone()) for p in a]
+    fused = make_adamw([{"params": a, "lr": 1e-2}], weight_decay=0.1)
+    plain = torch.optim.AdamW([{"params": b, "lr": 1e-2}], weight_decay=0.1)
+    assert fused.defaults.get("fused")
+    for _ in range(3):
+        grads = [torch.randn_like(p) for p in a]
+        for p, q, g in zip(a, b, grads):
+            p.grad, q.grad = g.clone(), g.clone()
+        fused.step()
+        plain.step()
+    for p, q in zip(a, b):
+        assert torch.allclose(p, q, atol=1e-6)

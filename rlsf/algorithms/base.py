@@ -18,7 +18,7 @@ from transformers import DynamicCache
 
 from rlsf.algorithms.core import batch_entropy, entropy_from_logits, last_token_index, logprobs_from_logits, masked_mean
 from rlsf.rollout import Rollout, unique_prompts
-from rlsf.utils import Timer, autocast, model_device
+from rlsf.utils import Timer, autocast, make_adamw, model_device
 
 
 @dataclass
@@ -96,15 +96,6 @@ def _full_forward(model, rollout: Rollout, labels: torch.Tensor, *, temperature:
     logits = out.logits[:, :-1].float() / temperature
     h = out.hidden_states[-1][:, -(R + 1) : -1] if hidden else None
     return ForwardOut(logits, logprobs_from_logits(logits, labels), h)
-
-
-def make_adamw(groups: list[dict[str, Any]], **kw: Any) -> torch.optim.AdamW:
-    """AdamW, fused where every parameter's device supports it: one kernel per step instead of a
-    dozen elementwise passes over 135M floats (0.6 s -> 0.13 s per step on 2 CPU cores)."""
-    devices = {p.device.type for g in groups for p in g["params"]}
-    fused = devices <= {"cpu", "cuda"} and all(p.dtype in (torch.float32, torch.bfloat16, torch.float16)
-                                               for g in groups for p in g["params"])
-    return torch.optim.AdamW(groups, fused=fused or None, **kw)
 
 
 def pad_to(x: torch.Tensor, width: int) -> torch.Tensor:
