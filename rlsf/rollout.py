@@ -182,16 +182,19 @@ def unique_prompts(prompt_ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor
     return first, inverse
 
 
-def sample_from(scores: torch.Tensor) -> torch.Tensor:
-    """One draw per row from ``softmax(scores)`` by inverting the cumulative distribution.
+def sample_from(scores: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """One draw per row from ``softmax(scores)`` by inverting the cumulative distribution, and
+    the log-probability of the drawn token.
 
     Exact, and one uniform number per row instead of the ``[batch, vocab]`` exponentials
     ``torch.multinomial`` draws (a fifth of CPU decode time at 135M). Tokens with probability 0
     (masked by top-p) are never chosen: their cumulative mass equals their predecessor's.
     """
-    cdf = scores.softmax(-1).cumsum(-1)
+    probs = scores.softmax(-1)
+    cdf = probs.cumsum(-1)
     u = torch.rand(scores.shape[0], 1, device=scores.device) * cdf[:, -1:]
-    return torch.searchsorted(cdf, u, right=True).clamp(max=scores.shape[-1] - 1).squeeze(-1)
+    tok = torch.searchsorted(cdf, u, right=True).clamp(max=scores.shape[-1] - 1)
+    return tok.squeeze(-1), probs.gather(-1, tok).log().squeeze(-1)
 
 
 @torch.no_grad()
@@ -231,15 +234,15 @@ def decode(
     logprobs = torch.zeros(B, max_new_tokens) if do_sample else None
     stop_set = torch.tensor(stops, dtype=torch.long, device=device)
     first, inverse = unique_prompts(prompt_ids)
-    cache = DynamicCache()
+    cache = DynamicCache(config=model.config)  # the model's own layer kinds (e.g. sliding window)
     attn = prompt_mask
     pos = prompt_mask.sum(-1)  # position id of each row's next token
     with autocast(precision, device):
         out = model(input_ids=prompt_ids[first], attention_mask=prompt_mask[first],
                     position_ids=(prompt_mask[first].cumsum(-1) - 1).clamp(min=0), past_key_values=cache,
                     use_cache=True, logits_to_keep=1)
-    # Prefill ran on the distinct prompts in ``torch.unique``'s (sorted) order: always gather back
-    # to row order, even when every prompt is distinct.
+    # Prefill ran on the distinct prompts (in ``torch.unique``'s sorted order when some repeat):
+    # gather the cache back to one row per sample, in row order.
     if not torch.equal(inverse, torch.arange(B, device=device)):
         cache.batch_select_indices(inverse)
     logits = out.logits[:, -1][inverse]
@@ -247,11 +250,11 @@ def decode(
     for t in range(max_new_tokens):
         scores = logits.float()
         if do_sample:
-            scores = scores / temperature
+            if temperature != 1.0:
+                scores = scores / temperature
             if top_p < 1.0:
                 scores = top_p_filter(scores, top_p)
-            tok = sample_from(scores)
-            lp = scores.gather(-1, tok[:, None]).squeeze(-1) - scores.logsumexp(-1)
+            tok, lp = sample_from(scores)
             logprobs[alive, t] = lp.cpu()
         else:
             tok = scores.argmax(-1)

@@ -33,7 +33,8 @@ def test_sample_from_follows_the_distribution():
     torch.manual_seed(0)
     probs = torch.tensor([0.5, 0.0, 0.3, 0.2, 0.0])
     scores = probs.log().expand(40000, -1)
-    draws = sample_from(scores)
+    draws, logp = sample_from(scores)
+    assert torch.allclose(logp, probs.log()[draws])
     freq = torch.bincount(draws, minlength=5).float() / len(draws)
     assert freq[1] == 0 and freq[4] == 0  # probability 0 (e.g. cut by top-p): never drawn
     assert torch.allclose(freq, probs, atol=0.01)  # ~4 standard errors at n = 40000

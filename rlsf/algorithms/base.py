@@ -66,7 +66,7 @@ def _shared_forward(model, rollout: Rollout, labels: torch.Tensor, first: torch.
     device = labels.device
     p_ids, p_mask = rollout.prompt_ids.to(device), rollout.prompt_mask.to(device)
     first, inverse = first.to(device), inverse.to(device)
-    cache = DynamicCache()
+    cache = DynamicCache(config=model.config)
     with autocast(precision, device):
         pre = model(input_ids=p_ids[first], attention_mask=p_mask[first],
                     position_ids=(p_mask[first].cumsum(-1) - 1).clamp(min=0), past_key_values=cache, use_cache=True,
