@@ -16,7 +16,7 @@ accuracy. The two sides draw their prompts with their own samplers (rlsf: a seed
 per epoch; TRL: its seeded sampler), so the prompt sequence differs between them, not between
 the two rlsf settings.
 
-Each finished run is stored in ``--out/runs.jsonl`` and skipped when the script is run again, so
+Every run executes in its own fresh Python process. Each finished run is stored in ``--out/runs.jsonl`` and skipped when the script is run again, so
 an interrupted study resumes. The summary (mean and min-max spread over seeds) is printed,
 written to ``--out/summary.json`` and plotted to ``--out/learning_per_sample.png``.
 
@@ -30,6 +30,7 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -132,6 +133,18 @@ def run_trl(args, seed: int) -> list[dict]:
     return curve
 
 
+def run_isolated(args, setting: str, seed: int) -> list[dict]:
+    """One run in a fresh Python process: no allocator state, threads or caches carried over
+    from the previous run (sharing one process slowed TRL's generation ~10x here)."""
+    argv = [a for a in sys.argv[1:]]
+    cmd = [sys.executable, __file__, *argv, "--worker", setting, "--worker-seed", str(seed)]
+    proc = subprocess.run(cmd, stdout=subprocess.PIPE, text=True)
+    line = next((x for x in proc.stdout.splitlines() if x.startswith("CURVE ")), None)
+    if proc.returncode or line is None:
+        sys.exit(f"{setting} seed {seed} failed (exit {proc.returncode})")
+    return json.loads(line[len("CURVE "):])
+
+
 def summarise(runs: list[dict], start: dict) -> dict:
     out = {}
     for setting in SETTINGS:
@@ -186,8 +199,15 @@ def main() -> None:
     ap.add_argument("--eval-examples", type=int, default=50, help="Held-out puzzles evaluated.")
     ap.add_argument("--data-path", help="Game of 24 CSV (default: the tree-of-thoughts-llm package copy).")
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--worker", choices=SETTINGS, help=argparse.SUPPRESS)
+    ap.add_argument("--worker-seed", type=int, help=argparse.SUPPRESS)
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
+    if args.worker:  # child process: one run, its curve on stdout
+        seed = args.worker_seed
+        curve = run_trl(args, seed) if args.worker == "TRL GRPO" else run_rlsf(args, args.worker.split()[1], seed)
+        print("CURVE " + json.dumps(curve), flush=True)
+        return
     if not Path(args.sft_model).is_dir():
         sys.exit(f"--sft-model {args.sft_model}: no such folder (train one with `rlsf sft`)")
     out = Path(args.out)
@@ -212,7 +232,7 @@ def main() -> None:
             if any(r["setting"] == setting and r["seed"] == seed for r in done):
                 continue
             t0 = time.perf_counter()
-            curve = run_trl(args, seed) if setting == "TRL GRPO" else run_rlsf(args, setting.split()[1], seed)
+            curve = run_isolated(args, setting, seed)
             rec = {"setting": setting, "seed": seed, "settings": settings, "curve": curve,
                    "time_s": round(time.perf_counter() - t0, 1)}
             done.append(rec)
