@@ -173,7 +173,8 @@ def plot(summary: dict, path: Path, title: str) -> None:
                               ("held-out success (greedy maj@1)", "held-out step accuracy (checker)")):
         for setting, points in summary.items():
             xs = [p["samples"] for p in points]
-            ax.plot(xs, [p[key]["mean"] for p in points], marker="o", label=setting)
+            n = points[-1].get("seeds", 0)
+            ax.plot(xs, [p[key]["mean"] for p in points], marker="o", label=f"{setting} ({n} seed{'s' * (n != 1)})")
             ax.fill_between(xs, [p[key]["min"] for p in points], [p[key]["max"] for p in points], alpha=0.2)
         ax.set_xlabel("sampled completions")
         ax.set_ylabel(label)
@@ -243,7 +244,7 @@ def main() -> None:
     (out / "summary.json").write_text(json.dumps({"settings": settings, "summary": summary}, indent=2) + "\n")
     plot(summary, out / "learning_per_sample.png",
          f"Game of 24, SmolLM2-135M from {Path(args.sft_model).name}: {args.prompts}x{args.samples} completions/step, "
-         f"lr {args.lr}, mean and min-max over seeds {args.seeds}")
+         f"lr {args.lr}; mean and min-max over the seeds run")
     print(f"\n{'setting':<15} {'samples':>7}  {'success mean [min, max]':<26} step accuracy mean [min, max]")
     for setting, points in summary.items():
         for p in points[1:]:
