@@ -243,7 +243,7 @@ def decode(
                     use_cache=True, logits_to_keep=1)
     # Prefill ran on the distinct prompts (in ``torch.unique``'s sorted order when some repeat):
     # gather the cache back to one row per sample, in row order.
-    if not torch.equal(inverse, torch.arange(B, device=device)):
+    if len(first) < B:
         cache.batch_select_indices(inverse)
     logits = out.logits[:, -1][inverse]
     alive = torch.arange(B)  # batch rows still generating, in cache order

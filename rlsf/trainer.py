@@ -24,7 +24,7 @@ from rlsf.algorithms import ALGORITHMS
 from rlsf.checkpoint import Checkpointer, load_trainable_state, trainable_state
 from rlsf.config import Config
 from rlsf.feedback.certificate import Certificate
-from rlsf.feedback.token_rewards import token_reward_tensor
+from rlsf.feedback.token_rewards import completion_text, token_reward_tensor
 from rlsf.logging import MetricLogger, read_metrics
 from rlsf.metrics import certificate_summary
 from rlsf.models import Reference, save_model
@@ -92,7 +92,8 @@ class RLTrainer:
             ro = generate(self.sampler.model, self.tokenizer, prompts, max_new_tokens=c.rollout.max_new_tokens,
                           temperature=c.rollout.temperature, top_p=c.rollout.top_p,
                           batch_size=c.rollout.generation_batch_size, precision=c.model.autocast,
-                          engine=c.rollout.engine, ignore_eos=c.rollout.ignore_eos, on_finish=submit if self.pool is not None else None)
+                          engine=c.rollout.engine, ignore_eos=c.rollout.ignore_eos,
+                          on_finish=submit if self.pool is not None else None)
         with t("feedback"):
             if self.pool is not None:
                 certs = [futures[i].result() for i in range(len(ro))]
@@ -103,9 +104,7 @@ class RLTrainer:
         return ro, certs, rewards
 
     def _check(self, example, ids: list[int]) -> Certificate:
-        # The same text `generate` returns for these ids (see decode_with_offsets).
-        text = self.tokenizer.decode(ids, skip_special_tokens=True, clean_up_tokenization_spaces=False)
-        return self.task.check(example, text)
+        return self.task.check(example, completion_text(self.tokenizer, ids))  # = the rollout's text
 
     def train_step(self) -> dict[str, Any]:
         t0 = time.perf_counter()

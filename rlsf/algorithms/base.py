@@ -43,9 +43,9 @@ def response_forward(model, rollout: Rollout, *, temperature: float, precision: 
     """
     device = model_device(model)
     labels = rollout.response_ids.to(device)
-    first, inverse = unique_prompts(rollout.prompt_ids)
+    first, inverse = unique_prompts(rollout.prompt_ids) if share_prompts and labels.shape[1] > 1 else (None, None)
     with training_attention(device):
-        if not share_prompts or len(first) == len(rollout) or labels.shape[1] < 2:
+        if first is None or len(first) == len(rollout):
             return _full_forward(model, rollout, labels, temperature=temperature, precision=precision,
                                  hidden=hidden)
         return _shared_forward(model, rollout, labels, first, inverse, temperature=temperature,

@@ -33,6 +33,14 @@ from rlsf.feedback.certificate import Certificate
 Offsets = list[tuple[int, int]]
 
 
+DECODE_KW = dict(skip_special_tokens=True, clean_up_tokenization_spaces=False)
+
+
+def completion_text(tokenizer, token_ids: Sequence[int]) -> str:
+    """The text a checker judges for these sampled ids (special tokens such as end of turn dropped)."""
+    return tokenizer.decode([int(t) for t in token_ids], **DECODE_KW)
+
+
 def decode_with_offsets(tokenizer, token_ids: Sequence[int]) -> tuple[str, Offsets]:
     """Return the decoded text of ``token_ids`` and each token's ``[start, end)`` character range.
 
@@ -40,8 +48,8 @@ def decode_with_offsets(tokenizer, token_ids: Sequence[int]) -> tuple[str, Offse
     tokens) and is exact for any tokenizer whose decode of a prefix is a prefix of the whole.
     """
     ids = [int(t) for t in token_ids]
-    kw = dict(skip_special_tokens=True, clean_up_tokenization_spaces=False)
-    text = tokenizer.decode(ids, **kw)
+    kw = DECODE_KW
+    text = completion_text(tokenizer, ids)
     special = set(getattr(tokenizer, "all_special_ids", []) or [])
     ends: list[int] = []
     prev = 0
