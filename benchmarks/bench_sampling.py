@@ -4,10 +4,12 @@ Both sides load the same converted SmolLM2-135M-Instruct, sample the same Game o
 the same batch size and temperature, and generate exactly ``--tokens`` new tokens per sequence
 (no end-of-turn id) so that both do the same work. The plain side is what a user gets from
 ``AutoModelForCausalLM.from_pretrained(...).generate(...)``; the rlsf side is
-``rlsf.rollout.generate`` with the bf16 sampling copy, the contiguous LM-head input, per-token
-log-prob recording and the rlsf sampling loop (``engine="rlsf"``: each distinct prompt
-prefilled once, inverse-CDF sampling). A third side runs the same bf16 copy through HF
-``generate`` (``engine="hf"``) to show what the loop itself adds. ``--samples-per-prompt k``
+``rlsf.rollout.generate`` as the trainer runs it: the rlsf sampling loop (each distinct prompt
+prefilled once, inverse-CDF sampling, per-token log-prob recording) on the fused step of
+``rlsf.decode_step``, which makes bf16 weights from the float32 master weights at each call (that
+conversion is timed). Two more sides show where the gain comes from: a persistent bf16 copy
+through HF ``generate`` (``engine="hf"``), and the same copy through the rlsf loop with the
+model's own forward as its step (``fused_step=False``). ``--samples-per-prompt k``
 repeats each prompt ``k`` times, as RL rollouts do. Rounds alternate between the sides so
 machine noise hits all of them.
 
@@ -50,7 +52,8 @@ def main() -> None:
     prompts = task_prompts(tok, task, [examples[(i // k) % len(examples)] for i in range(args.batch)])
 
     plain = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32).eval()
-    ours = SamplingModel(load_model(path), "bf16").model
+    master = load_model(path)  # float32, as the trainer holds it
+    bf16_copy = SamplingModel(master, "bf16").model  # what the non-fused sides sample from
     # No end-of-turn id on either side: both generate exactly --tokens tokens per sequence.
     plain_config = GenerationConfig(do_sample=True, temperature=1.0, top_p=1.0, top_k=0, max_new_tokens=args.tokens,
                                     pad_token_id=tok.pad_token_id, eos_token_id=None)
@@ -61,12 +64,15 @@ def main() -> None:
             out = plain.generate(**enc, generation_config=plain_config)
         return (out.shape[1] - enc["input_ids"].shape[1]) * out.shape[0]
 
-    def run_ours(engine: str) -> int:
-        ro = generate(ours, tok, prompts, max_new_tokens=args.tokens, temperature=1.0, batch_size=args.batch,
-                      precision="bf16", ignore_eos=True, engine=engine)
+    def run_ours(engine: str, fused: bool = True) -> int:
+        # The fused step reads the float32 master weights and makes its bf16 weights per call
+        # (that conversion is timed); the other sides run on the persistent bf16 copy.
+        ro = generate(master if fused and engine == "rlsf" else bf16_copy, tok, prompts, max_new_tokens=args.tokens, temperature=1.0, batch_size=args.batch,
+                      precision="bf16", ignore_eos=True, engine=engine, fused_step=fused)
         return int(ro.response_mask.sum())
 
     sides = {"plain generate (fp32)": run_plain, "rlsf rollout, hf engine": lambda: run_ours("hf"),
+             "rlsf rollout, rlsf loop, model step": lambda: run_ours("rlsf", fused=False),
              "rlsf rollout, rlsf engine": lambda: run_ours("rlsf")}
     for fn in sides.values():  # warm-up
         fn()
@@ -82,7 +88,7 @@ def main() -> None:
     for name in sides:
         med = statistics.median(times[name])
         rates[name] = counts[name] / med
-        print(f"{name:<27} {med:7.2f} s  {rates[name]:8.1f} tokens/s  (rounds: {', '.join(f'{t:.2f}' for t in times[name])})")
+        print(f"{name:<36} {med:7.2f} s  {rates[name]:8.1f} tokens/s  (rounds: {', '.join(f'{t:.2f}' for t in times[name])})")
     base = rates["plain generate (fp32)"]
     for name in list(sides)[1:]:
         print(f"ratio {name} / plain: {rates[name] / base:.2f}x")

@@ -16,8 +16,12 @@ master weights, bf16 sampling copy, the rlsf sampling loop, shared prompts in th
 separate log-prob pass). The first ``--warmup`` steps of each side are reported separately; the
 ratio uses the median of the steady-state steps.
 
+``--lora`` runs every side with the same LoRA adapters (``rlsf.models.LoraSpec``: r 16 on all
+projections, lr 1e-4) instead of full fine-tuning.
+
     pip install -e ".[bench]"        # TRL 1.16.0: a benchmark-only dependency
     python benchmarks/bench_step_trl.py --steps 5 --tokens 64 --fixed-length --trl-bf16
+    python benchmarks/bench_step_trl.py --steps 5 --tokens 64 --fixed-length --lora
 """
 
 from __future__ import annotations
@@ -112,6 +116,7 @@ def main() -> None:
     ap.add_argument("--fixed-length", action="store_true", help="Every completion exactly --tokens long on both sides.")
     ap.add_argument("--plain", action="store_true", help="Also run rlsf's plain path (HF generate, full-sequence "
                     "passes, separate log-prob pass, fp32) to show what the fast path buys.")
+    ap.add_argument("--lora", action="store_true", help="LoRA adapters on every side instead of full fine-tuning.")
     ap.add_argument("--data-path", help="Game of 24 CSV (default: the tree-of-thoughts-llm package copy).")
     ap.add_argument("--threads", type=int, default=2)
     args = ap.parse_args()
@@ -127,18 +132,19 @@ def main() -> None:
     examples = task.load("train")
 
     ours_name = "rlsf GRPO (fast path)"
-    times, stages = rlsf_step_times(path, args.data_path, args)
+    lora = {"model.lora": True, "optim.lr": 1e-4} if args.lora else {}
+    times, stages = rlsf_step_times(path, args.data_path, args, **lora)
     results = {ours_name: times}
     if args.plain:
         # The plain path: HF generate and a full prompt + response pass per sample, in float32.
         results["rlsf GRPO (plain path)"], _ = rlsf_step_times(path, args.data_path, args, **{
-            "rollout.engine": "hf", "train.share_prompts": False, "model.autocast": "none"})
-    results["TRL GRPOTrainer fp32"] = trl_step_times(path, task, examples, args, bf16=False)
+            "rollout.engine": "hf", "train.share_prompts": False, "model.autocast": "none", **lora})
+    results["TRL GRPOTrainer fp32"] = trl_step_times(path, task, examples, args, bf16=False, lora=args.lora)
     if args.trl_bf16:
-        results["TRL GRPOTrainer bf16"] = trl_step_times(path, task, examples, args, bf16=True)
+        results["TRL GRPOTrainer bf16"] = trl_step_times(path, task, examples, args, bf16=True, lora=args.lora)
 
     print(f"\n1 prompt x 8 completions, <= {args.tokens} new tokens"
-          f"{' (all exactly that long)' if args.fixed_length else ''}, {args.steps} steps, {args.threads} threads")
+          f"{' (all exactly that long)' if args.fixed_length else ''}{', LoRA' if args.lora else ''}, {args.steps} steps, {args.threads} threads")
     steady = {}
     for name, ts in results.items():
         steady[name] = statistics.median(ts[args.warmup:])

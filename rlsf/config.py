@@ -70,6 +70,9 @@ class RolloutConfig:
     engine: str = opt("rlsf", "Sampling loop: 'rlsf' (KV-cached loop that prefills each distinct "
                       "prompt once, drops finished rows and samples by inverse CDF) or 'hf' "
                       "(Hugging Face `generate`, the plain reference). Same distribution either way.")
+    fused_step: bool = opt(True, "With engine 'rlsf', decode Llama-style models (llama, qwen2) "
+                           "with fused q/k/v and gate/up products and a preallocated key/value "
+                           "buffer; other architectures use their own forward.")
 
 
 @dataclass

@@ -30,10 +30,11 @@ def evaluate(cfg: Config, *, model=None, tokenizer=None, output: str | Path | No
     if model is None:
         model, tokenizer = load_policy(cfg, lora=False)
     t0 = time.perf_counter()
-    model = SamplingModel(model, cfg.model.autocast).model
+    model = SamplingModel(model, cfg.model.autocast,
+                          fused=cfg.rollout.engine == "rlsf" and cfg.rollout.fused_step).model
     prompts = task_prompts(tokenizer, task, examples)
     gen = dict(max_new_tokens=e.max_new_tokens, batch_size=e.batch_size, precision=cfg.model.autocast,
-               engine=cfg.rollout.engine)
+               engine=cfg.rollout.engine, fused_step=cfg.rollout.fused_step)
 
     greedy = generate(model, tokenizer, prompts, do_sample=False, **gen)
     greedy_certs = [task.check(ex, text) for ex, text in zip(examples, greedy.texts)]

@@ -1,4 +1,4 @@
-"""Rollouts: batched sampling with Hugging Face ``generate`` (KV cache, left padding).
+"""Rollouts: batched, KV-cached sampling (rlsf's own loop, or Hugging Face ``generate``).
 
 A :class:`Rollout` keeps exactly what the update needs: the sampled token ids, the mask of
 generated tokens (end of turn included, padding after it excluded), the decoded text and each
@@ -14,6 +14,7 @@ from typing import Callable
 import torch
 from transformers import GenerationConfig, LogitsProcessor, LogitsProcessorList
 
+from rlsf.decode_step import FusedLlamaStep, ModelStep, fused_step_supported
 from rlsf.feedback.token_rewards import Offsets, decode_with_offsets
 from rlsf.tasks.base import Example, Task
 from rlsf.utils import autocast, model_device
@@ -64,19 +65,23 @@ class Rollout:
 
 
 class SamplingModel:
-    """The weights ``generate`` runs on.
+    """The weights rollouts run on.
 
     Decoding reads every weight once per generated token, so on a CPU it is bound by memory
     traffic, not arithmetic. With ``precision="bf16"`` and float32 master weights we sample from
-    a bf16 copy of the parameters (half the bytes per token; buffers such as rotary frequencies
-    stay float32), refreshed from the master weights by :meth:`sync` before each rollout. The
-    update recomputes log-probs with the master weights, so the copy only decides which tokens
-    are sampled, never the gradient.
+    bf16 weights (half the bytes per token); the update recomputes log-probs with the master
+    weights, so they only decide which tokens are sampled, never the gradient. With ``fused``
+    and a model the fused step supports (:mod:`rlsf.decode_step`), that step converts the master
+    weights itself at the start of each rollout, so nothing is kept between rollouts. Otherwise
+    we keep a bf16 copy of the parameters (buffers such as rotary frequencies stay float32),
+    refreshed from the master weights by :meth:`sync` before each rollout.
     """
 
-    def __init__(self, model, precision: str = "none") -> None:
+    def __init__(self, model, precision: str = "none", fused: bool = False) -> None:
         self.policy = model
         self.copy = None
+        if fused and fused_step_supported(model):
+            return
         if precision == "bf16" and next(model.parameters()).dtype == torch.float32:
             self.copy = copy.deepcopy(model).eval()
             for p in self.copy.parameters():
@@ -211,6 +216,7 @@ def decode(
     do_sample: bool = True,
     precision: str = "none",
     on_finish: Callable[[int, list[int]], None] | None = None,
+    fused: bool = True,
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """The rlsf sampling loop: KV-cached decoding that spends nothing on finished rows.
 
@@ -220,13 +226,14 @@ def decode(
     * sampling is exact inverse-CDF (:func:`sample_from`) with temperature and top-p applied
       here, and each sampled token's log-prob under that distribution is recorded;
     * ``on_finish(row, ids)`` is called as soon as a row is complete, so its check can start
-      while the other rows are still being sampled.
+      while the other rows are still being sampled;
+    * with ``fused``, Llama-style models run on :class:`~rlsf.decode_step.FusedLlamaStep`
+      (fused projections, preallocated key/value buffer, bf16 weights made from the master
+      weights for this rollout only); other models on their own forward.
 
     Returns ``[B, max_new_tokens]`` ids (``pad_id`` after a row's end) and their log-probs
     (``None`` for greedy decoding).
     """
-    from transformers import DynamicCache
-
     device = model_device(model)
     prompt_ids, prompt_mask = prompt_ids.to(device), prompt_mask.to(device)
     B = prompt_ids.shape[0]
@@ -234,18 +241,17 @@ def decode(
     logprobs = torch.zeros(B, max_new_tokens) if do_sample else None
     stop_set = torch.tensor(stops, dtype=torch.long, device=device)
     first, inverse = unique_prompts(prompt_ids)
-    cache = DynamicCache(config=model.config)  # the model's own layer kinds (e.g. sliding window)
-    attn = prompt_mask
-    pos = prompt_mask.sum(-1)  # position id of each row's next token
-    with autocast(precision, device):
-        out = model(input_ids=prompt_ids[first], attention_mask=prompt_mask[first],
-                    position_ids=(prompt_mask[first].cumsum(-1) - 1).clamp(min=0), past_key_values=cache,
-                    use_cache=True, logits_to_keep=1)
+    if fused and fused_step_supported(model):
+        stepper = FusedLlamaStep(model, len(first), prompt_ids.shape[1] + max_new_tokens, precision)
+    else:
+        stepper = ModelStep(model, precision)
+    logits = stepper.prefill(prompt_ids[first], prompt_mask[first])
     # Prefill ran on the distinct prompts (in ``torch.unique``'s sorted order when some repeat):
     # gather the cache back to one row per sample, in row order.
     if len(first) < B:
-        cache.batch_select_indices(inverse)
-    logits = out.logits[:, -1][inverse]
+        stepper.select(inverse)
+        logits = logits[inverse]
+    pos = prompt_mask.sum(-1)  # position id of each row's next token
     alive = torch.arange(B)  # batch rows still generating, in cache order
     for t in range(max_new_tokens):
         scores = logits.float()
@@ -270,14 +276,10 @@ def decode(
             if not keep.any():
                 break
             idx = keep.nonzero().squeeze(-1)
-            cache.batch_select_indices(idx)
-            alive, tok, attn, pos = alive[keep.cpu()], tok[idx], attn[idx], pos[idx]
-        attn = torch.cat([attn, attn.new_ones(attn.shape[0], 1)], dim=1)
-        with autocast(precision, device):
-            out = model(input_ids=tok[:, None], attention_mask=attn, position_ids=pos[:, None],
-                        past_key_values=cache, use_cache=True)
+            stepper.select(idx)
+            alive, tok, pos = alive[keep.cpu()], tok[idx], pos[idx]
+        logits = stepper.step(tok, pos)
         pos = pos + 1
-        logits = out.logits[:, -1]
     return tokens, logprobs
 
 
@@ -319,13 +321,15 @@ def generate(
     precision: str = "none",
     ignore_eos: bool = False,
     engine: str = "rlsf",
+    fused_step: bool = True,
     on_finish: Callable[[int, list[int]], None] | None = None,
 ) -> Rollout:
     """Sample one completion per prompt (repeat prompts for several samples).
 
     ``engine="rlsf"`` runs :func:`decode`; ``"hf"`` runs Hugging Face ``generate``. Both sample
     from the same distribution and record the same log-probs. ``ignore_eos`` generates exactly
-    ``max_new_tokens`` per sequence (for benchmarks). ``on_finish(row, ids)`` is called once per
+    ``max_new_tokens`` per sequence (for benchmarks). ``fused_step`` lets the rlsf engine use its
+    fused decoding step on Llama-style models. ``on_finish(row, ids)`` is called once per
     completed row (as it completes with the rlsf engine, per batch with ``hf``).
     """
     if engine not in ENGINES:
@@ -345,7 +349,8 @@ def generate(
             rows = slice(s, s + batch_size)
             if engine == "rlsf":
                 done = (lambda r, ids, s=s: on_finish(s + r, ids)) if on_finish is not None else None
-                ids, lps = decode(model, prompt_ids[rows], prompt_mask[rows], on_finish=done, **kw)
+                ids, lps = decode(model, prompt_ids[rows], prompt_mask[rows], on_finish=done, fused=fused_step,
+                                  **kw)
             else:
                 ids, lps = _hf_generate(model, prompt_ids[rows], prompt_mask[rows], **kw)
             chunks.append(ids)

@@ -64,7 +64,8 @@ class RLTrainer:
         needs_reference = getattr(cfg, cfg.train.algorithm).kl_coef > 0
         self.reference = Reference.from_policy(self.model) if needs_reference else None
         self.algo = ALGORITHMS[cfg.train.algorithm](self.model, self.reference, cfg)
-        self.sampler = SamplingModel(self.model, cfg.model.autocast)
+        self.sampler = SamplingModel(self.model, cfg.model.autocast,
+                                     fused=cfg.rollout.engine == "rlsf" and cfg.rollout.fused_step)
         self.timer = Timer()
         self.run_dir = Path(cfg.run.output_dir)
         self.ckpt = Checkpointer(self.run_dir, keep=cfg.train.keep_checkpoints)
@@ -92,7 +93,7 @@ class RLTrainer:
             ro = generate(self.sampler.model, self.tokenizer, prompts, max_new_tokens=c.rollout.max_new_tokens,
                           temperature=c.rollout.temperature, top_p=c.rollout.top_p,
                           batch_size=c.rollout.generation_batch_size, precision=c.model.autocast,
-                          engine=c.rollout.engine, ignore_eos=c.rollout.ignore_eos,
+                          engine=c.rollout.engine, fused_step=c.rollout.fused_step, ignore_eos=c.rollout.ignore_eos,
                           on_finish=submit if self.pool is not None else None)
         with t("feedback"):
             if self.pool is not None:

@@ -40,3 +40,24 @@ def test_real_model_eval_writes_results(shared_data, tmp_path):
     saved = json.loads((tmp_path / "run" / "eval.json").read_text())
     assert saved["num_examples"] == 4 and {"maj@1", "pass@1", "pass@2", "maj@2"} <= set(saved)
     assert res["maj@1"] == saved["maj@1"]
+
+
+def test_real_model_fused_step_matches_its_own_forward(tokenizer):
+    """SmolLM2-135M (9 query heads on 3 key/value heads, tied head): the fused step against the
+    model's own forward, in float32 (round-off) and with bf16 weights (bf16 tolerance)."""
+    from rlsf.decode_step import FusedLlamaStep, ModelStep, fused_step_supported
+    from rlsf.models import load_model, resolve_model
+
+    model = load_model(resolve_model("smollm2-135m"))
+    assert fused_step_supported(model)
+    enc = tokenizer(["Use 4 6 8 2 to make 24.", "Hi"], return_tensors="pt", padding=True, padding_side="left")
+    ids, mask = enc["input_ids"], enc["attention_mask"]
+    for precision, tol in (("none", 1e-4), ("bf16", 0.05)):
+        plain, fused = ModelStep(model, precision), FusedLlamaStep(model, 2, ids.shape[1] + 8, precision)
+        a, b = plain.prefill(ids, mask).float(), fused.prefill(ids, mask).float()
+        assert (a - b).abs().max() / a.abs().max() < tol, precision
+        tok, pos = a.argmax(-1), mask.sum(-1)
+        for _ in range(8):
+            a, b = plain.step(tok, pos).float(), fused.step(tok, pos).float()
+            assert (a - b).abs().max() / a.abs().max() < tol, precision
+            tok, pos = a.argmax(-1), pos + 1
