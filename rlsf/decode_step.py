@@ -8,7 +8,10 @@ matrix products but by the ~40 small operators per layer the Hugging Face forwar
 * one product for q, k and v, and one for gate and up (weights concatenated once per rollout);
 * a key/value buffer allocated for the whole rollout, written in place instead of concatenated;
 * grouped-query attention inside ``scaled_dot_product_attention`` (no ``repeat_kv`` copies);
-* ``torch.rms_norm`` instead of a chain of elementwise operators.
+* ``torch.rms_norm`` instead of a chain of elementwise operators;
+* on CPU in bf16, weights prepacked once per rollout into oneDNN's blocked layout
+  (``torch.ops.mkldnn``, what ``torch.compile`` uses for frozen CPU linears): the products of a
+  decode step are matrix-vector-like, and oneDNN repacks plain weights on every call otherwise.
 
 Both steppers have one interface: ``prefill(ids, mask) -> logits`` for left-padded prompts,
 ``select(rows)`` to gather a prompt's row to its samples or drop finished rows, and
@@ -16,6 +19,8 @@ Both steppers have one interface: ``prefill(ids, mask) -> logits`` for left-padd
 """
 
 from __future__ import annotations
+
+import functools
 
 import torch
 import torch.nn.functional as F
@@ -59,6 +64,21 @@ def effective_weight(linear) -> tuple[torch.Tensor, torch.Tensor | None]:
             if name in getattr(linear, "lora_A", {}):
                 w = w + linear.get_delta_weight(name).to(w.dtype)
     return w, base.bias
+
+
+@functools.cache
+def _mkldnn_bf16() -> bool:
+    """Whether oneDNN's prepacked bf16 linear runs here and agrees with ``F.linear`` (a CPU with
+    AVX-512 bf16 or AMX; the ops are private, so they are probed rather than assumed)."""
+    try:
+        if not (torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported()):
+            return False
+        w, x = torch.randn(24, 16).bfloat16(), torch.randn(3, 16).bfloat16()
+        packed = torch.ops.mkldnn._reorder_linear_weight(w, 3)
+        out = torch.ops.mkldnn._linear_pointwise(x, packed, None, "none", [], "")
+        return bool(torch.allclose(out.float(), F.linear(x, w).float(), atol=1e-2, rtol=1e-2))
+    except (AttributeError, RuntimeError):  # a build without these ops, or with other signatures
+        return False
 
 
 def _fuse(linears, dtype) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -110,11 +130,15 @@ class FusedLlamaStep:
     persistent bf16 sampling copy: the bf16 weights exist only while a rollout runs.
     """
 
-    def __init__(self, model, batch: int, length: int, precision: str) -> None:
+    def __init__(self, model, batch: int, length: int, precision: str, pack: bool | None = None) -> None:
         base = _base(model)
         cfg = base.config
         p = next(base.parameters())
         self.dtype = torch.bfloat16 if precision == "bf16" else p.dtype
+        # Prepacked weights (None: wherever they run, i.e. bf16 on a CPU with oneDNN bf16).
+        self.packed = (self.dtype == torch.bfloat16 and p.device.type == "cpu" and _mkldnn_bf16()) \
+            if pack is None else pack
+        self.batch = batch
         self.n_heads, self.n_kv = cfg.num_attention_heads, cfg.num_key_value_heads
         self.head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // cfg.num_attention_heads
         self.eps = cfg.rms_norm_eps
@@ -126,15 +150,17 @@ class FusedLlamaStep:
             gu_w, _ = _fuse([mlp.gate_proj, mlp.up_proj], self.dtype)
             o_w, o_b = _fuse([a.o_proj], self.dtype)
             d_w, _ = _fuse([mlp.down_proj], self.dtype)
-            self.layers.append((layer.input_layernorm.weight.detach().to(self.dtype), qkv_w, qkv_b, o_w, o_b,
-                                layer.post_attention_layernorm.weight.detach().to(self.dtype), gu_w, d_w))
+            self.inter = gu_w.shape[0] // 2
+            self.layers.append((layer.input_layernorm.weight.detach().to(self.dtype), self._pack(qkv_w), qkv_b,
+                                self._pack(o_w), o_b, layer.post_attention_layernorm.weight.detach().to(self.dtype),
+                                self._pack(gu_w), self._pack(d_w)))
         self.embed = base.model.embed_tokens.weight.detach().to(self.dtype)
         self.norm = base.model.norm.weight.detach().to(self.dtype)
         if effective_weight(base.lm_head)[0] is base.model.embed_tokens.weight and base.lm_head.bias is None:
-            self.head, self.head_b = self.embed, None  # tied: one converted copy
+            self.head, self.head_b = self.embed, None  # tied: one converted copy (packing makes a second)
         else:
             self.head, self.head_b = _fuse([base.lm_head], self.dtype)
-        self.inter = self.layers[0][6].shape[0] // 2
+        self.head = self._pack(self.head)
         # Keys and values of every position of the rollout, prompt and new tokens; columns are
         # shared by all rows (prompts are left-padded), ``mask`` says which hold a real token.
         L, K, D = len(self.layers), self.n_kv, self.head_dim
@@ -142,6 +168,15 @@ class FusedLlamaStep:
         self.v = torch.zeros_like(self.k)
         self.mask = torch.zeros(batch, length, dtype=torch.bool, device=p.device)
         self.t = 0  # the next free column
+
+    def _pack(self, w: torch.Tensor) -> torch.Tensor:
+        # oneDNN picks the blocked layout for the expected number of rows (the batch).
+        return torch.ops.mkldnn._reorder_linear_weight(w, self.batch) if self.packed else w
+
+    def _linear(self, x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None = None) -> torch.Tensor:
+        if self.packed:
+            return torch.ops.mkldnn._linear_pointwise(x, w, b, "none", [], "")
+        return F.linear(x, w, b)
 
     def prefill(self, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """Run left-padded prompts into the buffer; the last position's logits."""
@@ -170,7 +205,7 @@ class FusedLlamaStep:
         cos, sin = cos.to(self.dtype)[:, None], sin.to(self.dtype)[:, None]  # [b, 1, n, D]
         hidden = (x.shape[-1],)
         for i, (n1, qkv_w, qkv_b, o_w, o_b, n2, gu_w, d_w) in enumerate(self.layers):
-            qkv = F.linear(F.rms_norm(x, hidden, n1, self.eps), qkv_w, qkv_b).view(b, n, H + 2 * K, D).transpose(1, 2)
+            qkv = self._linear(F.rms_norm(x, hidden, n1, self.eps), qkv_w, qkv_b).view(b, n, H + 2 * K, D).transpose(1, 2)
             qk, v = qkv[:, : H + K], qkv[:, H + K :]
             x1, x2 = qk.chunk(2, dim=-1)
             qk = qk * cos + torch.cat((-x2, x1), dim=-1) * sin  # rotary on q and k at once
@@ -178,8 +213,8 @@ class FusedLlamaStep:
             self.v[i, :, :, t : t + n] = v
             o = F.scaled_dot_product_attention(qk[:, :H], self.k[i, :, :, : t + n], self.v[i, :, :, : t + n],
                                                attn_mask=attn, enable_gqa=True)
-            x = x + F.linear(o.transpose(1, 2).reshape(b, n, H * D), o_w, o_b)
-            gate, up = F.linear(F.rms_norm(x, hidden, n2, self.eps), gu_w).split(self.inter, dim=-1)
-            x = x + F.linear(F.silu(gate) * up, d_w)
+            x = x + self._linear(o.transpose(1, 2).reshape(b, n, H * D), o_w, o_b)
+            gate, up = self._linear(F.rms_norm(x, hidden, n2, self.eps), gu_w).split(self.inter, dim=-1)
+            x = x + self._linear(F.silu(gate) * up, d_w)
         self.t += n
-        return F.linear(F.rms_norm(x[:, -1], hidden, self.norm, self.eps), self.head, self.head_b)
+        return self._linear(F.rms_norm(x[:, -1], hidden, self.norm, self.eps), self.head, self.head_b)

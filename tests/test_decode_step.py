@@ -9,7 +9,7 @@ import pytest
 import torch
 from transformers import LlamaConfig, LlamaForCausalLM, Qwen2Config, Qwen2ForCausalLM
 
-from rlsf.decode_step import FusedLlamaStep, ModelStep, fused_step_supported
+from rlsf.decode_step import FusedLlamaStep, ModelStep, _mkldnn_bf16, fused_step_supported
 from rlsf.models import load_model, load_tokenizer
 from rlsf.rollout import generate
 
@@ -74,8 +74,21 @@ def test_fused_step_under_bf16_is_within_bf16_tolerance():
 
 def test_fused_step_ties_the_head_to_one_converted_embedding():
     model = LlamaForCausalLM(LlamaConfig(**{**SMALL, "tie_word_embeddings": True}))
-    step = FusedLlamaStep(model, 1, 8, "bf16")
+    step = FusedLlamaStep(model, 1, 8, "bf16", pack=False)
     assert step.head is step.embed and step.head.dtype == torch.bfloat16
+
+
+@pytest.mark.skipif(not _mkldnn_bf16(), reason="no oneDNN bf16 on this CPU")
+def test_prepacked_weights_give_the_same_logits():
+    """oneDNN's prepacked bf16 linear (the CPU default) against plain bf16 ``F.linear``."""
+    model = _model("llama")
+    ids, mask = _prompts()
+    packed, plain = (FusedLlamaStep(model, 4, ids.shape[1] + 2, "bf16", pack=p) for p in (True, False))
+    assert packed.packed and not plain.packed
+    a, b = packed.prefill(ids, mask), plain.prefill(ids, mask)
+    tok, pos = a.float().argmax(-1), mask.sum(-1)
+    a, b = torch.stack([a, packed.step(tok, pos)]), torch.stack([b, plain.step(tok, pos)])
+    assert (a.float() - b.float()).abs().max() <= 0.02 * b.float().abs().max()
 
 
 def test_fused_step_folds_in_lora_adapters():
