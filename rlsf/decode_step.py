@@ -130,7 +130,8 @@ class FusedLlamaStep:
     persistent bf16 sampling copy: the bf16 weights exist only while a rollout runs.
     """
 
-    def __init__(self, model, batch: int, length: int, precision: str, pack: bool | None = None) -> None:
+    def __init__(self, model, batch: int, length: int, precision: str, pack: bool | None = None,
+                 decode_rows: int | None = None) -> None:
         base = _base(model)
         cfg = base.config
         p = next(base.parameters())
@@ -138,7 +139,7 @@ class FusedLlamaStep:
         # Prepacked weights (None: wherever they run, i.e. bf16 on a CPU with oneDNN bf16).
         self.packed = (self.dtype == torch.bfloat16 and p.device.type == "cpu" and _mkldnn_bf16()) \
             if pack is None else pack
-        self.batch = batch
+        self.rows_hint = decode_rows or batch  # rows per product while decoding (after the gather)
         self.n_heads, self.n_kv = cfg.num_attention_heads, cfg.num_key_value_heads
         self.head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // cfg.num_attention_heads
         self.eps = cfg.rms_norm_eps
@@ -171,7 +172,7 @@ class FusedLlamaStep:
 
     def _pack(self, w: torch.Tensor) -> torch.Tensor:
         # oneDNN picks the blocked layout for the expected number of rows (the batch).
-        return torch.ops.mkldnn._reorder_linear_weight(w, self.batch) if self.packed else w
+        return torch.ops.mkldnn._reorder_linear_weight(w, self.rows_hint) if self.packed else w
 
     def _linear(self, x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None = None) -> torch.Tensor:
         if self.packed:

@@ -242,7 +242,8 @@ def decode(
     stop_set = torch.tensor(stops, dtype=torch.long, device=device)
     first, inverse = unique_prompts(prompt_ids)
     if fused and fused_step_supported(model):
-        stepper = FusedLlamaStep(model, len(first), prompt_ids.shape[1] + max_new_tokens, precision)
+        stepper = FusedLlamaStep(model, len(first), prompt_ids.shape[1] + max_new_tokens, precision,
+                                 decode_rows=B)
     else:
         stepper = ModelStep(model, precision)
     logits = stepper.prefill(prompt_ids[first], prompt_mask[first])
