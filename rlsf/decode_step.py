@@ -25,6 +25,7 @@ import functools
 import torch
 import torch.nn.functional as F
 
+from rlsf.models import position_ids_from_mask
 from rlsf.utils import autocast
 
 # Decoder layers of these model types are the Llama block (pre-norm RMSNorm, rotary attention with
@@ -104,7 +105,7 @@ class ModelStep:
         """Run left-padded prompts; the last position's logits."""
         self.attn = mask
         with autocast(self.precision, ids.device):
-            out = self.model(input_ids=ids, attention_mask=mask, position_ids=(mask.cumsum(-1) - 1).clamp(min=0),
+            out = self.model(input_ids=ids, attention_mask=mask, position_ids=position_ids_from_mask(mask),
                              past_key_values=self.cache, use_cache=True, logits_to_keep=1)
         return out.logits[:, -1]
 
@@ -186,7 +187,7 @@ class FusedLlamaStep:
         causal = torch.ones(P, P, dtype=torch.bool, device=ids.device).tril()
         # A padding position attends to itself only: it stays finite, and no real token sees it.
         attn = (causal & self.mask[:, None, None, :P]) | torch.eye(P, dtype=torch.bool, device=ids.device)
-        return self._forward(ids, (mask.cumsum(-1) - 1).clamp(min=0), attn)
+        return self._forward(ids, position_ids_from_mask(mask), attn)
 
     def select(self, rows: torch.Tensor) -> None:
         """Keep these rows, in this order (repeats copy a row: one prompt to its samples)."""
@@ -206,7 +207,8 @@ class FusedLlamaStep:
         cos, sin = cos.to(self.dtype)[:, None], sin.to(self.dtype)[:, None]  # [b, 1, n, D]
         hidden = (x.shape[-1],)
         for i, (n1, qkv_w, qkv_b, o_w, o_b, n2, gu_w, d_w) in enumerate(self.layers):
-            qkv = self._linear(F.rms_norm(x, hidden, n1, self.eps), qkv_w, qkv_b).view(b, n, H + 2 * K, D).transpose(1, 2)
+            qkv = self._linear(F.rms_norm(x, hidden, n1, self.eps), qkv_w, qkv_b)
+            qkv = qkv.view(b, n, H + 2 * K, D).transpose(1, 2)
             qk, v = qkv[:, : H + K], qkv[:, H + K :]
             x1, x2 = qk.chunk(2, dim=-1)
             qk = qk * cos + torch.cat((-x2, x1), dim=-1) * sin  # rotary on q and k at once

@@ -18,6 +18,7 @@ from transformers import DynamicCache
 
 from rlsf.algorithms.core import batch_entropy, entropy_from_logits, last_token_index, logprobs_from_logits, masked_mean
 from rlsf.rollout import Rollout, unique_prompts
+from rlsf.models import position_ids_from_mask
 from rlsf.utils import Timer, autocast, make_adamw, model_device
 
 
@@ -69,7 +70,7 @@ def _shared_forward(model, rollout: Rollout, labels: torch.Tensor, first: torch.
     cache = DynamicCache(config=model.config)
     with autocast(precision, device):
         pre = model(input_ids=p_ids[first], attention_mask=p_mask[first],
-                    position_ids=(p_mask[first].cumsum(-1) - 1).clamp(min=0), past_key_values=cache, use_cache=True,
+                    position_ids=position_ids_from_mask(p_mask[first]), past_key_values=cache, use_cache=True,
                     logits_to_keep=1, output_hidden_states=hidden)
         cache.batch_select_indices(inverse)
         # The response's last token predicts nothing we score, so it is not fed.
@@ -88,10 +89,9 @@ def _full_forward(model, rollout: Rollout, labels: torch.Tensor, *, temperature:
     """The plain path: one pass over each row's whole prompt + response."""
     device = labels.device
     ids, attn = rollout.input_ids.to(device), rollout.attention_mask.to(device)
-    position_ids = (attn.cumsum(-1) - 1).clamp(min=0)
     R = rollout.response_ids.shape[1]
     with autocast(precision, device):
-        out = model(input_ids=ids, attention_mask=attn, position_ids=position_ids, logits_to_keep=R + 1,
+        out = model(input_ids=ids, attention_mask=attn, position_ids=position_ids_from_mask(attn), logits_to_keep=R + 1,
                     output_hidden_states=hidden, use_cache=False)
     logits = out.logits[:, :-1].float() / temperature
     h = out.hidden_states[-1][:, -(R + 1) : -1] if hidden else None
