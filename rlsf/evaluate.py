@@ -1,7 +1,23 @@
-"""Evaluation: maj@1 (one greedy sample), and from k samples pass@k (unbiased) and maj@k.
+"""Evaluation, per task: the task's own metrics of greedy and sampled completions.
+
+A task says what one checked completion is worth (:meth:`Task.metrics`: named figures, some 0/1
+such as ``success``, some graded such as a similarity score). From one greedy completion and
+``eval.k`` samples per problem this module reports, averaged over the problems:
+
+* ``greedy/<m>`` for every metric, and ``maj@1`` = ``greedy/success`` (Havrilla et al.'s name
+  for the greedy figure);
+* for 0/1 metrics, ``pass@j`` for j = 1, 2, 4, ..., k: the unbiased estimator of "at least one of
+  j samples succeeds" (Chen et al. 2021) (``pass@j/<m>`` for metrics other than success);
+* for graded metrics, ``mean@k/<m>`` (a random sample) and ``best@k/<m>`` (the best of k);
+* for every selector of ``eval.selectors`` (:mod:`rlsf.selectors`), ``<sel>@k`` (and
+  ``<sel>@k/<m>``): the metrics of the one sample it picks, e.g. maj@k for the majority vote.
+  A selector that abstains (no sample has an answer) scores 0.
+
+Checking goes through the check service like training. A check that fails counts as a failed
+completion here (every metric 0) and is reported in ``checker_failed``.
 
 Writes ``eval.json`` (the figures) and ``eval_samples.jsonl`` (every completion with its
-certificate) in the run folder.
+certificate and metrics; its ``id`` is what ``rlsf check --example`` takes).
 """
 
 from __future__ import annotations
@@ -12,61 +28,96 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+from rlsf.checking import CheckService
 from rlsf.config import Config
-from rlsf.metrics import certificate_summary, ks_up_to, majority_vote, pass_at_k
-from rlsf.rollout import SamplingModel, generate, task_prompts
-from rlsf.runtime import load_policy, load_split, load_task, set_threads
+from rlsf.feedback.certificate import Certificate
+from rlsf.metrics import certificate_summary, ks_up_to, pass_at_k
+from rlsf.rollout import SamplingModel, rollout_and_check
+from rlsf.runtime import Runtime, load_policy, load_split, load_task, setup
+from rlsf.selectors import SELECTORS
+from rlsf.tasks.base import Example, Task
 from rlsf.utils import seed_everything
 
 
-def evaluate(cfg: Config, *, model=None, tokenizer=None, output: str | Path | None = None) -> dict[str, Any]:
+def completion_metrics(task: Task, example: Example, cert: Certificate) -> dict[str, float]:
+    """The task's figures for one completion; all 0 when the check failed."""
+    figures = task.metrics(example, cert)
+    return {k: 0.0 for k in figures} if cert.failed else {k: float(v) for k, v in figures.items()}
+
+
+def _name(prefix: str, metric: str) -> str:
+    return prefix if metric == "success" else f"{prefix}/{metric}"
+
+
+def summarize(task: Task, examples: list[Example], greedy: list[Certificate],
+              samples: list[list[Certificate]] | None = None, texts: list[list[str]] | None = None,
+              selectors: list[str] = ("maj",)) -> dict[str, Any]:
+    """The figures of the module docstring from certificates (``samples[j]``: the k of problem j)."""
+    n = len(examples)
+    per = [completion_metrics(task, ex, c) for ex, c in zip(examples, greedy, strict=True)]
+    names = list(per[0]) if per else []
+    out: dict[str, Any] = {f"greedy/{m}": sum(p[m] for p in per) / n for m in names}
+    if "success" in names:
+        out["maj@1"] = out["greedy/success"]
+    if not samples:
+        return out
+    k = len(samples[0])
+    binary = [m for m in names if m in task.binary_metrics]
+    graded = [m for m in names if m not in task.binary_metrics]
+    sample_figs = [[completion_metrics(task, ex, c) for c in certs] for ex, certs in zip(examples, samples, strict=True)]
+    for m in binary:
+        counts = [sum(f[m] > 0.5 for f in figs) for figs in sample_figs]
+        for j in ks_up_to(k):
+            out[_name(f"pass@{j}", m)] = sum(pass_at_k(k, c, j) for c in counts) / n
+    for m in graded:
+        out[f"mean@{k}/{m}"] = sum(sum(f[m] for f in figs) / k for figs in sample_figs) / n
+        out[f"best@{k}/{m}"] = sum(max(f[m] for f in figs) for figs in sample_figs) / n
+    for sel in selectors:
+        picks = [SELECTORS[sel](ex, txt, certs) for ex, txt, certs in zip(examples, texts or [[]] * n, samples)]
+        for m in names:
+            out[_name(f"{sel}@{k}", m)] = sum(figs[i][m] if i is not None else 0.0
+                                              for figs, i in zip(sample_figs, picks)) / n
+    return out
+
+
+def evaluate(cfg: Config, *, model=None, tokenizer=None, output: str | Path | None = None,
+             runtime: Runtime | None = None) -> dict[str, Any]:
     """Evaluate ``model`` (default: load ``model.name``) on ``eval.split`` of the task."""
     cfg.validate()
-    set_threads(cfg)
+    rt = runtime or setup(cfg)
     seed_everything(cfg.run.seed)
     e = cfg.eval
     task = load_task(cfg)
     examples = load_split(cfg, task, e.split, e.num_examples)
     if model is None:
-        model, tokenizer = load_policy(cfg, lora=False)
+        model, tokenizer = load_policy(cfg, rt, lora=False)
     t0 = time.perf_counter()
-    model = SamplingModel(model, cfg.model.autocast,
-                          fused=cfg.rollout.engine == "rlsf" and cfg.rollout.fused_step).model
-    prompts = task_prompts(tokenizer, task, examples)
-    gen = dict(max_new_tokens=e.max_new_tokens, batch_size=e.batch_size, precision=cfg.model.autocast,
+    sampler = SamplingModel(model, rt.precision, fused=cfg.rollout.engine == "rlsf" and cfg.rollout.fused_step)
+    sampler.sync()
+    gen = dict(max_new_tokens=e.max_new_tokens, batch_size=e.batch_size, precision=rt.precision,
                engine=cfg.rollout.engine, fused_step=cfg.rollout.fused_step)
-
-    greedy = generate(model, tokenizer, prompts, do_sample=False, **gen)
-    greedy_certs = [task.check(ex, text) for ex, text in zip(examples, greedy.texts)]
+    with CheckService.for_config(cfg, task, tokenizer) as checker:
+        greedy = rollout_and_check(sampler.model, tokenizer, task, examples, checker, do_sample=False, **gen)
+        sampled = None
+        if e.k > 0:
+            sampled = rollout_and_check(sampler.model, tokenizer, task, examples, checker, samples=e.k,
+                                        temperature=e.temperature, top_p=1.0, **gen)
+    k = e.k
+    samples = [sampled.certificates[j * k:(j + 1) * k] for j in range(len(examples))] if sampled else None
+    texts = [sampled.texts[j * k:(j + 1) * k] for j in range(len(examples))] if sampled else None
+    failed = sum(c.failed for c in greedy.certificates) + (sum(c.failed for c in sampled.certificates) if sampled else 0)
     results: dict[str, Any] = {
         "task": task.name, "model": cfg.model.name, "split": e.split, "num_examples": len(examples),
-        "maj@1": sum(c.correct for c in greedy_certs) / len(examples),
-        "mean_score": sum(c.score for c in greedy_certs) / len(examples),
-        "verdicts": dict(Counter(c.verdict for c in greedy_certs)),
+        **summarize(task, examples, greedy.certificates, samples, texts, e.selectors),
+        "verdicts": dict(Counter(c.verdict for c in greedy.certificates)),
+        "checker_failed": failed,
         # The checker's own figures (e.g. Game of 24 step accuracy) of the greedy completions:
         # finer-grained than success, so they move first in short runs.
-        **{k: v for k, v in certificate_summary(greedy_certs, prefix="info/").items() if "/verdict/" not in k},
+        **{k_: v for k_, v in certificate_summary(greedy.certificates, prefix="info/").items() if "/verdict/" not in k_},
     }
-    records = [{"id": ex.get("id"), "kind": "greedy", "completion": t, "certificate": c.to_dict()}
-               for ex, t, c in zip(examples, greedy.texts, greedy_certs)]
-    if e.k > 0:
-        k = e.k
-        sampled = generate(model, tokenizer, [p for p in prompts for _ in range(k)], do_sample=True,
-                           temperature=e.temperature, top_p=1.0, **gen)
-        correct_counts, votes = [], []
-        for i, ex in enumerate(examples):
-            texts = sampled.texts[i * k : (i + 1) * k]
-            certs = [task.check(ex, t) for t in texts]
-            correct_counts.append(sum(c.correct for c in certs))
-            winner = majority_vote(certs)
-            votes.append(bool(winner and winner.correct))
-            records += [{"id": ex.get("id"), "kind": "sample", "completion": t, "certificate": c.to_dict()}
-                        for t, c in zip(texts, certs)]
-        for j in ks_up_to(k):
-            results[f"pass@{j}"] = sum(pass_at_k(k, c, j) for c in correct_counts) / len(examples)
-        results[f"maj@{k}"] = sum(votes) / len(examples)
-        results["k"] = k
-        results["temperature"] = e.temperature
+    if sampled is not None:
+        results["k"], results["temperature"] = k, e.temperature
+    results["precision"] = rt.precision
     results["time_s"] = round(time.perf_counter() - t0, 1)
     if output is None:
         output = Path(cfg.run.output_dir) / "eval.json"
@@ -74,6 +125,8 @@ def evaluate(cfg: Config, *, model=None, tokenizer=None, output: str | Path | No
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(results, indent=2) + "\n")
     with out.with_name(out.stem + "_samples.jsonl").open("w") as f:
-        for r in records:
-            f.write(json.dumps(r) + "\n")
+        for kind, exp in (("greedy", greedy), ("sample", sampled)):
+            for ex, text, cert in zip(exp.examples, exp.texts, exp.certificates) if exp is not None else ():
+                f.write(json.dumps({"id": ex.get("id"), "kind": kind, "completion": text, "certificate": cert.to_dict(),
+                                    "metrics": completion_metrics(task, ex, cert)}) + "\n")
     return results

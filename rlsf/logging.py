@@ -8,6 +8,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from rlsf.config import ConfigError
+
 
 class MetricLogger:
     """Writes one record per step to every configured sink.
@@ -21,21 +23,24 @@ class MetricLogger:
         self.run_dir = Path(run_dir)
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self.path = self.run_dir / filename
-        self._jsonl = self.path.open("a") if "jsonl" in sinks else None
-        self._tb = self._wandb = None
+        self._tb = self._wandb = self._jsonl = None
         if "tensorboard" in sinks:
             try:
                 from torch.utils.tensorboard import SummaryWriter
-            except ImportError as e:  # pragma: no cover - depends on the environment
-                raise RuntimeError("run.loggers has tensorboard but it is not installed: pip install tensorboard") from e
+            except ImportError:
+                raise ConfigError("run.loggers: tensorboard is not installed (pip install tensorboard, or "
+                                  "drop it from run.loggers)") from None
             self._tb = SummaryWriter(str(self.run_dir / "tensorboard"))
         if "wandb" in sinks:
             try:
                 import wandb
-            except ImportError as e:  # pragma: no cover
-                raise RuntimeError("run.loggers has wandb but it is not installed: pip install wandb") from e
+            except ImportError:
+                raise ConfigError("run.loggers: wandb is not installed (pip install wandb, or drop it from "
+                                  "run.loggers)") from None
             self._wandb = wandb.init(project="rlsf", dir=str(self.run_dir), config=config or {},
                                      name=self.run_dir.name, resume="allow")
+        if "jsonl" in sinks:  # last: a sink that failed above leaves no open file behind
+            self._jsonl = self.path.open("a")
 
     def log(self, step: int, metrics: dict[str, Any]) -> None:
         numeric = {k: float(v) for k, v in metrics.items()

@@ -1,4 +1,4 @@
-"""Success metrics over sampled solutions: pass@k (unbiased), maj@k, and summaries of certificates."""
+"""Metrics over sampled solutions: pass@k (unbiased) and summaries of certificates (votes: :mod:`rlsf.selectors`)."""
 
 from __future__ import annotations
 
@@ -17,20 +17,6 @@ def pass_at_k(n: int, c: int, k: int) -> float:
     if n - c < k:
         return 1.0
     return 1.0 - comb(n - c, k) / comb(n, k)
-
-
-def majority_vote(certificates: Sequence[Certificate]) -> Certificate | None:
-    """The certificate of the most frequent final answer (ties: the answer seen first).
-
-    Completions without an answer do not vote; ``None`` when none has one.
-    """
-    answers = [c.answer for c in certificates if c.answer is not None]
-    if not answers:
-        return None
-    counts = Counter(answers)
-    best = max(counts.values())
-    winner = next(a for a in answers if counts[a] == best)
-    return next(c for c in certificates if c.answer == winner)
 
 
 def ks_up_to(n: int) -> list[int]:

@@ -24,6 +24,8 @@ from typing import TYPE_CHECKING, Any, Iterator, Mapping
 
 import torch
 
+from rlsf.errors import RlsfError
+
 if TYPE_CHECKING:  # typing only: importing transformers costs seconds, so modules import it lazily
     from peft import PeftModel
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
@@ -49,7 +51,7 @@ __all__ = [
 ]
 
 
-class ModelError(ValueError):
+class ModelError(RlsfError):
     """A model could not be found, converted or loaded; the message says what to do."""
 
 

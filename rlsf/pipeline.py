@@ -86,7 +86,8 @@ def pipeline(cfg: Config) -> dict[str, Any]:
 def format_summary(summary: dict[str, Any]) -> str:
     """A before/after table of the figures both evaluations share."""
     b, a = summary["before"], summary["after"]
-    keys = [k for k in b if ("@" in k or k == "mean_score" or k.startswith("info/")) and k in a]
+    keys = [k for k in b if ("@" in k or k.startswith(("greedy/", "info/"))) and k in a
+            and isinstance(b[k], (int, float))]
     w = max(12, *(len(k) for k in keys)) if keys else 12
     rows = [f"{'metric':<{w}} {'SFT':>8} {'SFT+RL':>8} {'change':>8}"]
     for k in keys:

@@ -1,67 +1,24 @@
 """Rollouts: batched, KV-cached sampling (rlsf's own loop, or Hugging Face ``generate``).
 
-A :class:`Rollout` keeps exactly what the update needs: the sampled token ids, the mask of
-generated tokens (end of turn included, padding after it excluded), the decoded text and each
-token's character range in it (see :mod:`rlsf.feedback.token_rewards`).
+:func:`generate` returns an :class:`~rlsf.experience.Experience` holding what sampling knows:
+the prompt and sampled token ids, the mask of generated tokens (end of turn included, padding
+after it excluded), the sampling log-probs and which rows were cut by the length limit. The
+text, token offsets and certificate of each row come from the check service
+(:mod:`rlsf.checking`), which receives each row's ids as soon as the row ends.
 """
 
 from __future__ import annotations
 
 import copy
-from dataclasses import dataclass, field
 from typing import Callable
 
 import torch
 from transformers import GenerationConfig, LogitsProcessor, LogitsProcessorList
 
 from rlsf.decode_step import FusedLlamaStep, ModelStep, fused_step_supported
-from rlsf.feedback.token_rewards import Offsets, decode_with_offsets
+from rlsf.experience import Experience, attach_checks
 from rlsf.tasks.base import Example, Task
-from rlsf.utils import autocast, model_device
-
-
-@dataclass
-class Rollout:
-    prompt_ids: torch.Tensor  # [B, P] left-padded
-    prompt_mask: torch.Tensor  # [B, P]
-    response_ids: torch.Tensor  # [B, R] right-padded
-    response_mask: torch.Tensor  # [B, R] 1 on generated tokens
-    texts: list[str]
-    offsets: list[Offsets]
-    truncated: list[bool]  # cut by max_new_tokens before end of turn
-    example_index: list[int] = field(default_factory=list)  # row -> index into the prompt list
-    logprobs: torch.Tensor | None = None  # [B, R] log-prob of each sampled token under the
-    # distribution it was sampled from (temperature and top-p applied); None for greedy decoding
-
-    @property
-    def input_ids(self) -> torch.Tensor:
-        return torch.cat([self.prompt_ids, self.response_ids], dim=1)
-
-    @property
-    def attention_mask(self) -> torch.Tensor:
-        return torch.cat([self.prompt_mask, self.response_mask], dim=1)
-
-    def __len__(self) -> int:
-        return self.response_ids.shape[0]
-
-    def select(self, rows: torch.Tensor | list[int], trim: bool = False) -> "Rollout":
-        """The given rows; with ``trim``, without the prompt columns (left) and response columns
-        (right) that are padding in every selected row, so no compute is spent on them."""
-        rows = torch.as_tensor(rows, dtype=torch.long)
-        idx = rows.tolist()
-        p_ids, p_mask, r_ids, r_mask = self.prompt_ids[rows], self.prompt_mask[rows], self.response_ids[rows], \
-            self.response_mask[rows]
-        lp = self.logprobs[rows] if self.logprobs is not None else None
-        if trim and len(idx):
-            P = max(int(p_mask.sum(1).max()), 1)
-            R = max(int(r_mask.sum(1).max()), 1)
-            p_ids, p_mask, r_ids, r_mask = p_ids[:, -P:], p_mask[:, -P:], r_ids[:, :R], r_mask[:, :R]
-            lp = lp[:, :R] if lp is not None else None
-        return Rollout(
-            p_ids, p_mask, r_ids, r_mask,
-            [self.texts[i] for i in idx], [self.offsets[i] for i in idx], [self.truncated[i] for i in idx],
-            [self.example_index[i] for i in idx] if self.example_index else [], lp,
-        )
+from rlsf.utils import Timer, autocast, model_device
 
 
 class SamplingModel:
@@ -70,7 +27,9 @@ class SamplingModel:
     Decoding reads every weight once per generated token, so on a CPU it is bound by memory
     traffic, not arithmetic. With ``precision="bf16"`` and float32 master weights we sample from
     bf16 weights (half the bytes per token); the update recomputes log-probs with the master
-    weights, so they only decide which tokens are sampled, never the gradient. With ``fused``
+    weights, so they only decide which tokens are sampled, never the gradient. ``precision`` is
+    the runtime's decision (:mod:`rlsf.runtime`): on a CPU without fast bf16 it is ``"none"`` and
+    no bf16 weights are made anywhere. With ``fused``
     and a model the fused step supports (:mod:`rlsf.decode_step`), that step converts the master
     weights itself at the start of each rollout, so nothing is kept between rollouts. Otherwise
     we keep a bf16 copy of the parameters (buffers such as rotary frequencies stay float32),
@@ -324,7 +283,7 @@ def generate(
     engine: str = "rlsf",
     fused_step: bool = True,
     on_finish: Callable[[int, list[int]], None] | None = None,
-) -> Rollout:
+) -> Experience:
     """Sample one completion per prompt (repeat prompts for several samples).
 
     ``engine="rlsf"`` runs :func:`decode`; ``"hf"`` runs Hugging Face ``generate``. Both sample
@@ -363,7 +322,7 @@ def generate(
     responses = torch.full((len(prompts), R), pad_id, dtype=torch.long)
     mask = torch.zeros((len(prompts), R), dtype=torch.long)
     logprobs = torch.zeros((len(prompts), R)) if do_sample else None
-    texts, offsets, truncated = [], [], []
+    truncated = []
     row = 0
     stop_set = torch.tensor(stops, dtype=torch.long)
     for ci, c in enumerate(chunks):
@@ -371,19 +330,41 @@ def generate(
             is_stop = torch.isin(seq, stop_set)
             n = int(is_stop.nonzero()[0, 0]) + 1 if is_stop.any() else seq.shape[0]
             # A row that ended before the chunk's longest is padded: n counts generated tokens only.
-            ids = seq[:n]
-            responses[row, :n] = ids
+            responses[row, :n] = seq[:n]
             mask[row, :n] = 1
             if logprobs is not None:
                 logprobs[row, :n] = chunk_logprobs[ci][j, :n]
-            text, offs = decode_with_offsets(tokenizer, ids.tolist())
-            texts.append(text)
-            offsets.append(offs)
             truncated.append(not bool(is_stop.any()))
             if on_finish is not None and engine == "hf":
-                on_finish(row, ids.tolist())
+                on_finish(row, seq[:n].tolist())
             row += 1
     # Trim columns that are padding in every row (the rlsf engine allocates max_new_tokens).
     R = max(int(mask.sum(1).max()), 1) if len(prompts) else 0
-    return Rollout(prompt_ids, prompt_mask, responses[:, :R], mask[:, :R], texts, offsets, truncated,
-                   list(range(len(prompts))), logprobs[:, :R] if logprobs is not None else None)
+    return Experience(prompt_ids, prompt_mask, responses[:, :R], mask[:, :R], truncated,
+                      logprobs[:, :R] if logprobs is not None else None)
+
+
+def rollout_and_check(model, tokenizer, task: Task, examples: list[Example], checker, *, samples: int = 1,
+                      reward=None, timer: Timer | None = None, **gen) -> Experience:
+    """Sample ``samples`` completions of every example and check them: the experience of one
+    training step or one evaluation pass.
+
+    Rows are example-major (the ``samples`` completions of example ``j`` are rows ``j*samples ..``)
+    and share the group id ``j``. Every row goes to ``checker`` (a
+    :class:`~rlsf.checking.CheckService`) as soon as its last token is sampled, so checking
+    overlaps sampling. With ``reward`` (the ``reward`` settings) the token rewards are made too.
+    ``gen`` are :func:`generate`'s keyword arguments.
+    """
+    timer = timer or Timer()
+    rows = [ex for ex in examples for _ in range(samples)]
+    group = torch.arange(len(examples)).repeat_interleave(samples)
+    prompts = [p for p in task_prompts(tokenizer, task, examples) for _ in range(samples)]
+    futures = {}
+
+    def submit(row: int, ids: list[int]) -> None:
+        futures[row] = checker.submit(rows[row], ids=ids)
+
+    with timer("generate"):
+        exp = generate(model, tokenizer, prompts, on_finish=submit, **gen)
+    with timer("feedback"):  # what is left to wait for once sampling is done
+        return attach_checks(exp, rows, group, [futures[i].result() for i in range(len(exp))], reward)

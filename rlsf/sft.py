@@ -20,7 +20,7 @@ from rlsf.config import Config
 from rlsf.logging import MetricLogger
 from rlsf.models import save_model
 from rlsf.rollout import render_prompt
-from rlsf.runtime import load_policy, load_split, load_task, note, prepare_run_dir, set_threads
+from rlsf.runtime import load_policy, load_split, load_task, note, prepare_run_dir, setup
 from rlsf.tasks.base import Task, TaskError
 from rlsf.trainer import _truncate_metrics, batch_indices
 from rlsf.utils import autocast, make_adamw, model_device, rng_state, seed_everything, set_rng_state
@@ -65,12 +65,12 @@ def lr_at(step: int, total: int, warmup: int, base: float) -> float:
 def sft(cfg: Config) -> dict[str, Any]:
     """Fine-tune ``model.name`` on the task's demonstrations; saves ``<output_dir>/model``."""
     cfg.validate()
-    set_threads(cfg)
+    rt = setup(cfg)
     seed_everything(cfg.run.seed)
     c = cfg.sft
     task = load_task(cfg)
-    examples = load_split(cfg, task, "train", cfg.task.train_examples)
-    model, tokenizer = load_policy(cfg)
+    examples = load_split(cfg, task, task.splits[0], cfg.task.train_examples)
+    model, tokenizer = load_policy(cfg, rt)
     data = []
     for ex in examples:
         demo = task.demonstration(ex)
@@ -78,7 +78,7 @@ def sft(cfg: Config) -> dict[str, Any]:
             data.append(demonstration_ids(tokenizer, task, ex, demo))
     if not data:
         raise TaskError(f"task {task.name!r} gives no demonstrations for supervised fine-tuning")
-    run_dir = prepare_run_dir(cfg, resume=cfg.run.resume)
+    run_dir = prepare_run_dir(cfg, rt, resume=cfg.run.resume)
     ckpt = Checkpointer(run_dir, keep=2)
     params = [p for p in model.parameters() if p.requires_grad]
     opt = make_adamw([{"params": params, "lr": c.lr}], weight_decay=cfg.optim.weight_decay)
@@ -91,7 +91,7 @@ def sft(cfg: Config) -> dict[str, Any]:
         step = state["step"]
         _truncate_metrics(run_dir / "metrics.jsonl", step)
         note(f"resume: continuing SFT from {path} (step {step})")
-    logger = MetricLogger(run_dir, cfg.run.loggers, cfg.to_dict())
+    logger = MetricLogger(run_dir, cfg.run.loggers, {**cfg.to_dict(), "runtime": rt.as_dict()})
     device = model_device(model)
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     model.train()
@@ -105,7 +105,7 @@ def sft(cfg: Config) -> dict[str, Any]:
             lr = lr_at(step, c.steps, c.warmup_steps, c.lr)
             for g in opt.param_groups:
                 g["lr"] = lr
-            with autocast(cfg.model.autocast, device):
+            with autocast(rt.precision, device):
                 out = model(**batch, use_cache=False)
             opt.zero_grad(set_to_none=True)
             out.loss.backward()

@@ -6,11 +6,13 @@ import pytest
 import torch
 
 from rlsf.algorithms.core import (
-    batch_entropy, clipped_policy_loss, clipped_value_loss, entropy_from_logits, gae, group_advantages,
-    kl_penalty, last_token_index, logprobs_from_logits, masked_mean, masked_whiten, returns_to_go,
+    GROUP_ESTIMATORS, batch_entropy, clipped_policy_loss, clipped_value_loss, dr_grpo_advantages, entropy_from_logits,
+    gae, grpo_advantages, group_sum, kl_penalty, last_token_index, logprobs_from_logits, masked_mean, masked_whiten,
+    returns_to_go, rloo_advantages,
 )
 from rlsf.feedback import Certificate
-from rlsf.metrics import majority_vote, pass_at_k
+from rlsf.metrics import pass_at_k
+from rlsf.selectors import majority_vote
 
 T = torch.tensor
 
@@ -59,28 +61,72 @@ def test_returns_to_go():
     close(returns_to_go(T([[1.0, 2.0, 3.0]]), T([[1.0, 1.0, 0.0]])), [[3.0, 2.0, 0.0]])
 
 
-def test_group_advantages_token_level_hand_computed():
+def groups(*ids):
+    return torch.tensor(ids)
+
+
+ALL = torch.ones(2, dtype=torch.bool)
+
+
+def test_group_sum_uses_explicit_ids_not_row_order():
+    close(group_sum(T([1.0, 2.0, 4.0, 8.0]), groups(7, 3, 7, 3)), [5.0, 10.0, 5.0, 10.0])
+
+
+def test_grpo_token_level_hand_computed():
     # Row 0: reward 1 at the end (G = 1,1,1); row 1: -1 on token 1 (G = -1,-1,0).
-    # Totals 1, -1: mean 0, unbiased std sqrt(2).
+    # Totals 1, -1: mean 0; centred returns D = G; per-row mean square 1 and 2/3; s^2 = (1 + 2/3) / 1.
     r = T([[0.0, 0.0, 1.0], [0.0, -1.0, 0.0]])
-    a = group_advantages(r, torch.ones(2, 3), group_size=2)
-    s = math.sqrt(2)
+    a = grpo_advantages(r, torch.ones(2, 3), groups(0, 0), ALL)
+    s = math.sqrt(1 + 2 / 3)
     close(a, [[1 / s, 1 / s, 1 / s], [-1 / s, -1 / s, 0.0]], tol=1e-4)
-    a = group_advantages(r, torch.ones(2, 3), group_size=2, scale=False)
-    close(a, [[1.0, 1.0, 1.0], [-1.0, -1.0, 0.0]])
+    close(dr_grpo_advantages(r, torch.ones(2, 3), groups(0, 0), ALL), [[1.0, 1.0, 1.0], [-1.0, -1.0, 0.0]])
 
 
-def test_group_advantages_sequence_rewards_equal_grpo():
+def test_grpo_sequence_rewards_equal_grpo_whatever_the_row_order():
     totals = T([2.0, 0.0, 1.0, 1.0, 5.0, 3.0])
     mask = T([[1, 1, 1, 0]] * 6).float()
     r = torch.zeros(6, 4)
     r[:, 2] = totals  # everything on the last generated token
-    a = group_advantages(r, mask, group_size=3)
-    g = totals.view(2, 3)
-    expected = ((g - g.mean(1, keepdim=True)) / (g.std(1, keepdim=True) + 1e-6)).view(6, 1) * mask
-    close(a, expected)
-    with pytest.raises(ValueError):
-        group_advantages(r, mask, group_size=4)
+    g = groups(0, 1, 0, 1, 0, 1)  # interleaved: groups are ids, not adjacent rows
+    a = grpo_advantages(r, mask, g, torch.ones(6, dtype=torch.bool))
+    expected = torch.zeros(6)
+    for gid in (0, 1):
+        rows = g == gid
+        expected[rows] = (totals[rows] - totals[rows].mean()) / (totals[rows].std() + 1e-6)
+    close(a, expected[:, None] * mask)
+
+
+def test_grpo_tied_totals_stay_bounded():
+    # The totals tie (std 0) but the rewards sit on different tokens: the old estimator divided
+    # by the totals' std and returned -1e5 here.
+    r = T([[0.1, 0.0, 0.0], [0.0, 0.0, 0.1]])
+    a = grpo_advantages(r, torch.ones(2, 3), groups(0, 0), ALL)
+    # G = [[.1, 0, 0], [.1, .1, .1]]; mean total .1; D = [[0, -.1, -.1], [0, 0, 0]];
+    # s^2 = mean(0, .01, .01) / 1 = .02/3.
+    s = math.sqrt(0.02 / 3)
+    close(a, [[0.0, -0.1 / s, -0.1 / s], [0.0, 0.0, 0.0]], tol=1e-4)
+    assert a.abs().max() <= math.sqrt(3 * 1) + 1e-4  # |A| <= sqrt(T (n - 1))
+    # Every total and return-to-go equal: no signal, zero advantages (not 0/0).
+    close(grpo_advantages(T([[0.0, 0.1], [0.0, 0.1]]), torch.ones(2, 2), groups(0, 0), ALL), torch.zeros(2, 2))
+
+
+def test_group_estimators_leave_failed_checks_out():
+    # Row 2 failed its check: it gets no advantage and does not move its group's baseline.
+    r = T([[0.0, 1.0], [0.0, 0.0], [0.0, 100.0]])
+    mask, g = torch.ones(3, 2), groups(0, 0, 0)
+    valid = torch.tensor([True, True, False])
+    for name, fn in GROUP_ESTIMATORS.items():
+        a = fn(r, mask, g, valid)
+        close(a[2], [0.0, 0.0])
+        close(a[:2], fn(r[:2], mask[:2], g[:2], valid[:2]))
+    # A group left with one valid sample has no baseline: zero advantages.
+    close(grpo_advantages(r, mask, g, torch.tensor([True, False, False])), torch.zeros(3, 2))
+
+
+def test_rloo_baseline_excludes_the_sample():
+    r = T([[1.0], [2.0], [6.0]])
+    close(rloo_advantages(r, torch.ones(3, 1), groups(0, 0, 0), torch.ones(3, dtype=torch.bool)),
+          [[1 - 4.0], [2 - 3.5], [6 - 1.5]])
 
 
 def test_clipped_policy_loss_hand_computed():
@@ -131,7 +177,10 @@ def test_pass_at_k_and_majority():
         pass_at_k(2, 3, 1)
     certs = [Certificate(0, "w", False, answer="a"), Certificate(1, "c", True, answer="b"),
              Certificate(1, "c", True, answer="b"), Certificate(0, "n", False, answer=None)]
-    assert majority_vote(certs).answer == "b"
-    assert majority_vote([Certificate(0, "n")]) is None
+    assert majority_vote({}, [], certs) == 1
+    assert majority_vote({}, [], [Certificate(0, "n")]) is None
     tie = [Certificate(0, "w", False, answer="x"), Certificate(1, "c", True, answer="y")]
-    assert majority_vote(tie).answer == "x"  # ties: first seen
+    assert majority_vote({}, [], tie) == 0  # ties: first seen
+    failed = [Certificate.checker_failed("timeout"), Certificate(1, "c", True, answer="y")]
+    failed[0].answer = "x"
+    assert majority_vote({}, [], failed) == 1  # a failed check does not vote

@@ -115,31 +115,34 @@ def test_shared_prompt_pass_under_bf16_is_within_bf16_tolerance(tiny_model_dir):
     assert (fast - plain).abs().max() < 0.2
 
 
-def _trainer(tiny_model_dir, shared_data, tmp_path, **kw):
-    cfg = tiny_cfg(tiny_model_dir, shared_data, tmp_path, **{
+def _trainer(tiny_model_dir, tmp_path, **kw):
+    cfg = tiny_cfg(tiny_model_dir, tmp_path, **{
         "train.algorithm": "grpo", "grpo.kl_coef": 0.0, "grpo.epochs": 1, "grpo.minibatch_size": 4, **kw})
     return RLTrainer(cfg)
 
 
 @pytest.mark.parametrize("precision", ["none", "bf16"])
-def test_fast_grpo_loss_equals_plain_loss(tiny_model_dir, shared_data, tmp_path, precision):
+def test_fast_grpo_loss_equals_plain_loss(tiny_model_dir, tmp_path, precision):
     """Single update: the fast path skips the old-log-prob pass and shares prompts; the plain path
     computes old log-probs with a separate full pass. Same loss and gradient."""
     torch.manual_seed(0)
-    tr = _trainer(tiny_model_dir, shared_data, tmp_path, **{"model.autocast": precision})
-    ro, _, rewards = tr.rollout_step()
-    rewards = rewards + torch.linspace(-1, 1, rewards.numel()).view_as(rewards) * ro.response_mask
+    tr = _trainer(tiny_model_dir, tmp_path, **{"model.autocast": precision})
+    ro = tr.rollout_step()
+    ro.rewards = ro.rewards + torch.linspace(-1, 1, ro.rewards.numel()).view_as(ro.rewards) * ro.response_mask
     algo = tr.algo
     assert algo.single_update(len(ro))
-    fast_data, _ = algo.prepare(ro, rewards, Timer())
+    fast_data, _ = algo.prepare(ro, Timer())
     assert "old_logp" not in fast_data  # no separate pass
     results = {}
+    mb = ro.select(range(len(ro)), trim=True)
+    R = mb.response_ids.shape[1]
     for share, data in ((True, fast_data), (False, None)):
         algo.share_prompts = share
         if data is None:
             data = dict(fast_data, old_logp=algo.rollout_logprobs(ro)[0])
         algo.model.zero_grad(set_to_none=True)
-        loss, _ = algo.loss(ro.select(range(len(ro)), trim=True), data)
+        fo = algo.forward(algo.model, mb)
+        loss, _ = algo.loss(mb, {k: v[:, :R] for k, v in data.items()}, fo, mb.loss_mask)
         loss.backward()
         results[share] = (loss.detach(), {n: p.grad.clone() for n, p in algo.model.named_parameters()
                                           if p.grad is not None})
@@ -151,7 +154,7 @@ def test_fast_grpo_loss_equals_plain_loss(tiny_model_dir, shared_data, tmp_path,
 
 
 @pytest.mark.parametrize("algorithm", sorted(ALGORITHMS))
-def test_training_step_fast_equals_plain_in_float32(algorithm, tiny_model_dir, shared_data, tmp_path):
+def test_training_step_fast_equals_plain_in_float32(algorithm, tiny_model_dir, tmp_path):
     """A whole update (several minibatches, trimmed) moves the weights the same way either way.
 
     Plain SGD, so the weight change is linear in the gradients (Adam's first step is ~lr * sign(g),
@@ -159,15 +162,15 @@ def test_training_step_fast_equals_plain_in_float32(algorithm, tiny_model_dir, s
     deltas = []
     for share in (True, False):
         torch.manual_seed(0)
-        tr = _trainer(tiny_model_dir, shared_data, tmp_path / str(share), **{
+        tr = _trainer(tiny_model_dir, tmp_path / str(share), **{
             "train.algorithm": algorithm, "train.share_prompts": share, "ppo.minibatch_size": 2,
             "grpo.minibatch_size": 2, "ppo.kl_coef": 0.05, "grpo.kl_coef": 0.05})
         tr.algo.optimizer = torch.optim.SGD(tr.algo.param_groups(), lr=0.1)
         before = {n: p.detach().clone() for n, p in tr.model.named_parameters()}
-        ro, _, rewards = tr.rollout_step()
-        rewards = rewards + 0.1 * ro.response_mask
-        rewards[::2, 0] += 1.0
-        tr.algo.step(ro, rewards, Timer())
+        ro = tr.rollout_step()
+        ro.rewards = ro.rewards + 0.1 * ro.response_mask
+        ro.rewards[::2, 0] += 1.0
+        tr.algo.step(ro, Timer())
         deltas.append({n: p.detach() - before[n] for n, p in tr.model.named_parameters()})
     total = sum(d.abs().sum() for d in deltas[1].values())
     assert total > 0
@@ -188,15 +191,16 @@ def test_trimmed_minibatch_drops_only_all_padding_columns(tiny_model_dir):
     assert torch.allclose(full.logp[0, :n], trimmed.logp[0, :n], atol=1e-5)
 
 
-def test_worker_pool_checks_give_the_same_certificates(tiny_model_dir, shared_data, tmp_path):
-    certs = []
+def test_worker_pool_checks_give_the_same_experience(tiny_model_dir, tmp_path):
+    out = []
     for workers in (0, 2):
         torch.manual_seed(0)
-        tr = _trainer(tiny_model_dir, shared_data, tmp_path / str(workers), **{"reward.workers": workers})
-        ro, cs, rewards = tr.rollout_step()
-        certs.append(([c.to_dict() for c in cs], rewards))
-    assert certs[0][0] == certs[1][0]
-    assert torch.equal(certs[0][1], certs[1][1])
+        tr = _trainer(tiny_model_dir, tmp_path / str(workers), **{"check.workers": workers})
+        ro = tr.rollout_step()
+        tr.checker.close()
+        out.append(([c.to_dict() for c in ro.certificates], ro.texts, ro.offsets, ro.rewards))
+    assert out[0][:3] == out[1][:3]
+    assert torch.equal(out[0][3], out[1][3])
 
 
 def test_fused_adamw_steps_like_plain_adamw():

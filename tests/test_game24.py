@@ -11,10 +11,8 @@ import pytest
 
 from rlsf.feedback.certificate import Certificate
 from rlsf.tasks import TaskError, get_task
-from rlsf.tasks.game24 import ExpressionError, Game24, parse_expression, solve
-
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "game24" / "24.csv"
-pytestmark = pytest.mark.skipif(not DATA.exists(), reason=f"puzzle data not found at {DATA}")
+from rlsf.tasks.base import DATA_ENV
+from rlsf.tasks.game24 import VERDICTS, ExpressionError, Game24, parse_expression, solve
 
 PUZZLE = {"id": 0, "numbers": [4, 4, 6, 8], "puzzle": "4 4 6 8"}
 GOOD_STEPS = ["4 + 8 = 12 (left: 4 6 12)", "6 - 4 = 2 (left: 2 12)", "2 * 12 = 24 (left: 24)"]
@@ -23,7 +21,8 @@ GOOD_ANSWER = "Answer: (6 - 4) * (4 + 8) = 24"
 
 @pytest.fixture(scope="module")
 def task() -> Game24:
-    t = get_task("game24", data_path=str(DATA))
+    # The task's own data resolution: $RLSF_DATA_DIR, else the copy in tree-of-thoughts-llm.
+    t = get_task("game24")
     assert isinstance(t, Game24)
     return t
 
@@ -53,9 +52,12 @@ def test_splits(task: Game24) -> None:
     assert task.load("train")[0]["numbers"] == [1, 1, 4, 6]
 
 
-def test_default_data_path_uses_tot_package() -> None:
+def test_default_data_path_uses_tot_package(monkeypatch: pytest.MonkeyPatch) -> None:
     pytest.importorskip("tot", reason="tree-of-thoughts-llm not installed")
-    assert len(get_task("game24").load("test")) == 100
+    monkeypatch.delenv(DATA_ENV, raising=False)
+    task = get_task("game24")
+    assert task.csv_path().parts[-4:] == ("tot", "data", "24", "24.csv")
+    assert len(task.load("test")) == 100
 
 
 def test_bad_split_and_options(task: Game24) -> None:
@@ -68,7 +70,7 @@ def test_bad_split_and_options(task: Game24) -> None:
     with pytest.raises(TaskError, match="step_error_reward"):
         get_task("game24", step_error_reward=0.5)
     with pytest.raises(TaskError, match="test_end"):
-        get_task("game24", data_path=str(DATA), test_end=5000).load("test")
+        get_task("game24", test_end=5000).load("test")
 
 
 def test_missing_file(tmp_path: Path) -> None:
@@ -151,10 +153,10 @@ def test_answer_alone_and_tolerated_formatting(task: Game24) -> None:
     for text in ["Answer: (6-4)*(4+8) = 24", "**Answer:** (6 − 4) × (4 + 8) = 24", "answer: (6-4)*(4+8)."]:
         cert = task.check(PUZZLE, text)
         assert cert.correct and not cert.spans, cert.explain(text)
-    # Compact steps, CRLF line ends and blank lines are fine; text after the answer is ignored.
+    # Compact steps, CRLF line ends and blank lines (before and after the answer) are fine.
     completion = (
         "4+8=12 (left: 4 6 12)\r\n\n6-4=2 (left: 2, 12)\r\n2*12=24 (left: 24)\r\n"
-        "Answer: (6-4)*(4+8)\nbla bla 1/0"
+        "Answer: (6-4)*(4+8)\r\n \n\t\n"
     )
     cert = task.check(PUZZLE, completion)
     assert cert.correct and cert.info["steps_correct"] == 3 and not cert.errors(), cert.explain(completion)
@@ -182,8 +184,9 @@ def test_wrong_steps(task: Game24, steps: list[str], bad_line: int, fragment: st
     error = the_error(cert)
     assert fragment in error.message and error.reward == pytest.approx(-0.5)
     assert (error.start, error.end) == line_span(completion, steps[bad_line])
-    # The answer alone decides correctness; a wrong step only costs its span.
-    assert cert.correct and cert.score == 1.0 and cert.info["steps_correct"] == len(steps) - 1
+    # The answer is right but a step before it is not: not correct, and only the step is an error.
+    assert not cert.correct and cert.verdict == "wrong_step" and cert.score == 0.0
+    assert cert.answer == "(6-4)*(4+8)" and cert.info["steps_correct"] == len(steps) - 1
 
 
 def test_checker_continues_from_claimed_left_list(task: Game24) -> None:
@@ -273,7 +276,13 @@ def test_garbage_and_huge_input(task: Game24) -> None:
     # A very long rambling derivation is judged line by line; the first step is the only right one.
     completion = "4 + 8 = 12 (left: 4 6 12)\n" * 2_000 + GOOD_ANSWER
     cert = task.check(PUZZLE, completion)
-    assert cert.correct and cert.info["steps_correct"] == 1 and len(cert.errors()) == 1_999
+    assert cert.verdict == "wrong_step" and cert.info["steps_correct"] == 1 and len(cert.errors()) == 1_999
+    # A very long answer line of true statements is still checked in linear time.
+    completion = GOOD_ANSWER + " = 24" * 20_000
+    cert = task.check(PUZZLE, completion)
+    assert cert.correct, cert.explain(completion)[:500]
+    cert = task.check(PUZZLE, completion + " = 25")
+    assert cert.verdict == "wrong_answer" and "states 25 but the expression is 24" in the_error(cert).message
     assert time.perf_counter() - began < 5.0  # linear-time checking: ~0.1 s here
 
 
@@ -295,8 +304,100 @@ def test_fuzz_never_raises(task: Game24) -> None:
         if i % 7 == 0:
             text += "".join(chr(rng.randrange(0x20, 0x30000)) for _ in range(30))
         cert = task.check(PUZZLE, text)
-        assert isinstance(cert, Certificate) and cert.verdict in {
-            "correct", "wrong_answer", "unparsable_answer", "no_answer", "empty"
-        }
+        assert isinstance(cert, Certificate) and cert.verdict in VERDICTS
         assert all(0 <= s.start <= s.end <= len(text) for s in cert.spans)
         assert cert.score == (1.0 if cert.correct else 0.0)
+
+
+# -- soundness: nothing false, nothing unverified ------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [
+        "Answer: (6 - 4) * (4 + 8)",  # stating no value is fine
+        "Answer: (6 - 4) * (4 + 8) = 24",
+        "Answer: (6 - 4) * (4 + 8) = 24 = 24",
+        "Answer: (6 - 4) * (4 + 8) = 2 * 12 = 24.",  # a stated value may be an expression
+        "Answer: (6 - 4) * (4 + 8) = (24)",
+        "**Answer:** (6 − 4) × (4 + 8) = 24",
+    ],
+)
+def test_true_stated_results(task: Game24, answer: str) -> None:
+    completion = "\n".join(GOOD_STEPS + [answer])
+    cert = task.check(PUZZLE, completion)
+    assert cert.correct and cert.verdict == "correct" and not cert.errors(), cert.explain(completion)
+    assert cert.answer == "(6-4)*(4+8)"
+
+
+@pytest.mark.parametrize(
+    "answer, verdict, fragments",
+    [
+        # The stated result is not the expression's value (the old checker passed this one).
+        ("Answer: (6 - 4) * (4 + 8) = 25", "wrong_answer", ["states 25 but the expression is 24"]),
+        ("Answer: (6 - 4) * (4 + 8) = 24 = 25", "wrong_answer", ["states 25 but the expression is 24"]),
+        ("Answer: (6 - 4) * (4 + 8) = 12 * 3 = 24", "wrong_answer", ["states 12 * 3 but the expression is 24"]),
+        ("Answer: (6 - 4) * (4 + 8) = 24 / 0", "wrong_answer", ["stated result 24 / 0 divides by zero"]),
+        # An expression worth 25 stated as 24: both the value and the false claim are named.
+        ("Answer: 4 * 6 + 8 / 8 = 24", "wrong_answer", ["uses numbers 4 6 8 8", "evaluates to 25, not 24",
+                                                      "states 24 but the expression is 25"]),
+        ("Answer: (6 - 4) * (4 + 8) = twenty-four", "unparsable_answer", ["cannot parse stated result"]),
+        ("Answer: (6 - 4) * (4 + 8) =", "unparsable_answer", ["cannot parse stated result ''"]),
+        ("Answer: (6 - 4) * (4 + 8) = 24 (left: 24)", "unparsable_answer", ["cannot parse stated result"]),
+        ("**Answer: (6 - 4) * (4 + 8) = 24**", "unparsable_answer", ["cannot parse stated result '24**'"]),
+        ("Answer: (6 - 4) * (4 + 8) == 24", "unparsable_answer", ["cannot parse stated result ''"]),
+    ],
+)
+def test_false_or_unparsable_stated_results(task: Game24, answer: str, verdict: str, fragments: list[str]) -> None:
+    completion = "\n".join(GOOD_STEPS + [answer])
+    cert = task.check(PUZZLE, completion)
+    assert not cert.correct and cert.verdict == verdict and cert.score == 0.0
+    error = the_error(cert)
+    assert all(f in error.message for f in fragments), error.message
+    assert (error.start, error.end) == (len(completion) - len(answer), len(completion))
+    assert error.reward == pytest.approx(-1.0) and cert.info["steps_correct"] == 3
+
+
+def test_many_false_stated_results_are_summarised(task: Game24) -> None:
+    cert = task.check(PUZZLE, "Answer: (6 - 4) * (4 + 8)" + " = 1" * 10)
+    message = the_error(cert).message
+    assert cert.verdict == "wrong_answer" and message.count("states 1 but") == 3
+    assert "and 7 more such stated results" in message
+
+
+def test_correct_answer_after_wrong_step(task: Game24) -> None:
+    # A right answer does not excuse a false step before it.
+    steps = ["4 + 8 = 12 (left: 4 6 12)", "6 - 4 = 2 (left: 2 12)", "2 * 12 = 25 (left: 24)"]
+    completion = "\n".join(steps + [GOOD_ANSWER])
+    cert = task.check(PUZZLE, completion)
+    assert cert.verdict == "wrong_step" and not cert.correct and cert.score == 0.0
+    assert cert.answer == "(6-4)*(4+8)" and cert.info["steps_correct"] == 2
+    error = the_error(cert)
+    assert (error.start, error.end) == line_span(completion, steps[2]) and "2 * 12 is 24, not 25" in error.message
+    # An unparsable line before the answer is a wrong step too.
+    completion = "Let me think.\n" + "\n".join(GOOD_STEPS + [GOOD_ANSWER])
+    cert = task.check(PUZZLE, completion)
+    assert cert.verdict == "wrong_step" and "cannot parse step" in the_error(cert).message
+    assert [s.reward > 0 for s in cert.spans] == [False, True, True, True]
+
+
+@pytest.mark.parametrize("tail", ["So the answer is 24.", "Answer: 1 + 2", "4 + 8 = 12 (left: 4 6 12)\n\nDone!"])
+def test_text_after_answer(task: Game24, tail: str) -> None:
+    head = "\n".join(GOOD_STEPS + [GOOD_ANSWER])
+    completion = f"{head}\n\n{tail}\n  \n"
+    cert = task.check(PUZZLE, completion)
+    assert cert.verdict == "text_after_answer" and not cert.correct and cert.score == 0.0
+    assert cert.answer == "(6-4)*(4+8)" and cert.info["steps_correct"] == 3
+    error = the_error(cert)
+    assert (error.start, error.end) == line_span(completion, tail) and error.reward == pytest.approx(-1.0)
+    assert "text after the answer line is not checked" in error.message
+    # A wrong answer keeps its verdict; the text after it is an error span as well.
+    cert = task.check(PUZZLE, f"Answer: 4 + 4 + 6 + 8 = 22\n{tail}")
+    assert cert.verdict == "wrong_answer" and len(cert.errors()) == 2
+
+
+def test_answer_word_is_ascii(task: Game24) -> None:
+    # re.I would let the long s "ſ" match "s"; the answer word is ASCII only.
+    cert = task.check(PUZZLE, "Anſwer: (6 - 4) * (4 + 8) = 24")
+    assert cert.verdict == "no_answer"
+    assert task.check(PUZZLE, "ANSWER: (6 - 4) * (4 + 8) = 24").correct

@@ -12,10 +12,9 @@ from rlsf.trainer import RLTrainer
 pytestmark = pytest.mark.slow
 
 
-def real_cfg(shared_data, tmp_path, **overrides):
+def real_cfg(tmp_path, **overrides):
     base = {
         "model.name": "smollm2-135m",
-        "task.options": {"data_path": str(shared_data / "game24" / "24.csv")},
         "rollout.prompts_per_step": 2, "rollout.samples_per_prompt": 2, "rollout.max_new_tokens": 24,
         "ppo.minibatch_size": 2, "grpo.minibatch_size": 2, "train.steps": 1,
         "eval.num_examples": 4, "eval.k": 2, "eval.max_new_tokens": 24,
@@ -26,8 +25,8 @@ def real_cfg(shared_data, tmp_path, **overrides):
 
 
 @pytest.mark.parametrize("algorithm", ["ppo", "grpo"])
-def test_real_model_rl_step(algorithm, shared_data, tmp_path):
-    trainer = RLTrainer(real_cfg(shared_data, tmp_path, **{"train.algorithm": algorithm}))
+def test_real_model_rl_step(algorithm, tmp_path):
+    trainer = RLTrainer(real_cfg(tmp_path, **{"train.algorithm": algorithm}))
     before = {n: p.detach().clone() for n, p in trainer.model.named_parameters()}
     metrics = trainer.train()
     assert all(torch.isfinite(torch.tensor(v)) for k, v in metrics.items() if k.startswith("loss/"))
@@ -35,8 +34,8 @@ def test_real_model_rl_step(algorithm, shared_data, tmp_path):
     assert any(not torch.equal(before[n], p) for n, p in trainer.model.named_parameters())
 
 
-def test_real_model_eval_writes_results(shared_data, tmp_path):
-    res = evaluate(real_cfg(shared_data, tmp_path))
+def test_real_model_eval_writes_results(tmp_path):
+    res = evaluate(real_cfg(tmp_path))
     saved = json.loads((tmp_path / "run" / "eval.json").read_text())
     assert saved["num_examples"] == 4 and {"maj@1", "pass@1", "pass@2", "maj@2"} <= set(saved)
     assert res["maj@1"] == saved["maj@1"]

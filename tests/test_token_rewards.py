@@ -123,3 +123,184 @@ def test_reward_tensor_alignment(tokenizer):
     assert r[1, len(b):].abs().sum() == 0
     with pytest.raises(ValueError, match="row 1"):
         token_reward_tensor(certs, [offs[0], offs[0]], mask)
+
+
+# --- Linear-time offsets (incremental detokenisation) and the picklable Detokenizer -------------
+
+import json  # noqa: E402
+import pickle  # noqa: E402
+import random  # noqa: E402
+import subprocess  # noqa: E402
+import sys  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+from rlsf.feedback import token_rewards as tr  # noqa: E402
+from rlsf.feedback.token_rewards import Detokenizer, completion_text  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
+MULTIBYTE = [
+    "é 😀 中文 = 24 ✓",
+    "naïve café, Ångström, Straße, ñandú",
+    "日本語のテキストと한국어 그리고 中文字符",
+    "👩‍👩‍👧 👍🏽 🇫🇷 x",
+    "a\x00b\x00\x00c",
+    "literal \ufffd replacement \ufffd\ufffd!",
+    "tabs\tand\nnewlines\n\n  spaces   ",
+    "4 + 8 = 12 (left: 4 6 12)\n6 - 4 = 2 (left: 2 12)\nAnswer: (6 - 4) * (4 + 8) = 24",
+]
+
+
+def byte_token_ids(tokenizer):
+    """The id of each single-byte token of the byte-level vocabulary (None where it has none)."""
+    bs = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), ord("ÿ") + 1))
+    cs, n = bs[:], 0
+    for b in range(256):
+        if b not in bs:
+            bs.append(b)
+            cs.append(256 + n)
+            n += 1
+    chars = dict(zip(bs, map(chr, cs)))
+    return [tokenizer.backend_tokenizer.token_to_id(chars[b]) for b in range(256)]
+
+
+@pytest.fixture(scope="module")
+def detok(tokenizer):
+    d = Detokenizer.from_tokenizer(tokenizer)
+    assert d.uses_backend  # SmolLM2's fast tokenizer: the Rust backend alone
+    return d
+
+
+def test_backend_decode_equals_tokenizer_decode(tokenizer, detok):
+    rng = random.Random(7)
+    vocab = len(tokenizer)
+    special = [tokenizer.convert_tokens_to_ids(t) for t in ("<|im_start|>", "<|im_end|>", "<|endoftext|>")]
+    cases = [[rng.randrange(vocab) for _ in range(rng.randint(0, 120))] for _ in range(300)]
+    cases += [list(range(0, 40)), special, []]
+    for text in MULTIBYTE:
+        ids = ids_of(tokenizer, text)
+        cases += [ids, ids[:3] + special + ids[3:] + [special[1]], [special[0]] + ids[::-1]]
+    for ids in cases:
+        assert detok.text(ids) == tokenizer.decode(ids, skip_special_tokens=True, clean_up_tokenization_spaces=False)
+        assert completion_text(detok, ids) == completion_text(tokenizer, ids)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_linear_offsets_equal_prefix_reference_random_ids(tokenizer, detok, seed):
+    # 3 x 100 random sequences over the whole vocabulary (specials and partial bytes included):
+    # many decode to U+FFFD, where the reference's character-by-character rule must be kept.
+    rng = random.Random(seed)
+    vocab = len(tokenizer)
+    for _ in range(100):
+        ids = [rng.randrange(vocab) for _ in range(rng.randint(1, 200))]
+        assert detok.text_and_offsets(ids) == tr._decode_with_offsets_prefix(detok, ids), ids
+
+
+def test_linear_offsets_equal_prefix_reference_special_and_multibyte(tokenizer, detok):
+    rng = random.Random(3)
+    specials = [tokenizer.convert_tokens_to_ids(t) for t in ("<|im_start|>", "<|im_end|>", "<|endoftext|>")]
+    specials += [3, 9, 16]  # skipped by decode, though not in all_special_ids
+    byte_ids = byte_token_ids(tokenizer)
+    cases = []
+    for text in MULTIBYTE:
+        ids = ids_of(tokenizer, text)
+        cases.append(ids)
+        for _ in range(6):  # special tokens in the middle
+            k = list(ids)
+            for _ in range(rng.randint(1, 3)):
+                k.insert(rng.randint(0, len(k)), rng.choice(specials))
+            cases.append(k)
+        # One token per UTF-8 byte (the most a multi-byte character can be split), cut anywhere.
+        raw = [byte_ids[b] for b in text.encode()]
+        if None not in raw:
+            cases += [raw[:cut] for cut in range(1, len(raw) + 1)]
+            cases.append(raw[:5] + [specials[1]] + raw[5:])  # a special inside a character
+        cases.append(ids + [specials[1]])  # end of turn
+    assert len(cases) > 200
+    for ids in cases:
+        new = tr.decode_with_offsets(detok, ids)
+        assert new == tr._decode_with_offsets_prefix(tokenizer, ids), ids  # the old function, on the HF tokenizer
+        assert new == tr.decode_with_offsets(tokenizer, ids)
+
+
+def test_detokenizer_pickles(tokenizer, detok):
+    rng = random.Random(4)
+    seqs = [[rng.randrange(len(tokenizer)) for _ in range(50)] for _ in range(20)]
+    seqs += [ids_of(tokenizer, t) + [tokenizer.eos_token_id] for t in MULTIBYTE]
+    copy = pickle.loads(pickle.dumps(detok))
+    assert copy.uses_backend and copy.all_special_ids == detok.all_special_ids
+    for ids in seqs:
+        assert copy.text_and_offsets(ids) == detok.text_and_offsets(ids)
+        assert copy.text(ids) == detok.text(ids)
+
+
+def test_detokenizer_used_without_transformers_or_torch(tokenizer, detok, tmp_path):
+    seqs = [ids_of(tokenizer, t) + [tokenizer.eos_token_id] for t in MULTIBYTE]
+    seqs.append([random.Random(5).randrange(len(tokenizer)) for _ in range(150)])
+    path = tmp_path / "detok.pkl"
+    path.write_bytes(pickle.dumps((detok, seqs)))
+    code = (
+        "import json, pickle, sys\n"
+        f"detok, seqs = pickle.loads(open({str(path)!r}, 'rb').read())\n"
+        "out = [detok.text_and_offsets(ids) for ids in seqs]\n"
+        "heavy = sorted(m for m in sys.modules if m.split('.')[0] in ('transformers', 'torch'))\n"
+        "print(json.dumps({'heavy': heavy, 'out': out}))\n"
+    )
+    res = subprocess.run(
+        [sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=60,
+        env={**__import__("os").environ, "PYTHONPATH": str(REPO)},
+    )
+    assert res.returncode == 0, res.stderr
+    got = json.loads(res.stdout)
+    assert got["heavy"] == []
+    assert [(t, [tuple(o) for o in offs]) for t, offs in got["out"]] == [detok.text_and_offsets(s) for s in seqs]
+
+
+class FakeTokenizer:
+    """A tiny tokenizer-like object: ``decode`` joins token strings, then post-processes the whole."""
+
+    all_special_ids = [0]
+
+    def __init__(self, pieces, post=lambda s: s):
+        self.pieces, self.post = pieces, post
+
+    def decode(self, ids, skip_special_tokens=True, clean_up_tokenization_spaces=False):
+        return self.post("".join(self.pieces[i] for i in ids if not (skip_special_tokens and i == 0)))
+
+
+def test_fallback_when_pieces_do_not_add_up(monkeypatch):
+    pieces = ["<eos>", "a", " ", ".", "b", "cd", "ü"]
+    # Clean-up style: " ." becomes "." once the "." arrives, so a prefix's text is not a prefix of the whole.
+    odd = FakeTokenizer(pieces, post=lambda s: s.replace(" .", "."))
+    calls = []
+    reference = tr._decode_with_offsets_prefix
+    monkeypatch.setattr(tr, "_decode_with_offsets_prefix", lambda tok, ids: calls.append(ids) or reference(tok, ids))
+    for ids in ([1, 2, 3, 4], [1, 2, 2, 3, 5, 0], [2, 3, 1, 6, 2, 3]):
+        detok = Detokenizer.from_tokenizer(odd)
+        assert not detok.uses_backend
+        assert tr._incremental_ends(detok.decode, ids, detok.text(ids)) is None
+        got = tr.decode_with_offsets(odd, ids)
+        assert calls[-1] == ids  # the prefix method was used ...
+        assert got == reference(odd, ids)  # ... and gives exactly the old result
+    assert tr.decode_with_offsets(odd, [1, 2, 3, 4]) == ("a.b", [(0, 1), (1, 2), (1, 2), (2, 3)])
+    # A decoder where everything adds up takes the linear path, with the same result.
+    calls.clear()
+    plain = FakeTokenizer(pieces)
+    for ids in ([1, 2, 3, 4], [1, 0, 5, 6, 0]):
+        assert tr.decode_with_offsets(plain, ids) == reference(plain, ids)
+    assert calls == []
+
+
+def test_tokenizer_with_its_own_decode_is_held_whole(tokenizer):
+    import copy
+
+    class OwnDecode(type(tokenizer)):
+        def _decode(self, token_ids, **kw):
+            return super()._decode(token_ids, **kw).upper()
+
+    odd = copy.copy(tokenizer)
+    odd.__class__ = OwnDecode
+    detok = Detokenizer.from_tokenizer(odd)
+    assert not detok.uses_backend  # the backend alone would not decode as this class does
+    ids = ids_of(tokenizer, "é 😀 abc") + [tokenizer.eos_token_id]
+    assert tr.decode_with_offsets(odd, ids) == tr._decode_with_offsets_prefix(odd, ids)
+    assert tr.decode_with_offsets(odd, ids)[0] == "É 😀 ABC"

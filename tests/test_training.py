@@ -18,10 +18,11 @@ from rlsf.trainer import RLTrainer, batch_indices, train
 from rlsf.utils import Timer
 
 
-def tiny_cfg(tiny_model_dir, shared_data, tmp_path, **overrides):
+def tiny_cfg(tiny_model_dir, tmp_path, **overrides):
+    # The Game of 24 data comes from $RLSF_DATA_DIR or the tree-of-thoughts-llm package; checks run
+    # in this process (check.workers 0) except in the tests of the worker pool itself.
     base = {
-        "model.name": tiny_model_dir, "model.autocast": "none",
-        "task.options": {"data_path": str(shared_data / "game24" / "24.csv")},
+        "model.name": tiny_model_dir, "model.autocast": "none", "check.workers": 0,
         "rollout.prompts_per_step": 2, "rollout.samples_per_prompt": 2, "rollout.max_new_tokens": 12,
         "ppo.minibatch_size": 2, "grpo.minibatch_size": 2, "train.steps": 2, "train.save_every": 0,
         "optim.lr": 1e-3, "sft.steps": 2, "sft.batch_size": 4, "sft.lr": 1e-3,
@@ -42,24 +43,36 @@ def test_batch_indices_cover_each_epoch():
     assert batch_indices(10, 4, 3, seed=3) == batch_indices(10, 4, 3, seed=3)
 
 
-def test_generate_masks_and_texts(tiny_model_dir):
+def test_rollout_and_check_fills_one_record_per_row(tiny_model_dir):
+    from rlsf.checking import CheckService
+    from rlsf.feedback.token_rewards import Detokenizer
+    from rlsf.rollout import rollout_and_check
+    from rlsf.tasks import get_task
+
     model, tok = load_model(tiny_model_dir), load_tokenizer(tiny_model_dir)
-    ro = generate(model, tok, ["Hi", "A longer prompt here"], max_new_tokens=6, batch_size=1)
-    assert ro.response_ids.shape[0] == 2 and ro.prompt_ids.shape[1] >= 4
-    for i in range(2):
-        n = int(ro.response_mask[i].sum())
-        assert len(ro.offsets[i]) == n
-        assert ro.texts[i] == tok.decode(ro.response_ids[i, :n], skip_special_tokens=True,
-                                         clean_up_tokenization_spaces=False)
+    task = get_task("game24")
+    examples = task.load("test")[:2]
+    with CheckService(task, Detokenizer.from_tokenizer(tok), workers=0) as checker:
+        exp = rollout_and_check(model, tok, task, examples, checker, samples=3, max_new_tokens=6, batch_size=4,
+                                reward=Config().reward)
+    assert len(exp) == 6 and exp.group.tolist() == [0, 0, 0, 1, 1, 1]
+    assert [e["id"] for e in exp.examples] == [examples[0]["id"]] * 3 + [examples[1]["id"]] * 3
+    assert exp.rewards.shape == exp.response_mask.shape and len(exp.certificates) == 6
+    for i in range(6):
+        n = int(exp.response_mask[i].sum())
+        assert len(exp.offsets[i]) == n
+        assert exp.texts[i] == tok.decode(exp.response_ids[i, :n], skip_special_tokens=True,
+                                          clean_up_tokenization_spaces=False)
+        assert exp.certificates[i] == task.check(examples[i // 3], exp.texts[i])
 
 
 @pytest.mark.parametrize("algorithm", sorted(ALGORITHMS))
 @pytest.mark.parametrize("mode", ["token", "sequence"])
-def test_short_training_run(algorithm, mode, tiny_model_dir, shared_data, tmp_path):
+def test_short_training_run(algorithm, mode, tiny_model_dir, tmp_path):
     # A random model scores 0 on every puzzle: with sequence rewards GRPO's advantages are all 0,
     # so a small entropy bonus keeps the update path exercised (rewards are tested below).
     extra = {"grpo.entropy_coef": 0.01} if (algorithm, mode) == ("grpo", "sequence") else {}
-    cfg = tiny_cfg(tiny_model_dir, shared_data, tmp_path, **{"train.algorithm": algorithm, "reward.mode": mode}, **extra)
+    cfg = tiny_cfg(tiny_model_dir, tmp_path, **{"train.algorithm": algorithm, "reward.mode": mode}, **extra)
     trainer = RLTrainer(cfg)
     before = params(trainer.model)
     metrics = trainer.train()
@@ -74,46 +87,47 @@ def test_short_training_run(algorithm, mode, tiny_model_dir, shared_data, tmp_pa
     assert (run / "model" / "config.json").is_file() and (run / "config.yaml").is_file()
 
 
-def _one_update(tiny_model_dir, shared_data, tmp_path, algorithm, rewards_fn):
-    cfg = tiny_cfg(tiny_model_dir, shared_data, tmp_path, **{
+def _one_update(tiny_model_dir, tmp_path, algorithm, rewards_fn):
+    cfg = tiny_cfg(tiny_model_dir, tmp_path, **{
         "train.algorithm": algorithm, "ppo.kl_coef": 0.0, "grpo.kl_coef": 0.0, "ppo.vf_coef": 0.0})
     trainer = RLTrainer(cfg)
-    ro, certs, _ = trainer.rollout_step()
+    exp = trainer.rollout_step()
+    exp.rewards = rewards_fn(exp.response_mask.float())
     before = params(trainer.model)
-    trainer.algo.step(ro, rewards_fn(ro.response_mask.float()), Timer())
+    trainer.algo.step(exp, Timer())
     return sum(float((p.detach() - before[n]).abs().sum()) for n, p in trainer.model.named_parameters())
 
 
 @pytest.mark.parametrize("algorithm", ["grpo", "ppo"])
-def test_rewards_reach_the_update(algorithm, tiny_model_dir, shared_data, tmp_path):
+def test_rewards_reach_the_update(algorithm, tiny_model_dir, tmp_path):
     torch.manual_seed(0)
     # GRPO: all-equal rewards give zero advantages, hence no policy change at all.
     if algorithm == "grpo":
-        assert _one_update(tiny_model_dir, shared_data, tmp_path / "a", algorithm, lambda m: torch.zeros_like(m)) == 0.0
+        assert _one_update(tiny_model_dir, tmp_path / "a", algorithm, lambda m: torch.zeros_like(m)) == 0.0
 
     def token_level(mask):  # reward only on the first token of the first sample of each group
         r = torch.zeros_like(mask)
         r[::2, 0] = 1.0
         return r
 
-    assert _one_update(tiny_model_dir, shared_data, tmp_path / "b", algorithm, token_level) > 0.0
+    assert _one_update(tiny_model_dir, tmp_path / "b", algorithm, token_level) > 0.0
 
 
-def test_lora_reference_is_the_base(tiny_model_dir, shared_data, tmp_path):
-    cfg = tiny_cfg(tiny_model_dir, shared_data, tmp_path, **{"model.lora": True, "train.steps": 1})
+def test_lora_reference_is_the_base(tiny_model_dir, tmp_path):
+    cfg = tiny_cfg(tiny_model_dir, tmp_path, **{"model.lora": True, "train.steps": 1})
     trainer = RLTrainer(cfg)
-    assert trainer.reference.is_shared
+    assert trainer.algo.reference.is_shared
     trainer.train()
     assert (tmp_path / "run" / "model" / "config.json").is_file()
 
 
-def test_resume_equals_uninterrupted(tiny_model_dir, shared_data, tmp_path, monkeypatch):
+def test_resume_equals_uninterrupted(tiny_model_dir, tmp_path, monkeypatch):
     common = {"train.steps": 4, "train.save_every": 2, "train.algorithm": "ppo"}
-    full = RLTrainer(tiny_cfg(tiny_model_dir, shared_data, tmp_path / "full", **common))
+    full = RLTrainer(tiny_cfg(tiny_model_dir, tmp_path / "full", **common))
     full.train()
 
     # Killed during step 3 (after the step-2 checkpoint) ...
-    killed = RLTrainer(tiny_cfg(tiny_model_dir, shared_data, tmp_path / "killed", **common))
+    killed = RLTrainer(tiny_cfg(tiny_model_dir, tmp_path / "killed", **common))
     original = RLTrainer.train_step
 
     def dying_step(self):
@@ -129,8 +143,8 @@ def test_resume_equals_uninterrupted(tiny_model_dir, shared_data, tmp_path, monk
 
     # ... refuses to start over the old run, then resumes and ends where the full run ended.
     with pytest.raises(ConfigError, match="--resume"):
-        RLTrainer(tiny_cfg(tiny_model_dir, shared_data, tmp_path / "killed", **common)).train()
-    resumed = RLTrainer(tiny_cfg(tiny_model_dir, shared_data, tmp_path / "killed", **common, **{"run.resume": True}))
+        RLTrainer(tiny_cfg(tiny_model_dir, tmp_path / "killed", **common)).train()
+    resumed = RLTrainer(tiny_cfg(tiny_model_dir, tmp_path / "killed", **common, **{"run.resume": True}))
     resumed.train()
     for (n, p), (_, q) in zip(full.model.named_parameters(), resumed.model.named_parameters()):
         assert torch.equal(p, q), n
@@ -140,8 +154,8 @@ def test_resume_equals_uninterrupted(tiny_model_dir, shared_data, tmp_path, monk
     assert [r["reward/total"] for r in a] == [r["reward/total"] for r in b]
 
 
-def test_sft_eval_and_pipeline(tiny_model_dir, shared_data, tmp_path):
-    cfg = tiny_cfg(tiny_model_dir, shared_data, tmp_path, **{"sft.steps": 3, "train.steps": 1})
+def test_sft_eval_and_pipeline(tiny_model_dir, tmp_path):
+    cfg = tiny_cfg(tiny_model_dir, tmp_path, **{"sft.steps": 3, "train.steps": 1})
     summary = pipeline(cfg)
     run = tmp_path / "run"
     sft_log = [json.loads(x) for x in (run / "sft" / "metrics.jsonl").read_text().splitlines()]
@@ -158,14 +172,14 @@ def test_sft_eval_and_pipeline(tiny_model_dir, shared_data, tmp_path):
     assert pipeline(cfg)["after"] == summary["after"]
 
 
-def test_sft_learns_demonstrations(tiny_model_dir, shared_data, tmp_path):
-    cfg = tiny_cfg(tiny_model_dir, shared_data, tmp_path, **{"sft.steps": 12, "sft.lr": 5e-3, "sft.warmup_steps": 1})
+def test_sft_learns_demonstrations(tiny_model_dir, tmp_path):
+    cfg = tiny_cfg(tiny_model_dir, tmp_path, **{"sft.steps": 12, "sft.lr": 5e-3, "sft.warmup_steps": 1})
     sft(cfg)
     losses = [json.loads(x)["loss/sft"] for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     assert losses[-1] < losses[0] * 0.8
 
 
-def test_bad_inputs_give_clear_errors(tiny_model_dir, shared_data, tmp_path, capsys):
+def test_bad_inputs_give_clear_errors(tiny_model_dir, tmp_path, capsys):
     bad = tmp_path / "bad.csv"
     bad.write_text("Rank,Puzzles,AMT (s),Solved rate\n1,1 2 three 4,1.0,99%\n")
     out = str(tmp_path / "o")
@@ -246,3 +260,17 @@ def test_bf16_sampling_copy_of_a_lora_policy_follows_the_adapters(tiny_model_dir
     sampler.sync()
     for p, q in zip(model.parameters(), sampler.model.parameters()):
         assert torch.equal(p.to(torch.bfloat16), q)
+
+
+def test_single_update_grpo_logs_kl_and_the_logprob_gap(tiny_model_dir, tmp_path):
+    """One optimiser step per batch skips the old-log-prob pass; KL and the sampling/update gap are
+    then measured on the loss pass itself (float32 sampling: the gap is round-off)."""
+    cfg = tiny_cfg(tiny_model_dir, tmp_path, **{"train.algorithm": "grpo", "grpo.minibatch_size": 4,
+                                                "grpo.kl_coef": 0.1, "train.steps": 2})
+    tr = RLTrainer(cfg)
+    assert tr.algo.single_update(4)
+    tr.train()
+    records = [json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert records[0]["kl"] == pytest.approx(0.0, abs=1e-4)  # the policy is the reference at step 1
+    assert records[1]["kl"] != 0.0
+    assert all(r["rollout/logprob_gap"] < 1e-3 for r in records)

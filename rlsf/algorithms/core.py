@@ -115,33 +115,78 @@ def returns_to_go(rewards: torch.Tensor, mask: torch.Tensor, gamma: float = 1.0)
     return out * mask
 
 
-def group_advantages(
-    rewards: torch.Tensor, mask: torch.Tensor, group_size: int, scale: bool = True, eps: float = 1e-6
-) -> torch.Tensor:
-    """Group-baseline advantages for token-level rewards (GRPO family).
+def group_index(group: torch.Tensor) -> tuple[torch.Tensor, int]:
+    """Group ids (any integers) as ``0..G-1`` per row, and ``G``."""
+    uniq, inverse = torch.unique(group, return_inverse=True)
+    return inverse, int(uniq.numel())
 
-    Rows ``[g*group_size, (g+1)*group_size)`` are samples of the same prompt. With ``G_{i,t}``
-    the return-to-go of sample ``i`` from token ``t`` and ``R_i = G_{i,0}`` its total reward::
 
-        A_{i,t} = (G_{i,t} - mean_j R_j) / (std_j R_j + eps)      (std only if ``scale``)
+def group_sum(x: torch.Tensor, group: torch.Tensor) -> torch.Tensor:
+    """``[B] -> [B]``: the sum of ``x`` over each row's group, given back to every row."""
+    inverse, n = group_index(group)
+    return torch.zeros(n, dtype=x.dtype, device=x.device).index_add_(0, inverse, x)[inverse]
 
-    The baseline is the group's mean *total* reward, a per-prompt constant, so it leaves the
-    policy gradient unbiased. With sequence-level rewards (everything on the last token)
-    ``G_{i,t} = R_i`` for every ``t`` and this is exactly GRPO's advantage; with token-level
-    rewards a token is credited only with the rewards at and after it, so a step the checker
-    flags lowers the advantage of the tokens that wrote it and not of the correct steps before.
-    """
-    B = rewards.shape[0]
-    if B % group_size:
-        raise ValueError(f"batch of {B} is not a multiple of group size {group_size}")
+
+def _group_baseline(rewards: torch.Tensor, mask: torch.Tensor, group: torch.Tensor, valid: torch.Tensor):
+    """Returns-to-go ``G``, each row's total ``R = G[:, 0]``, the number of valid rows of its group and
+    the group sum of valid totals (invalid rows -- failed checks -- are left out of every statistic)."""
     G = returns_to_go(rewards, mask)
-    totals = G[:, 0].view(-1, group_size)
-    mean = totals.mean(1, keepdim=True).expand(-1, group_size).reshape(B, 1)
-    adv = G - mean
-    if scale:
-        std = totals.std(1, unbiased=True, keepdim=True).expand(-1, group_size).reshape(B, 1)
-        adv = adv / (std + eps)
-    return adv * mask
+    v = valid.to(rewards.dtype)
+    R = G[:, 0] * v
+    return G, R, group_sum(v, group), group_sum(R, group)
+
+
+def grpo_advantages(
+    rewards: torch.Tensor, mask: torch.Tensor, group: torch.Tensor, valid: torch.Tensor, eps: float = 1e-6
+) -> torch.Tensor:
+    """GRPO's advantage, generalised to token-level rewards (estimator ``grpo``).
+
+    Rows with equal ``group`` ids are samples of one prompt. With ``G_{i,t}`` the return-to-go of
+    sample ``i`` from token ``t``, ``R_i = G_{i,0}`` its total reward and ``n`` the group's valid
+    samples::
+
+        D_{i,t} = G_{i,t} - mean_j R_j
+        s^2     = sum_i mean_t D_{i,t}^2 / (n - 1)
+        A_{i,t} = D_{i,t} / (s + eps)
+
+    A token is credited with the rewards at and after it (reward-to-go: what it can still
+    influence), so credit a completion collected before token ``t`` does not count for ``t``, and
+    a flagged step weighs on the tokens up to and including it, not on those after it. The
+    baseline is the group's mean *total* reward, a per-prompt constant, so the policy gradient
+    stays unbiased. With sequence rewards (all on the last token) ``D_{i,t} = R_i - mean`` for
+    every ``t``, ``s`` is the unbiased std of the totals and this is exactly GRPO.
+
+    The scale ``s`` is the spread of the centred returns-to-go, not of the totals alone: totals
+    can tie while rewards sit on different tokens (``[[.1, 0, 0], [0, 0, .1]]``), and dividing by
+    their zero std would blow the advantages up (to 1e5 with ``eps`` = 1e-6). ``|A|`` is at most
+    ``sqrt(T (n - 1))`` this way. Groups with fewer than two valid samples have no baseline: 0.
+    """
+    G, R, n, total = _group_baseline(rewards, mask, group, valid)
+    D = (G - (total / n.clamp(min=1))[:, None]) * mask
+    ms = (D**2).sum(1) / mask.sum(1).clamp(min=1) * valid.to(D.dtype)
+    s = (group_sum(ms, group) / (n - 1).clamp(min=1)).sqrt()
+    keep = (valid & (n >= 2)).to(D.dtype)[:, None]
+    return D / (s[:, None] + eps) * keep * mask
+
+
+def dr_grpo_advantages(rewards: torch.Tensor, mask: torch.Tensor, group: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+    """``G_{i,t} - mean_j R_j`` without the division (estimator ``dr_grpo``, "GRPO done right",
+    Liu et al. 2025): no per-prompt rescaling, so easy and hard prompts weigh by their spread."""
+    G, R, n, total = _group_baseline(rewards, mask, group, valid)
+    keep = (valid & (n >= 2)).to(G.dtype)[:, None]
+    return (G - (total / n.clamp(min=1))[:, None]) * keep * mask
+
+
+def rloo_advantages(rewards: torch.Tensor, mask: torch.Tensor, group: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+    """``G_{i,t} - mean_{j != i} R_j`` (estimator ``rloo``, REINFORCE leave-one-out, Ahmadian et al.
+    2024): each sample's baseline excludes itself, so it is independent of the sample."""
+    G, R, n, total = _group_baseline(rewards, mask, group, valid)
+    keep = (valid & (n >= 2)).to(G.dtype)[:, None]
+    return (G - ((total - R) / (n - 1).clamp(min=1))[:, None]) * keep * mask
+
+
+#: Group-baseline advantage estimators by name: ``(rewards, mask, group, valid) -> advantages``.
+GROUP_ESTIMATORS = {"grpo": grpo_advantages, "dr_grpo": dr_grpo_advantages, "rloo": rloo_advantages}
 
 
 def clipped_policy_loss(

@@ -1,52 +1,70 @@
 """Group-baseline policy optimisation (GRPO family) over token-level rewards.
 
-Several samples per prompt; each token's advantage is its return-to-go minus the group's mean
-total reward, divided by the group's std (see :func:`rlsf.algorithms.core.group_advantages`).
-No value head. The KL to the reference is the k3 estimator added to the loss.
+Several samples per prompt (rows sharing a ``group`` id); each token's advantage is its
+return-to-go minus the group's mean total reward, scaled per group (estimator ``grpo``, see
+:func:`rlsf.algorithms.core.grpo_advantages`), or one of the other named group estimators. No
+value head. The KL to the reference is the k3 estimator added to the loss.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 
-from rlsf.algorithms.base import Algorithm, response_forward
-from rlsf.algorithms.core import clipped_policy_loss, group_advantages, kl_penalty, masked_mean
-from rlsf.rollout import Rollout
-from rlsf.utils import Timer, model_device
+from rlsf.algorithms import register
+from rlsf.algorithms.base import ForwardOut, PolicyGradient, PolicyUpdateConfig
+from rlsf.algorithms.core import GROUP_ESTIMATORS, clipped_policy_loss, kl_penalty, masked_mean
+from rlsf.config import opt, require
+from rlsf.experience import Experience
+from rlsf.utils import Timer
 
 
-class GRPO(Algorithm):
-    name = "grpo"
+@dataclass
+class GRPOConfig(PolicyUpdateConfig):
+    kl_coef: float = opt(0.02, "Coefficient of the k3 KL estimator to the reference in the loss (0: no "
+                         "reference is kept).")
+    advantage: str = opt("grpo", "Advantage estimator: 'grpo' (return-to-go minus the group's mean total, "
+                         "over the group's spread), 'dr_grpo' (no division) or 'rloo' (leave-one-out mean).")
 
-    def __init__(self, model, reference, cfg) -> None:
-        super().__init__(model, reference, cfg, cfg.grpo)
-        self.group_size = cfg.rollout.samples_per_prompt
+    def validate(self, cfg) -> None:
+        super().validate(cfg)
+        require(cfg.rollout.samples_per_prompt >= 2, "rollout.samples_per_prompt",
+                "grpo compares samples of the same prompt: needs >= 2")
+        require(self.advantage in GROUP_ESTIMATORS, "grpo.advantage",
+                f"must be one of {sorted(GROUP_ESTIMATORS)}, got {self.advantage!r}")
 
-    def prepare(self, rollout: Rollout, rewards: torch.Tensor, timer: Timer):
-        mask = rollout.response_mask.float()
-        data = {"adv": group_advantages(rewards, mask, self.group_size, scale=self.acfg.scale_rewards)}
+
+@register("grpo")
+class GRPO(PolicyGradient):
+    Config = GRPOConfig
+
+    def prepare(self, exp: Experience, timer: Timer):
+        mask = exp.response_mask.float()
+        adv = GROUP_ESTIMATORS[self.acfg.advantage](exp.rewards, mask, exp.group, exp.valid)
+        data = {"adv": adv}
         with timer("logprobs"):
-            if not self.single_update(len(rollout)):
-                data["old_logp"], _ = self.rollout_logprobs(rollout)
-            if self.acfg.kl_coef > 0:
-                data["ref_logp"] = self.reference_logprobs(rollout)
-        stats = {}
-        if "old_logp" in data and "ref_logp" in data:
-            stats["kl"] = float(((kl_penalty(data["old_logp"], data["ref_logp"], "k3") * mask).sum(1)).mean())
-        return data, stats
+            if not self.single_update(len(exp)):
+                data["old_logp"], _ = self.rollout_logprobs(exp)
+            if self.reference is not None:
+                data["ref_logp"] = self.reference_logprobs(exp)
+        return data, {"advantage/abs_max": float(adv.abs().max()),
+                      "advantage/zero_groups": _zero_group_share(adv, exp)}
 
-    def loss(self, mb: Rollout, data: dict[str, torch.Tensor]):
+    def loss(self, mb: Experience, data: dict[str, torch.Tensor], fo: ForwardOut, mask: torch.Tensor):
         c = self.acfg
-        device = model_device(self.model)
-        mask = mb.response_mask.to(device).float()
-        d = {k: v.to(device) for k, v in data.items()}
-        fo = response_forward(self.model, mb, temperature=self.temperature, precision=self.precision,
-                              share_prompts=self.share_prompts)
-        old_logp = d.get("old_logp", fo.logp.detach())  # absent: single update, ratio exactly 1
-        pg, pstats = clipped_policy_loss(fo.logp, old_logp, d["adv"], mask, c.clip_range)
+        old_logp = data.get("old_logp", fo.logp.detach())  # absent: single update, ratio exactly 1
+        pg, pstats = clipped_policy_loss(fo.logp, old_logp, data["adv"], mask, c.clip_range)
         loss, extra = pg, {}
-        if "ref_logp" in d:
-            kl = masked_mean(kl_penalty(fo.logp, d["ref_logp"], "k3"), mask)
-            loss, extra = loss + c.kl_coef * kl, {"kl": kl.detach()}
+        if "ref_logp" in data:
+            kl = masked_mean(kl_penalty(fo.logp, data["ref_logp"], "k3"), mask)
+            loss, extra = loss + c.kl_coef * kl, {"kl_k3": kl.detach()}
         bonus, rstats = self.regularisers(fo, mask)
         return loss - bonus, {"policy": pg.detach(), **extra, **pstats, **rstats}
+
+
+def _zero_group_share(adv: torch.Tensor, exp: Experience) -> float:
+    """Share of groups whose advantages are all zero (every sample scored the same: no signal)."""
+    groups = exp.group.unique()
+    zero = sum(bool((adv[exp.group == g] == 0).all()) for g in groups)
+    return zero / max(len(groups), 1)

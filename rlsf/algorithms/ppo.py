@@ -1,71 +1,117 @@
 """PPO with token-level rewards, as in RLSF.
 
 Per token: ``r_t = reward_t - kl_coef * (log pi(a_t) - log pi_ref(a_t))``; a value head on the
-policy's last hidden state; GAE; clipped policy and value losses; several epochs over
-minibatches. With ``reward.mode = sequence`` the reward is only on the last token and this is
-the standard RLHF-style PPO the papers compare against.
+policy's last hidden state; GAE (estimator ``gae``); clipped policy and value losses; several
+epochs over minibatches. With ``reward.mode = sequence`` the reward is only on the last token and
+this is the standard RLHF-style PPO the papers compare against.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 
-from rlsf.algorithms.base import Algorithm, response_forward
-from rlsf.algorithms.core import (
-    clipped_policy_loss, clipped_value_loss, gae, kl_penalty, masked_mean, masked_sum, masked_whiten,
-)
+from rlsf.algorithms import register
+from rlsf.algorithms.base import ForwardOut, PolicyGradient, PolicyUpdateConfig
+from rlsf.algorithms.core import clipped_policy_loss, clipped_value_loss, gae, kl_penalty, masked_mean, masked_whiten
+from rlsf.config import opt, require
+from rlsf.experience import Experience
 from rlsf.models import ValueHead, hidden_size
-from rlsf.rollout import Rollout
 from rlsf.utils import Timer, model_device
 
 
-class PPO(Algorithm):
-    name = "ppo"
+@dataclass
+class PPOConfig(PolicyUpdateConfig):
+    epochs: int = opt(2, "Optimisation epochs over each batch of rollouts.")
+    kl_coef: float = opt(0.05, "Per-token KL penalty to the reference, subtracted from rewards "
+                         "(0.05 was load-bearing in Havrilla et al.).")
+    value_lr: float = opt(1e-4, "Learning rate of the value head.")
+    value_clip_range: float = opt(0.2, "Value-function clip around the rollout values.")
+    vf_coef: float = opt(0.1, "Value loss coefficient.")
+    value_warmup_steps: int = opt(0, "Training steps at the start in which only the value head learns (the "
+                                  "policy is not updated), so that GAE starts from a baseline that knows "
+                                  "the task's returns instead of a head initialised at 0.")
+    gamma: float = opt(1.0, "Discount factor.")
+    lam: float = opt(0.95, "GAE lambda.")
+    whiten_advantages: bool = opt(True, "Normalise advantages over the batch (zero mean, unit variance).")
 
-    def __init__(self, model, reference, cfg) -> None:
+    def validate(self, cfg) -> None:
+        super().validate(cfg)
+        require(0 <= self.gamma <= 1, "ppo.gamma", "must be in [0, 1]")
+        require(0 <= self.lam <= 1, "ppo.lam", "must be in [0, 1]")
+        require(self.value_lr > 0, "ppo.value_lr", "must be > 0")
+        require(self.value_warmup_steps >= 0, "ppo.value_warmup_steps", "must be >= 0")
+
+
+@register("ppo")
+class PPO(PolicyGradient):
+    Config = PPOConfig
+    needs_hidden = True
+
+    def __init__(self, model, tokenizer, task, cfg, runtime) -> None:
         self.value_head = ValueHead(hidden_size(model)).to(model_device(model))
-        super().__init__(model, reference, cfg, cfg.ppo)
+        super().__init__(model, tokenizer, task, cfg, runtime)
+        self.steps = 0  # batches seen (value warm-up)
 
     def param_groups(self) -> list[dict[str, Any]]:
-        return super().param_groups() + [{"params": list(self.value_head.parameters()), "lr": self.cfg.optim.value_lr}]
+        return super().param_groups() + [{"params": list(self.value_head.parameters()), "lr": self.acfg.value_lr}]
 
-    def prepare(self, rollout: Rollout, rewards: torch.Tensor, timer: Timer):
+    @property
+    def warming_up(self) -> bool:
+        return self.steps < self.acfg.value_warmup_steps
+
+    def prepare(self, exp: Experience, timer: Timer):
         c = self.acfg
-        mask = rollout.response_mask.float()
+        mask = exp.loss_mask
         with timer("logprobs"):
-            old_logp, values = self.rollout_logprobs(rollout, values=True)
-            ref_logp = self.reference_logprobs(rollout) if c.kl_coef > 0 else old_logp
-        kl = kl_penalty(old_logp, ref_logp, "k1") * mask
-        shaped = (rewards - c.kl_coef * kl) * mask
+            old_logp, values = self.rollout_logprobs(exp, values=True)
+            ref_logp = self.reference_logprobs(exp) if self.reference is not None else None
+        kl = kl_penalty(old_logp, ref_logp, "k1") * mask if ref_logp is not None else torch.zeros_like(mask)
+        shaped = (exp.rewards - c.kl_coef * kl) * mask
         adv, returns = gae(shaped, values, mask, c.gamma, c.lam)
         if c.whiten_advantages:
             adv = masked_whiten(adv, mask)
-        stats = {
-            "kl": float(masked_sum(kl, mask, dim=1).mean()),
-            "value/mean": float(masked_mean(values, mask)),
-            "value/returns": float(masked_mean(returns, mask)),
-        }
-        return {"old_logp": old_logp, "values": values, "adv": adv, "returns": returns}, stats
+        data = {"old_logp": old_logp, "values": values, "adv": adv, "returns": returns}
+        if ref_logp is not None:
+            data["ref_logp"] = ref_logp
+        stats = {"value/mean": float(masked_mean(values, mask)), "value/returns": float(masked_mean(returns, mask)),
+                 "value/warmup": float(self.warming_up), **length_bias(adv, mask, exp.truncated)}
+        return data, stats
 
-    def loss(self, mb: Rollout, data: dict[str, torch.Tensor]):
+    def loss(self, mb: Experience, data: dict[str, torch.Tensor], fo: ForwardOut, mask: torch.Tensor):
         c = self.acfg
-        device = model_device(self.model)
-        mask = mb.response_mask.to(device).float()
-        fo = response_forward(self.model, mb, temperature=self.temperature, precision=self.precision,
-                              share_prompts=self.share_prompts, hidden=True)
-        values = self.value_head(fo.hidden.float())
-        d = {k: v.to(device) for k, v in data.items()}
-        pg, pstats = clipped_policy_loss(fo.logp, d["old_logp"], d["adv"], mask, c.clip_range)
-        vf, vstats = clipped_value_loss(values, d["values"], d["returns"], mask, c.value_clip_range)
+        # During the value warm-up the policy must not move: no gradient reaches the trunk either.
+        hidden = fo.hidden.float().detach() if self.warming_up else fo.hidden.float()
+        values = self.value_head(hidden)
+        pg, pstats = clipped_policy_loss(fo.logp, data["old_logp"], data["adv"], mask, c.clip_range)
+        vf, vstats = clipped_value_loss(values, data["values"], data["returns"], mask, c.value_clip_range)
         bonus, rstats = self.regularisers(fo, mask)
-        loss = pg + c.vf_coef * vf - bonus
+        # Policy terms are left out during the warm-up: the policy's parameters get no gradient and
+        # AdamW leaves them unchanged.
+        loss = c.vf_coef * vf if self.warming_up else pg + c.vf_coef * vf - bonus
         return loss, {"policy": pg.detach(), "value": vf.detach(), **pstats, **vstats, **rstats}
 
+    def step(self, exp: Experience, timer: Timer) -> dict[str, float]:
+        stats = super().step(exp, timer)
+        self.steps += 1
+        return stats
+
     def state_dict(self) -> dict[str, Any]:
-        return {**super().state_dict(), "value_head": self.value_head.state_dict()}
+        return {**super().state_dict(), "value_head": self.value_head.state_dict(), "steps": self.steps}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.value_head.load_state_dict(state["value_head"])
+        self.steps = state.get("steps", 0)
         super().load_state_dict(state)
+
+
+def length_bias(adv: torch.Tensor, mask: torch.Tensor, truncated: list[bool]) -> dict[str, float]:
+    """Mean advantage of the tokens of completions cut by the length limit minus that of completions
+    that ended: positive means the update pushes towards running on (a diagnostic of how rewards,
+    the critic and whitening interact; see the README's stability notes)."""
+    cut = torch.tensor(truncated, dtype=torch.bool)
+    if cut.all() or not cut.any():
+        return {}
+    return {"advantage/truncated_minus_ended": float(masked_mean(adv[cut], mask[cut]) - masked_mean(adv[~cut], mask[~cut]))}

@@ -16,6 +16,9 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 
+CHECKER_FAILED = "checker_failed"
+
+
 @dataclass(frozen=True)
 class Span:
     """A character range ``[start, end)`` of the completion with its reward.
@@ -48,6 +51,8 @@ class Certificate:
         info: extra figures to log (numbers only are averaged into metrics).
         answer: the completion's final answer in canonical form, used for majority voting; ``None``
             when there is none.
+        failed: the *checker* failed (timed out, crashed): the certificate says nothing about the
+            completion, so the update leaves the sample out instead of punishing the model for it.
     """
 
     score: float
@@ -56,6 +61,12 @@ class Certificate:
     spans: list[Span] = field(default_factory=list)
     info: dict[str, Any] = field(default_factory=dict)
     answer: str | None = None
+    failed: bool = False
+
+    @classmethod
+    def checker_failed(cls, reason: str) -> "Certificate":
+        """The outcome of a check that did not finish (see :mod:`rlsf.checking`)."""
+        return cls(score=0.0, verdict=CHECKER_FAILED, info={"checker_error": reason}, failed=True)
 
     def errors(self) -> list[Span]:
         return [s for s in self.spans if s.reward < 0]
@@ -66,6 +77,8 @@ class Certificate:
     def explain(self, completion: str) -> str:
         """Human-readable report: each span's text and message."""
         lines = [f"verdict={self.verdict} score={self.score:+.3f} correct={self.correct}"]
+        if self.failed:
+            lines.append(f"  checker failed: {self.info.get('checker_error', '')}")
         for s in sorted(self.spans, key=lambda s: s.start):
             lines.append(f"  [{s.start}:{s.end}] {s.reward:+.3f} {completion[s.start:s.end]!r}: {s.message}")
         return "\n".join(lines)

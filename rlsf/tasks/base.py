@@ -1,34 +1,57 @@
-"""What a task is: data, prompt rendering, a symbolic checker and (optionally) demonstrations.
+"""What a task is: data, prompt rendering, a symbolic checker, metrics and (optionally) demonstrations.
 
 A new task is a subclass of :class:`Task` registered by name with :func:`register`. It
-declares its options as a dataclass (``Options``) so that configs are typed and checked::
+declares its options as a dataclass (``Options``, inheriting :class:`Task.Options` so that it
+has ``data_dir``) so that configs are typed and checked::
 
     @register("my_task")
     class MyTask(Task):
         @dataclass
-        class Options:
-            data_path: str | None = opt(None, "Where the data lives.")   # rlsf.config.opt: help text
+        class Options(Task.Options):
+            n: int = opt(100, "Number of problems.")     # rlsf.config.opt: help text
 
         def load(self, split): ...
         def prompt(self, example): ...
-        def check(self, example, completion): ...   # -> Certificate, never raises
+        def check(self, example, completion): ...   # -> Certificate, never raises on model text
+
+**Data convention** (every task): a task's files live in a folder laid out like the project's
+``shared/data`` (``game24/24.csv``, ``spoc/...``, ``gsm8k/...``). That folder is the option
+``data_dir``, else the environment variable ``RLSF_DATA_DIR``; where a packaged copy of the data
+exists (Game of 24 ships in ``tree-of-thoughts-llm``) it is the fallback. :meth:`Task.data_file`
+implements the rule and says where it looked when nothing is found.
+
+**Life cycle**: a task object is cheap to build (options only; data loads on first use). A
+checker that needs resources (a temporary directory, a compiler cache) acquires them in
+:meth:`Task.open` and releases them in :meth:`Task.close`. The check service calls ``open`` once
+in every worker process before its first check, with a private folder that the service deletes
+when it shuts down (even if a worker was killed), and ``close`` when the worker ends normally.
+``with task: ...`` does the same in the current process.
+
+**Evaluation**: :meth:`Task.metrics` turns one certificate into named figures; those named in
+``binary_metrics`` are 0/1 (pass@k applies to them), the others are graded (mean, best of k).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import os
 from abc import ABC, abstractmethod
+from pathlib import Path
 from typing import Any, Callable
 
+from rlsf.config import opt
+from rlsf.errors import RlsfError
 from rlsf.feedback.certificate import Certificate
 
 Example = dict[str, Any]
 Messages = list[dict[str, str]]
 
+DATA_ENV = "RLSF_DATA_DIR"
+
 _REGISTRY: dict[str, type["Task"]] = {}
 
 
-class TaskError(ValueError):
+class TaskError(RlsfError):
     """Bad task data or options: the message says which file, row or option."""
 
 
@@ -37,10 +60,15 @@ class Task(ABC):
 
     name: str = ""
     description: str = ""
+    #: Splits :meth:`load` accepts; the first is the one RL and SFT train on.
+    splits: tuple[str, ...] = ("train", "test")
+    #: Metrics of :meth:`metrics` that are 0/1 per completion (pass@k and votes apply to them).
+    binary_metrics: tuple[str, ...] = ("success",)
 
     @dataclasses.dataclass
     class Options:
-        pass
+        data_dir: str | None = opt(None, f"Data folder laid out like shared/data (default: ${DATA_ENV}, then a "
+                                         "packaged copy where one exists).")
 
     def __init__(self, **options: Any) -> None:
         fields = {f.name for f in dataclasses.fields(self.Options)}
@@ -50,11 +78,54 @@ class Task(ABC):
                 f"task {self.name!r}: unknown option(s) {unknown}; valid options: {sorted(fields)}"
             )
         self.options = self.Options(**options)
+        if self.options.data_dir is not None and not isinstance(self.options.data_dir, (str, os.PathLike)):
+            raise TaskError(f"task {self.name!r}: option data_dir must be a path, got {self.options.data_dir!r}")
 
+    # ---- data ----------------------------------------------------------------------------------
     @abstractmethod
     def load(self, split: str) -> list[Example]:
-        """Return the examples of ``split`` (``"train"`` or ``"test"``)."""
+        """The examples of ``split`` (one of :attr:`splits`); each has a unique ``id``."""
 
+    def check_split(self, split: str) -> None:
+        if split not in self.splits:
+            raise TaskError(f"task {self.name!r}: unknown split {split!r}; splits: {', '.join(self.splits)}")
+
+    def example(self, example_id: Any) -> Example:
+        """The example whose ``id`` is ``example_id`` (compared as text), from any split."""
+        key = str(example_id).strip()
+        for split in self.splits:
+            for ex in self.load(split):
+                if str(ex.get("id")) == key:
+                    return ex
+        raise TaskError(f"task {self.name!r}: no example with id {key!r} in splits {', '.join(self.splits)}")
+
+    def data_file(self, relative: str, packaged: Callable[[], Path | None] | None = None, hint: str = "") -> Path:
+        """Locate ``relative`` (e.g. ``"game24/24.csv"``) by the data convention (module docstring).
+
+        An explicit ``data_dir`` option is used alone; ``$RLSF_DATA_DIR`` falls back to the
+        packaged copy. Raises :class:`TaskError` naming every place looked at.
+        """
+        tried: list[str] = []
+        if self.options.data_dir is not None:
+            path = Path(self.options.data_dir).expanduser() / relative
+            if path.exists():
+                return path
+            raise TaskError(f"task {self.name!r}: {path} not found (option data_dir={self.options.data_dir!r})")
+        if os.environ.get(DATA_ENV):
+            path = Path(os.environ[DATA_ENV]).expanduser() / relative
+            if path.exists():
+                return path
+            tried.append(f"{path} (${DATA_ENV})")
+        if packaged is not None:
+            path = packaged()
+            if path is not None and path.exists():
+                return path
+            tried.append(f"{path} (packaged copy)" if path is not None else "a packaged copy (not installed)")
+        where = "; ".join(tried) or f"nowhere: ${DATA_ENV} is not set"
+        raise TaskError(f"task {self.name!r}: cannot find {relative}; looked in {where}. Set {DATA_ENV} to a "
+                        f"folder laid out like shared/data, or the task option data_dir.{' ' + hint if hint else ''}")
+
+    # ---- model interface -----------------------------------------------------------------------
     @abstractmethod
     def prompt(self, example: Example) -> Messages:
         """Chat messages for ``example`` (rendered with the tokenizer's chat template)."""
@@ -67,11 +138,32 @@ class Task(ABC):
         """A correct completion for supervised fine-tuning, or ``None`` if there is none."""
         return None
 
+    # ---- evaluation ----------------------------------------------------------------------------
+    def metrics(self, example: Example, certificate: Certificate) -> dict[str, float]:
+        """Named figures of one checked completion (averaged over examples by evaluation)."""
+        return {"success": float(certificate.correct), "score": float(certificate.score)}
+
+    # ---- resources -----------------------------------------------------------------------------
+    def open(self, workdir: Path | None = None) -> None:
+        """Acquire what checking needs (called once per process before its first check)."""
+
+    def close(self) -> None:
+        """Release what :meth:`open` acquired."""
+
+    def __enter__(self) -> "Task":
+        self.open()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
 
 def register(name: str) -> Callable[[type[Task]], type[Task]]:
     def deco(cls: type[Task]) -> type[Task]:
         if name in _REGISTRY and _REGISTRY[name] is not cls:
             raise ValueError(f"task {name!r} is already registered")
+        if not issubclass(cls.Options, Task.Options):
+            raise TypeError(f"task {name!r}: Options must inherit Task.Options (for the data_dir convention)")
         cls.name = name
         _REGISTRY[name] = cls
         return cls

@@ -11,10 +11,13 @@ A completion is a Tree-of-Thoughts style derivation, one step per line, then an 
     2 * 12 = 24 (left: 24)
     Answer: (6 - 4) * (4 + 8) = 24
 
-Checking rules (:meth:`Game24.check`):
+Checking rules (:meth:`Game24.check`). The rule behind them: **a completion is correct only if
+everything it states is true and was verified** -- nothing false, nothing unchecked.
 
-* Lines are split on ``"\\n"``; blank lines are ignored. Every non-blank line before the first
-  ``Answer:`` line is a step; lines after the answer line are ignored.
+* Lines are split on ``"\\n"`` (a trailing ``"\\r"`` is dropped); blank lines (``str.strip()``
+  empty) are ignored. The first line of the form ``[*_# ]answer[*_ ]:[*_ ]<text>`` (the word
+  ``answer`` in ASCII, any case; markdown ``**Answer:**`` is fine) is the answer line. Every
+  non-blank line before it is a step; non-blank text after it is not verified.
 * A step ``a op b = c (left: ...)`` is checked against a running multiset of available numbers
   (initially the four inputs): both operands must be available (``4 + 4`` needs two 4s), ``c``
   must equal ``a op b`` exactly, and the ``left`` list must equal the available numbers minus the
@@ -24,15 +27,30 @@ Checking rules (:meth:`Game24.check`):
 * After a wrong step the checker continues from the ``left`` list the model wrote when it
   parses, otherwise from the true state (the step applied correctly when its operands are
   available, else the state before the step), so that later steps are judged on their own.
-* The answer ``<expression> = 24`` is judged on the expression before the first ``=``: it must
-  parse, use each input number exactly once and evaluate to exactly 24. Correctness (the score)
-  depends on the answer line alone: wrong intermediate steps cost their spans but do not make a
-  correct answer incorrect. A wrong or missing answer gets an ``answer_error_reward`` span over
-  the answer line (or the last non-blank line when there is no answer line).
+* The answer line is ``Answer: <expression> [= v1 [= v2 ...]]``, split on ``=`` (trailing dots
+  of the last part are dropped). The expression must parse, use each input number exactly once
+  and evaluate to exactly 24; every stated value ``vi`` must parse (the same grammar) and equal
+  the expression's value: ``= 24`` after an expression worth 25 is wrong, and so is ``= 25``
+  after one worth 24; ``= 24 = 24`` is fine and stating no value is fine. A wrong or missing
+  answer gets an ``answer_error_reward`` span over the answer line (or the last non-blank line
+  when there is no answer line) whose message names the false part.
+* Non-blank text after the answer line gets an ``answer_error_reward`` span over it.
+* Verdicts, first that applies: ``empty`` (blank text); ``no_answer``; ``unparsable_answer``
+  (the expression does not parse, or a stated value does not parse and nothing is false);
+  ``wrong_answer`` (wrong numbers, not 24, or a false stated value); ``text_after_answer``;
+  ``wrong_step`` (a line before the answer is a wrong or unparsable step); ``correct``. Only
+  ``correct`` has ``correct=True`` and score ``correct_reward``; every other verdict scores
+  ``incorrect_reward``. Spans are given whatever the verdict.
 
 Model text is never evaluated with ``eval``: expressions go through a small recursive-descent
 parser over ASCII integers, ``+ - * /``, unary minus and parentheses, with exact
-:class:`fractions.Fraction` arithmetic and limits on length, nesting and literal size.
+:class:`fractions.Fraction` arithmetic. ``× · ∗`` read as ``*``, ``÷`` as ``/``, ``− –`` as ``-``.
+Limits keep the work per line bounded and are part of the rule (text beyond them is
+unparsable): a step line is at most ``MAX_STEP_LINE_CHARS`` characters once stripped, and its
+numbers (``12``, ``-4``, ``8/3``, ``1.5``) at most 24 digits per part; each ``=``-separated
+part of the answer is at most ``MAX_EXPRESSION_CHARS`` characters, its integer literals at most
+``MAX_LITERAL_DIGITS`` digits, and every literal has at most ``MAX_NESTING - 1`` parentheses and
+unary minuses around it. ``tests/oracles.py`` implements the same rule independently.
 """
 
 from __future__ import annotations
@@ -55,7 +73,9 @@ from rlsf.tasks.base import Example, Messages, Task, TaskError, register
 TARGET = Fraction(24)
 
 #: Verdicts :meth:`Game24.check` can return.
-VERDICTS = ("correct", "wrong_answer", "unparsable_answer", "no_answer", "empty")
+VERDICTS = (
+    "correct", "wrong_step", "text_after_answer", "wrong_answer", "unparsable_answer", "no_answer", "empty"
+)
 
 # Guards for model text: bounded work per line whatever the model writes.
 MAX_EXPRESSION_CHARS = 500
@@ -296,7 +316,8 @@ _STEP_RES = (
         rf"(?P<a>-?{_DIGITS})\s*(?P<op>{_OP})\s*(?P<b>-?{_DIGITS})\s*=\s*(?P<c>{_NUM})\s*{_LEFT}", re.I
     ),
 )
-_ANSWER_RE = re.compile(r"[*_#\s]*answer[*_\s]*:[*_\s]*(?P<expr>.*)", re.I | re.S)
+# The word "answer" in ASCII only (re.I would also let the long s "ſ" stand for "s").
+_ANSWER_RE = re.compile(r"[*_#\s]*[Aa][Nn][Ss][Ww][Ee][Rr][*_\s]*:[*_\s]*(?P<expr>.*)", re.S)
 
 
 def _apply(a: Fraction, op: str, b: Fraction) -> Fraction | None:
@@ -389,6 +410,83 @@ def _lines(text: str) -> list[tuple[int, int]]:
     return out
 
 
+#: At most this many false or unparsable stated values are named in one message.
+_MAX_STATED_MESSAGES = 3
+
+
+def _short(text: str, limit: int = 40) -> str:
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _judge_answer(text: str, inputs: list[Fraction]) -> tuple[str | None, str, str | None]:
+    """Judge the text after ``Answer:`` (see the module docstring).
+
+    Returns ``(verdict, message, canonical)``: ``verdict`` is ``None`` when the answer is right,
+    else ``"unparsable_answer"`` or ``"wrong_answer"``; ``canonical`` is the expression without
+    blanks (``None`` when it does not parse).
+    """
+    parts = [part.strip() for part in text.split("=")]
+    parts[-1] = parts[-1].rstrip(".").strip()
+    expr_text, stated = parts[0], parts[1:]
+    try:
+        value, used = _parse_with_numbers(expr_text)
+    except ExpressionError as e:
+        return "unparsable_answer", f"cannot parse answer: {e}", None
+    except RecursionError:  # belt and braces; MAX_NESTING keeps recursion shallow
+        return "unparsable_answer", "cannot parse answer: nested too deeply", None
+    canonical = "".join(expr_text.translate(_OPERATOR_MAP).split())
+    problems: list[str] = []
+    want = sorted(int(x) for x in inputs)
+    if sorted(used) != want:
+        extra = Counter(used) - Counter(want)
+        missing = Counter(want) - Counter(used)
+        detail = "; ".join(
+            f"{label}: {' '.join(map(str, sorted(c.elements())))}"
+            for label, c in (("extra", extra), ("missing", missing))
+            if c
+        )
+        problems.append(
+            f"uses numbers {' '.join(map(str, sorted(used))) or 'none'} but the puzzle is "
+            f"{' '.join(map(str, want))} ({detail})"
+        )
+    if value is None:
+        problems.append("division by zero")
+    elif value != TARGET:
+        problems.append(f"evaluates to {format_number(value)}, not 24")
+    # Every value stated after an '=' is a claim: it must parse and equal the expression's value.
+    false_stated: list[str] = []
+    unparsable_stated: list[str] = []
+    for part in stated:
+        try:
+            claimed, _ = _parse_with_numbers(part)
+        except (ExpressionError, RecursionError) as e:
+            reason = str(e) if isinstance(e, ExpressionError) else "nested too deeply"
+            unparsable_stated.append(f"cannot parse stated result {_short(part)!r}: {reason}")
+            continue
+        if claimed is None:
+            false_stated.append(f"stated result {_short(part)} divides by zero")
+        elif value is not None and claimed != value:
+            false_stated.append(f"states {_short(part)} but the expression is {format_number(value)}")
+    for found in (false_stated, unparsable_stated):
+        if len(found) > _MAX_STATED_MESSAGES:
+            more = len(found) - _MAX_STATED_MESSAGES
+            found[_MAX_STATED_MESSAGES:] = [f"and {more} more such stated result{'s' if more > 1 else ''}"]
+    if problems or false_stated:
+        return "wrong_answer", "; ".join(problems + false_stated + unparsable_stated), canonical
+    if unparsable_stated:
+        return "unparsable_answer", "; ".join(unparsable_stated), canonical
+    return None, "", canonical
+
+
+def _packaged_csv() -> Path | None:
+    """``24.csv`` inside the installed tree-of-thoughts-llm package (located without importing
+    ``tot``, which pulls in openai and friends)."""
+    spec = importlib.util.find_spec("tot")
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    return Path(list(spec.submodule_search_locations)[0]) / "data" / "24" / "24.csv"
+
+
 @register("game24")
 class Game24(Task):
     """Game of 24 (Tree-of-Thoughts puzzles) with a step-by-step exact-arithmetic checker."""
@@ -396,8 +494,9 @@ class Game24(Task):
     description = "Reach 24 from four numbers with + - * /; each step and the answer checked exactly."
 
     @dataclass
-    class Options:
-        data_path: str | None = opt(None, "CSV of puzzles (ToT's 24.csv); None uses the copy in the installed tree-of-thoughts-llm package.")
+    class Options(Task.Options):
+        data_path: str | None = opt(None, "CSV of puzzles in ToT's 24.csv format; overrides data_dir (default: "
+                                          "<data_dir>/game24/24.csv, then the copy in tree-of-thoughts-llm).")
         test_start: int = opt(900, "First 0-based row of the held-out test split (ToT uses rows 900-999).")
         test_end: int = opt(1000, "End (exclusive) of the test split; all other rows are train.")
         correct_reward: float = opt(1.0, "Certificate score when the answer line is correct.")
@@ -433,22 +532,16 @@ class Game24(Task):
 
     # -- data ---------------------------------------------------------------------------------
 
-    def data_file(self) -> Path:
+    def csv_path(self) -> Path:
         if self.options.data_path is not None:
             return Path(self.options.data_path)
-        # find_spec locates the package without importing tot (which pulls in openai etc.).
-        spec = importlib.util.find_spec("tot")
-        if spec is None or not spec.submodule_search_locations:
-            raise TaskError(
-                "task 'game24': the puzzle list ships with tree-of-thoughts-llm; run "
-                "`pip install --no-deps tree-of-thoughts-llm` or set option data_path to a 24.csv"
-            )
-        return Path(list(spec.submodule_search_locations)[0]) / "data" / "24" / "24.csv"
+        return self.data_file("game24/24.csv", packaged=_packaged_csv,
+                              hint="The puzzles also ship in `pip install --no-deps tree-of-thoughts-llm`.")
 
     def _read(self) -> list[Example]:
         if self._rows is not None:
             return self._rows
-        path = self.data_file()
+        path = self.csv_path()
         try:
             handle = path.open(newline="", encoding="utf-8")
         except OSError as e:
@@ -474,13 +567,12 @@ class Game24(Task):
         return rows
 
     def load(self, split: str) -> list[Example]:
-        if split not in ("train", "test"):
-            raise TaskError(f"task 'game24': unknown split {split!r}; use 'train' or 'test'")
+        self.check_split(split)
         rows = self._read()
         lo, hi = self.options.test_start, self.options.test_end
         if hi > len(rows):
             raise TaskError(
-                f"task 'game24': option test_end ({hi}) exceeds the {len(rows)} rows of {self.data_file()}"
+                f"task 'game24': option test_end ({hi}) exceeds the {len(rows)} rows of {self.csv_path()}"
             )
         chosen = rows[lo:hi] if split == "test" else rows[:lo] + rows[hi:]
         # Copies, so that callers mutating examples cannot corrupt the cache.
@@ -520,13 +612,15 @@ class Game24(Task):
         state = list(inputs)
         steps = steps_correct = 0
         answer_line: tuple[int, int, str] | None = None
+        after: list[tuple[int, int]] = []  # non-blank lines after the answer line
         lines = _lines(completion)
-        for start, end in lines:
+        for i, (start, end) in enumerate(lines):
             text = completion[start:end]
             m = _ANSWER_RE.fullmatch(text)
             if m:
                 answer_line = (start, end, m["expr"])
-                break  # lines after the answer are ignored
+                after = lines[i + 1 :]
+                break
             steps += 1
             result = _check_step(text, state)
             state = result.next_state
@@ -541,40 +635,21 @@ class Game24(Task):
             "step_accuracy": steps_correct / steps if steps else 0.0,
         }
 
-        def fail(verdict: str, start: int, end: int, message: str, answer: str | None = None) -> Certificate:
-            spans.append(Span(start, end, o.answer_error_reward, message))
-            return Certificate(o.incorrect_reward, verdict, False, spans, info, answer)
-
         if answer_line is None:
             start, end = lines[-1]
-            return fail("no_answer", start, end, "no 'Answer: <expression> = 24' line")
-        start, end, expr_text = answer_line
-        expr_text = expr_text.split("=", 1)[0].strip().rstrip(".").strip()
-        try:
-            value, used = _parse_with_numbers(expr_text)
-        except ExpressionError as e:
-            return fail("unparsable_answer", start, end, f"cannot parse answer: {e}")
-        except RecursionError:  # belt and braces; MAX_NESTING keeps recursion shallow
-            return fail("unparsable_answer", start, end, "cannot parse answer: nested too deeply")
-        canonical = "".join(expr_text.translate(_OPERATOR_MAP).split())
-        problems = []
-        want = sorted(int(x) for x in inputs)
-        if sorted(used) != want:
-            extra = Counter(used) - Counter(want)
-            missing = Counter(want) - Counter(used)
-            detail = "; ".join(
-                f"{label}: {' '.join(map(str, sorted(c.elements())))}"
-                for label, c in (("extra", extra), ("missing", missing))
-                if c
-            )
-            problems.append(
-                f"uses numbers {' '.join(map(str, sorted(used))) or 'none'} but the puzzle is "
-                f"{' '.join(map(str, want))} ({detail})"
-            )
-        if value is None:
-            problems.append("division by zero")
-        elif value != TARGET:
-            problems.append(f"evaluates to {format_number(value)}, not 24")
-        if problems:
-            return fail("wrong_answer", start, end, "; ".join(problems), canonical)
+            spans.append(Span(start, end, o.answer_error_reward, "no 'Answer: <expression> = 24' line"))
+            return Certificate(o.incorrect_reward, "no_answer", False, spans, info, None)
+        start, end, answer_text = answer_line
+        verdict, message, canonical = _judge_answer(answer_text, inputs)
+        if verdict is not None:
+            spans.append(Span(start, end, o.answer_error_reward, message))
+        if after:
+            n = len(after)
+            spans.append(Span(after[0][0], after[-1][1], o.answer_error_reward,
+                              f"text after the answer line is not checked ({n} non-blank line{'s' if n > 1 else ''})"))
+            verdict = verdict or "text_after_answer"
+        if verdict is None and steps_correct < steps:
+            verdict = "wrong_step"  # the spans of the wrong steps say which and why
+        if verdict is not None:
+            return Certificate(o.incorrect_reward, verdict, False, spans, info, canonical)
         return Certificate(o.correct_reward, "correct", True, spans, info, canonical)

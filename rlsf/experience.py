@@ -1,0 +1,106 @@
+"""The experience record: one batch of sampled completions and everything known about them.
+
+It flows from the rollout (prompt and sampled ids, sampling log-probs) through checking (text,
+token offsets, certificate) and reward shaping (token rewards) to the update and to
+evaluation, so every stage reads the same rows::
+
+    row i:  examples[i]  group[i]  prompt_ids[i]  response_ids[i]  logprobs[i]
+            texts[i]  offsets[i]  certificates[i]  rewards[i]
+
+``group`` says which rows are samples of the same prompt (the group baseline of GRPO and the
+like compares them); it is explicit, never inferred from row order. A row whose check failed
+(``certificates[i].failed``) is not ``valid``: :attr:`Experience.loss_mask` is zero on it, so
+no update learns from it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+import torch
+
+from rlsf.feedback.certificate import Certificate
+from rlsf.feedback.token_rewards import Offsets
+
+
+@dataclass
+class Experience:
+    prompt_ids: torch.Tensor  # [B, P] left-padded
+    prompt_mask: torch.Tensor  # [B, P]
+    response_ids: torch.Tensor  # [B, R] right-padded
+    response_mask: torch.Tensor  # [B, R] 1 on generated tokens (end of turn included)
+    truncated: list[bool]  # cut by max_new_tokens before end of turn
+    logprobs: torch.Tensor | None = None  # [B, R] of each sampled token under the distribution it was
+    # drawn from (temperature and top-p applied); None for greedy decoding
+    examples: list[dict[str, Any]] = field(default_factory=list)
+    group: torch.Tensor | None = None  # [B] long: rows with equal ids sampled the same prompt
+    texts: list[str] = field(default_factory=list)
+    offsets: list[Offsets] = field(default_factory=list)  # per row, one (start, end) per response token
+    certificates: list[Certificate] = field(default_factory=list)
+    rewards: torch.Tensor | None = None  # [B, R] token rewards made from the certificates
+
+    def __len__(self) -> int:
+        return self.response_ids.shape[0]
+
+    @property
+    def input_ids(self) -> torch.Tensor:
+        return torch.cat([self.prompt_ids, self.response_ids], dim=1)
+
+    @property
+    def attention_mask(self) -> torch.Tensor:
+        return torch.cat([self.prompt_mask, self.response_mask], dim=1)
+
+    @property
+    def valid(self) -> torch.Tensor:
+        """``[B]`` bool: rows whose check did not fail (all rows before checking)."""
+        if not self.certificates:
+            return torch.ones(len(self), dtype=torch.bool)
+        return torch.tensor([not c.failed for c in self.certificates], dtype=torch.bool)
+
+    @property
+    def loss_mask(self) -> torch.Tensor:
+        """``[B, R]`` float: the tokens an update learns from (generated tokens of valid rows)."""
+        return self.response_mask.float() * self.valid[:, None].float()
+
+    def select(self, rows: torch.Tensor | list[int], trim: bool = False) -> "Experience":
+        """These rows; with ``trim``, without the prompt columns (left) and response columns (right)
+        that are padding in every selected row, so no compute is spent on them."""
+        rows = torch.as_tensor(rows, dtype=torch.long)
+        idx = rows.tolist()
+        p_ids, p_mask, r_ids, r_mask = (self.prompt_ids[rows], self.prompt_mask[rows], self.response_ids[rows],
+                                        self.response_mask[rows])
+        lp = self.logprobs[rows] if self.logprobs is not None else None
+        rw = self.rewards[rows] if self.rewards is not None else None
+        if trim and idx:
+            P = max(int(p_mask.sum(1).max()), 1)
+            R = max(int(r_mask.sum(1).max()), 1)
+            p_ids, p_mask, r_ids, r_mask = p_ids[:, -P:], p_mask[:, -P:], r_ids[:, :R], r_mask[:, :R]
+            lp = lp[:, :R] if lp is not None else None
+            rw = rw[:, :R] if rw is not None else None
+
+        def pick(xs: list) -> list:
+            return [xs[i] for i in idx] if xs else []
+
+        return replace(self, prompt_ids=p_ids, prompt_mask=p_mask, response_ids=r_ids, response_mask=r_mask,
+                       truncated=pick(self.truncated), logprobs=lp, examples=pick(self.examples),
+                       group=self.group[rows] if self.group is not None else None, texts=pick(self.texts),
+                       offsets=pick(self.offsets), certificates=pick(self.certificates), rewards=rw)
+
+
+def attach_checks(exp: Experience, examples: list[dict[str, Any]], group: torch.Tensor, checked: list,
+                  reward_cfg) -> Experience:
+    """Fill in what checking learned about each row (``checked[i]``: :class:`rlsf.checking.Checked`)
+    and, given ``reward_cfg`` (the ``reward`` settings), the token rewards of the certificates."""
+    from rlsf.feedback.token_rewards import token_reward_tensor
+
+    exp.examples, exp.group = list(examples), group
+    exp.texts = [c.text for c in checked]
+    exp.offsets = [c.offsets for c in checked]
+    exp.certificates = [c.certificate for c in checked]
+    if reward_cfg is None:
+        return exp
+    exp.rewards = token_reward_tensor(exp.certificates, exp.offsets, exp.response_mask, mode=reward_cfg.mode,
+                                      spread_spans=reward_cfg.spread_spans, span_weight=reward_cfg.span_weight)
+    exp.rewards *= exp.valid[:, None].float()  # a failed check is no reward at all, not a zero score
+    return exp
