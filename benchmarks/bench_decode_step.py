@@ -2,13 +2,18 @@
 
 The sampling benchmark times whole rollouts, which on a shared machine swing by 2-3x between
 rounds when neighbours take CPU time. This one times single decode steps of SmolLM2-135M-Instruct
-in bf16 (weights from the float32 master weights, as the trainer does) at a given batch and
-cache length, for three steppers of ``rlsf.decode_step``, interleaved round by round:
+(``--model``) at a given batch and cache length, in the precision rlsf samples in (the runtime's
+decision, ``--precision``: bf16 weights made from the float32 master weights, as the trainer
+does, where the CPU has fast bf16; float32 where it does not), for the steppers of
+``rlsf.decode_step``, interleaved round by round:
 
-* ``ModelStep``: the Hugging Face forward over a ``DynamicCache`` (under bf16 autocast, on a
-  persistent bf16 copy, as sampling runs for architectures the fused step does not cover);
-* ``FusedLlamaStep`` with plain bf16 weights;
-* ``FusedLlamaStep`` with oneDNN-prepacked weights (the default on a CPU with bf16 support).
+* ``ModelStep``: the Hugging Face forward over a ``DynamicCache`` (in bf16: under bf16 autocast
+  on a persistent bf16 copy, as sampling runs for architectures the fused step does not cover;
+  in float32: on the master weights);
+* ``FusedLlamaStep`` with plain weights;
+* ``FusedLlamaStep`` with oneDNN-prepacked weights (the default in bf16 on a CPU with oneDNN bf16
+  support; rlsf never packs float32 weights, so in float32, or where oneDNN bf16 is missing, this
+  side is left out and the header says so).
 
 Each round runs ``--tokens`` steps per stepper and keeps its fastest step (the least disturbed);
 the figures are the median and the best of those over ``--rounds``. Building a fused step
@@ -21,9 +26,59 @@ from __future__ import annotations
 
 import argparse
 import statistics
+import sys
 import time
+from pathlib import Path
+from typing import Callable
 
 import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import add_machine_flags, start  # noqa: E402
+
+HF_SIDE = "model's own forward (HF)"
+
+
+def steppers(master, batch: int, length: int, precision: str) -> tuple[dict[str, Callable], list[str]]:
+    """The sides for ``precision`` (name -> maker of a fresh stepper) and notes on sides left out."""
+    from rlsf.decode_step import FusedLlamaStep, ModelStep, _mkldnn_bf16
+    from rlsf.rollout import SamplingModel
+
+    weights = SamplingModel(master, precision).model  # a bf16 copy in bf16, the master weights in float32
+    makers = {
+        HF_SIDE: lambda: ModelStep(weights, precision),
+        "fused step, plain weights": lambda: FusedLlamaStep(master, batch, length, precision, pack=False),
+    }
+    notes = []
+    if precision != "bf16":
+        notes.append("fused step, prepacked: left out (rlsf prepacks bf16 weights only)")
+    elif not _mkldnn_bf16():
+        notes.append("fused step, prepacked: left out (oneDNN bf16 linear unavailable on this CPU)")
+    else:
+        makers["fused step, prepacked"] = lambda: FusedLlamaStep(master, batch, length, precision, pack=True)
+    return makers, notes
+
+
+def time_steps(makers: dict[str, Callable], ids: torch.Tensor, mask: torch.Tensor, tokens: int,
+               rounds: int) -> tuple[dict[str, list[float]], dict[str, list[float]]]:
+    """Fastest step (ms) and build time (s) per side and round; round 0 is the warm-up (kept, drop it)."""
+    step_ms: dict[str, list[float]] = {k: [] for k in makers}
+    build_s: dict[str, list[float]] = {k: [] for k in makers}
+    with torch.no_grad():
+        for _ in range(rounds + 1):  # the first round warms up and is dropped
+            for name, make in makers.items():
+                t0 = time.perf_counter()
+                stepper = make()
+                build_s[name].append(time.perf_counter() - t0)
+                stepper.prefill(ids, mask)
+                tok, pos, fastest = ids[:, -1], mask.sum(-1), float("inf")
+                for _ in range(tokens):
+                    t0 = time.perf_counter()
+                    tok = stepper.step(tok, pos).argmax(-1)
+                    fastest = min(fastest, time.perf_counter() - t0)
+                    pos = pos + 1
+                step_ms[name].append(fastest * 1e3)
+    return step_ms, build_s
 
 
 def main() -> None:
@@ -32,43 +87,25 @@ def main() -> None:
     ap.add_argument("--prompt", type=int, default=68, help="Prompt length (tokens already in the cache).")
     ap.add_argument("--tokens", type=int, default=32, help="Steps per stepper per round.")
     ap.add_argument("--rounds", type=int, default=6)
-    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--model", default="smollm2-135m", help="Model (a Llama-style one: the fused step's).")
+    add_machine_flags(ap)
     args = ap.parse_args()
-    torch.set_num_threads(args.threads)
+    precision, _ = start("bench_decode_step: one decode step, HF forward vs fused step", args)
 
-    from rlsf.decode_step import FusedLlamaStep, ModelStep
     from rlsf.models import load_model, resolve_model
-    from rlsf.rollout import SamplingModel
 
-    master = load_model(resolve_model("smollm2-135m"))
-    bf16_copy = SamplingModel(master, "bf16").model
+    master = load_model(resolve_model(args.model))  # float32, as the trainer holds it
     B, P = args.batch, args.prompt
     g = torch.Generator().manual_seed(0)
-    ids = torch.randint(100, 40000, (B, P), generator=g)
+    ids = torch.randint(100, min(40000, master.config.vocab_size), (B, P), generator=g)
     mask = torch.ones(B, P, dtype=torch.long)
-    makers = {
-        "model's own forward (HF)": lambda: ModelStep(bf16_copy, "bf16"),
-        "fused step, plain weights": lambda: FusedLlamaStep(master, B, P + args.tokens, "bf16", pack=False),
-        "fused step, prepacked": lambda: FusedLlamaStep(master, B, P + args.tokens, "bf16", pack=True),
-    }
-    step_ms: dict[str, list[float]] = {k: [] for k in makers}
-    build_s: dict[str, list[float]] = {k: [] for k in makers}
-    with torch.no_grad():
-        for _ in range(args.rounds + 1):  # the first round warms up and is dropped
-            for name, make in makers.items():
-                t0 = time.perf_counter()
-                stepper = make()
-                build_s[name].append(time.perf_counter() - t0)
-                stepper.prefill(ids, mask)
-                tok, pos, fastest = ids[:, -1], mask.sum(-1), float("inf")
-                for _ in range(args.tokens):
-                    t0 = time.perf_counter()
-                    tok = stepper.step(tok, pos).argmax(-1)
-                    fastest = min(fastest, time.perf_counter() - t0)
-                    pos = pos + 1
-                step_ms[name].append(fastest * 1e3)
-    print(f"batch {B}, prompt {P}, {args.tokens} steps x {args.rounds} rounds, {args.threads} threads")
-    base = statistics.median(step_ms["model's own forward (HF)"][1:])
+    makers, notes = steppers(master, B, P + args.tokens, precision)
+    for note in notes:
+        print(f"   {note}")
+    step_ms, build_s = time_steps(makers, ids, mask, args.tokens, args.rounds)
+    print(f"batch {B}, prompt {P}, {args.tokens} steps x {args.rounds} rounds, {args.threads} threads, "
+          f"precision {precision}")
+    base = statistics.median(step_ms[HF_SIDE][1:])
     for name in makers:
         ms = step_ms[name][1:]
         print(f"{name:<28} step median {statistics.median(ms):6.1f} ms  best {min(ms):6.1f} ms  "

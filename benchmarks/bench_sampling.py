@@ -1,18 +1,23 @@
 """Sampling throughput: rlsf's rollout vs plain ``model.generate`` in fp32, side by side.
 
-Both sides load the same converted SmolLM2-135M-Instruct, sample the same Game of 24 prompts at
-the same batch size and temperature, and generate exactly ``--tokens`` new tokens per sequence
-(no end-of-turn id) so that both do the same work. The plain side is what a user gets from
-``AutoModelForCausalLM.from_pretrained(...).generate(...)``; the rlsf side is
-``rlsf.rollout.generate`` as the trainer runs it: the rlsf sampling loop (each distinct prompt
-prefilled once, inverse-CDF sampling, per-token log-prob recording) on the fused step of
-``rlsf.decode_step``, which makes bf16 weights from the float32 master weights at each call (that
-conversion is timed). Two more sides show where the gain comes from: a persistent bf16 copy
-through HF ``generate`` (``engine="hf"``), and the same copy through the rlsf loop with the
-model's own forward as its step (``fused_step=False``), and the fused step with plain bf16
-weights instead of oneDNN-prepacked ones. ``--samples-per-prompt k``
-repeats each prompt ``k`` times, as RL rollouts do. Rounds alternate between the sides so
-machine noise hits all of them.
+Both sides load the same converted SmolLM2-135M-Instruct (``--model``), sample the same Game of
+24 prompts at the same batch size and temperature, and generate exactly ``--tokens`` new tokens
+per sequence (no end-of-turn id) so that both do the same work. The plain side is what a user
+gets from ``AutoModelForCausalLM.from_pretrained(...).generate(...)``; the rlsf side is
+``rlsf.rollout.generate`` as the trainer runs it, in the precision the trainer samples in (the
+runtime's decision, ``--precision``): the rlsf sampling loop (each distinct prompt prefilled
+once, inverse-CDF sampling, per-token log-prob recording) on the fused step of
+``rlsf.decode_step``, which in bf16 makes bf16 weights from the float32 master weights at each
+call (that conversion is timed) and in float32 reads the master weights. Since engine v2
+``generate`` returns ids and log-probs only: the text and token offsets are made by the check
+service, so neither side detokenises here. More sides show where the gain comes from: the
+sampling weights (a persistent bf16 copy in bf16, the master weights in float32) through HF
+``generate`` (``engine="hf"``), the same weights through the rlsf loop with the model's own
+forward as its step (``fused_step=False``), and, in bf16 on a CPU with oneDNN bf16, the fused
+step with plain bf16 weights instead of oneDNN-prepacked ones (rlsf never packs float32
+weights, so that side is left out in float32). ``--samples-per-prompt k`` repeats each prompt
+``k`` times, as RL rollouts do. Rounds alternate between the sides so machine noise hits all of
+them.
 
     python benchmarks/bench_sampling.py --batch 32 --tokens 64 --rounds 3
     python benchmarks/bench_sampling.py --batch 8 --samples-per-prompt 8 --tokens 64 --rounds 3
@@ -22,42 +27,36 @@ from __future__ import annotations
 
 import argparse
 import statistics
+import sys
 import time
+from pathlib import Path
+from typing import Callable
 from unittest import mock
 
 import torch
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import add_machine_flags, start  # noqa: E402
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--batch", type=int, default=32, help="Sequences per generate call.")
-    ap.add_argument("--tokens", type=int, default=64, help="New tokens per sequence.")
-    ap.add_argument("--samples-per-prompt", type=int, default=1, help="Copies of each prompt in the batch.")
-    ap.add_argument("--rounds", type=int, default=3, help="Timed rounds per side (after one warm-up each).")
-    ap.add_argument("--threads", type=int, default=2, help="torch threads.")
-    args = ap.parse_args()
-    torch.set_num_threads(args.threads)
+PLAIN = "plain generate (fp32)"
 
+
+def make_sides(path: str, prompts: list[str], tokens: int, batch: int,
+               precision: str) -> tuple[dict[str, Callable[[], int]], list[str]]:
+    """The sides (name -> one timed call returning the tokens it generated) and notes on sides left out."""
     from transformers import AutoModelForCausalLM, GenerationConfig
-    from transformers.utils import logging as hf_logging
 
-    from rlsf.models import load_model, load_tokenizer, resolve_model
-    from rlsf.rollout import SamplingModel, generate, task_prompts
-    from rlsf.tasks import get_task
+    from rlsf.decode_step import _mkldnn_bf16
+    from rlsf.models import load_model, load_tokenizer
+    from rlsf.rollout import SamplingModel, generate
 
-    hf_logging.disable_progress_bar()
-    path = resolve_model("smollm2-135m")
     tok = load_tokenizer(path)
-    task = get_task("game24")
-    examples = task.load("train")
-    k = args.samples_per_prompt
-    prompts = task_prompts(tok, task, [examples[(i // k) % len(examples)] for i in range(args.batch)])
-
     plain = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32).eval()
     master = load_model(path)  # float32, as the trainer holds it
-    bf16_copy = SamplingModel(master, "bf16").model  # what the non-fused sides sample from
+    # What the non-fused sides sample from: a persistent bf16 copy in bf16, the master weights in float32.
+    weights = SamplingModel(master, precision).model
     # No end-of-turn id on either side: both generate exactly --tokens tokens per sequence.
-    plain_config = GenerationConfig(do_sample=True, temperature=1.0, top_p=1.0, top_k=0, max_new_tokens=args.tokens,
+    plain_config = GenerationConfig(do_sample=True, temperature=1.0, top_p=1.0, top_k=0, max_new_tokens=tokens,
                                     pad_token_id=tok.pad_token_id, eos_token_id=None)
 
     def run_plain() -> int:
@@ -70,16 +69,51 @@ def main() -> None:
         if not pack:  # the fused step with plain bf16 weights instead of oneDNN-prepacked ones
             with mock.patch("rlsf.decode_step._mkldnn_bf16", return_value=False):
                 return run_ours(engine, fused)
-        # The fused step reads the float32 master weights and makes its bf16 weights per call
-        # (that conversion is timed); the other sides run on the persistent bf16 copy.
-        ro = generate(master if fused and engine == "rlsf" else bf16_copy, tok, prompts, max_new_tokens=args.tokens, temperature=1.0, batch_size=args.batch,
-                      precision="bf16", ignore_eos=True, engine=engine, fused_step=fused)
-        return int(ro.response_mask.sum())
+        # The fused step reads the float32 master weights (and in bf16 makes its bf16 weights per
+        # call: that conversion is timed); the other sides run on ``weights``.
+        exp = generate(master if fused and engine == "rlsf" else weights, tok, prompts, max_new_tokens=tokens,
+                       temperature=1.0, batch_size=batch, precision=precision, ignore_eos=True, engine=engine,
+                       fused_step=fused)
+        return int(exp.response_mask.sum())
 
-    sides = {"plain generate (fp32)": run_plain, "rlsf rollout, hf engine": lambda: run_ours("hf"),
-             "rlsf rollout, rlsf loop, model step": lambda: run_ours("rlsf", fused=False),
-             "rlsf rollout, fused step, unpacked": lambda: run_ours("rlsf", pack=False),
-             "rlsf rollout, rlsf engine": lambda: run_ours("rlsf")}
+    sides = {PLAIN: run_plain, "rlsf rollout, hf engine": lambda: run_ours("hf"),
+             "rlsf rollout, rlsf loop, model step": lambda: run_ours("rlsf", fused=False)}
+    notes = []
+    if precision != "bf16":
+        notes.append("rlsf rollout, fused step, unpacked: left out (in float32 the fused step never packs: "
+                     "it is the rlsf engine side)")
+    elif not _mkldnn_bf16():
+        notes.append("rlsf rollout, fused step, unpacked: left out (no oneDNN bf16 here: the rlsf engine side "
+                     "already runs unpacked)")
+    else:
+        sides["rlsf rollout, fused step, unpacked"] = lambda: run_ours("rlsf", pack=False)
+    sides["rlsf rollout, rlsf engine"] = lambda: run_ours("rlsf")
+    return sides, notes
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--batch", type=int, default=32, help="Sequences per generate call.")
+    ap.add_argument("--tokens", type=int, default=64, help="New tokens per sequence.")
+    ap.add_argument("--samples-per-prompt", type=int, default=1, help="Copies of each prompt in the batch.")
+    ap.add_argument("--rounds", type=int, default=3, help="Timed rounds per side (after one warm-up each).")
+    ap.add_argument("--model", default="smollm2-135m", help="Model on every side.")
+    add_machine_flags(ap)
+    args = ap.parse_args()
+    precision, _ = start("bench_sampling: rlsf rollout vs plain generate", args)
+
+    from rlsf.models import load_tokenizer, resolve_model
+    from rlsf.rollout import task_prompts
+    from rlsf.tasks import get_task
+
+    path = resolve_model(args.model)
+    task = get_task("game24")
+    examples = task.load("train")
+    k = args.samples_per_prompt
+    prompts = task_prompts(load_tokenizer(path), task, [examples[(i // k) % len(examples)] for i in range(args.batch)])
+    sides, notes = make_sides(path, prompts, args.tokens, args.batch, precision)
+    for note in notes:
+        print(f"   {note}")
     for fn in sides.values():  # warm-up
         fn()
     times: dict[str, list[float]] = {k: [] for k in sides}
@@ -89,7 +123,8 @@ def main() -> None:
             t0 = time.perf_counter()
             counts[name] = fn()
             times[name].append(time.perf_counter() - t0)
-    print(f"batch {args.batch} ({k} per prompt), {args.tokens} new tokens, {args.rounds} rounds, {args.threads} threads")
+    print(f"batch {args.batch} ({k} per prompt), {args.tokens} new tokens, {args.rounds} rounds, "
+          f"{args.threads} threads, rlsf precision {precision}")
     # Median and best round per side: on a shared machine (CPU time stolen by neighbours) the
     # best round is the least disturbed one, so its ratio is printed beside the median's.
     rates = {name: counts[name] / statistics.median(times[name]) for name in sides}
@@ -98,8 +133,8 @@ def main() -> None:
         print(f"{name:<36} median {counts[name] / rates[name]:7.2f} s  {rates[name]:7.1f} tokens/s   best "
               f"{best[name]:7.1f} tokens/s  (rounds: {', '.join(f'{t:.2f}' for t in times[name])})")
     for name in list(sides)[1:]:
-        print(f"ratio {name} / plain: {rates[name] / rates['plain generate (fp32)']:.2f}x median, "
-              f"{best[name] / best['plain generate (fp32)']:.2f}x best")
+        print(f"ratio {name} / plain: {rates[name] / rates[PLAIN]:.2f}x median, {best[name] / best[PLAIN]:.2f}x best")
+
 
 if __name__ == "__main__":
     main()

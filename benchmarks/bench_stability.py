@@ -90,12 +90,12 @@ def main() -> None:
     p.add_argument("--arm", nargs="+", action="append", default=[], metavar="NAME KEY=VALUE",
                    help="An extra arm: its name, then settings over the current defaults.")
     args = p.parse_args()
-    from rlsf.runtime import processor_name
+    from common import print_header
 
     arms = {"before": BEFORE, "after": {}}
     for name, *kv in args.arm:
         arms[name] = dict(x.split("=", 1) for x in kv)
-    print(f"CPU: {processor_name()}", flush=True)
+    print_header("bench_stability (each arm prints the precision its process decided)")
     runs = {n: run_arm(n, arms[n], args) for n in args.arms + [a[0] for a in args.arm if a[0] not in args.arms]}
     out = Path(args.out)
     text = table(runs, args.steps)

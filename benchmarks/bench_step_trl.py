@@ -1,20 +1,25 @@
 """Step time: rlsf GRPO vs TRL ``GRPOTrainer`` at identical settings, side by side in one run.
 
-Settings shared by both sides: the converted SmolLM2-135M-Instruct, Game of 24 training prompts
-(chat format), 1 prompt x 8 completions per step, at most ``--tokens`` new tokens, temperature
-1.0, one optimiser update per step, no KL term (TRL's default ``beta=0``), learning rate 1e-6,
-CPU. The reward is the Game of 24 checker: TRL gets the certificate's score as its scalar
-reward; rlsf gets the same certificate as token-level rewards.
+Settings shared by both sides: the converted SmolLM2-135M-Instruct (``--model``), Game of 24
+training prompts (chat format), 1 prompt x 8 completions per step, at most ``--tokens`` new
+tokens, temperature 1.0, one optimiser update per step, no KL term (TRL's default ``beta=0``),
+learning rate 1e-6, CPU (``model.device: cpu`` on the rlsf side, ``use_cpu=True`` on TRL's).
+The reward is the Game of 24 checker: TRL gets the certificate's score as its scalar reward
+(checked in its own process, in its reward function); rlsf gets the same certificate as
+token-level rewards, checked by its check service as the trainer runs it (``check.workers``
+default: one worker process per core, each completion checked as soon as it ends).
 
 ``--fixed-length`` makes every completion exactly ``--tokens`` long on both sides (TRL:
 ``min_new_tokens``; rlsf: ``rollout.ignore_eos``), so both sides do the same work per step
 whatever their samples say; without it, lengths are sampled and differ between the sides.
 
 TRL is run in fp32 (``use_cpu=True``; gradient checkpointing off, its fastest setting here) and,
-with ``--trl-bf16``, with ``bf16=True``. rlsf runs its default fast path (bf16 autocast with fp32
-master weights, bf16 sampling copy, the rlsf sampling loop, shared prompts in the update, no
-separate log-prob pass). The first ``--warmup`` steps of each side are reported separately; the
-ratio uses the median of the steady-state steps.
+with ``--trl-bf16``, with ``bf16=True``. rlsf runs its default fast path (the rlsf sampling loop
+on the fused decoding step, shared prompts in the update, no separate log-prob pass) in the
+precision the runtime decides (``--precision``, default ``auto``: bf16 autocast with fp32 master
+weights and bf16 sampling weights where the CPU probe finds bf16 faster, float32 elsewhere).
+The first ``--warmup`` steps of each side are reported separately (rlsf's first step also starts
+its check workers); the ratio uses the median of the steady-state steps.
 
 ``--lora`` runs every side with the same LoRA adapters (``rlsf.models.LoraSpec``: r 16 on all
 projections, lr 1e-4) instead of full fine-tuning.
@@ -28,10 +33,15 @@ from __future__ import annotations
 
 import argparse
 import statistics
+import sys
 import tempfile
 import time
+from pathlib import Path
 
 import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import add_machine_flags, start  # noqa: E402
 
 
 def trl_step_times(path: str, task, examples, args, bf16: bool, lora: bool = False) -> list[float]:
@@ -80,11 +90,14 @@ def trl_step_times(path: str, task, examples, args, bf16: bool, lora: bool = Fal
 
 
 def rlsf_config(path: str, data_path: str | None, tokens: int, steps: int, out: str, fixed_length: bool = False,
-                **overrides):
+                precision: str = "auto", **overrides):
+    """rlsf's side: GRPO at the shared settings of the module docstring, in ``precision``
+    (``model.autocast``: auto, bf16 or none) on the CPU; ``overrides`` are further ``SECTION.FIELD`` settings."""
     from rlsf.config import Config
 
     return Config.load(None, {
-        "model.name": path, "task.options": {"data_path": data_path} if data_path else {},
+        "model.name": path, "model.device": "cpu", "model.autocast": precision,
+        "task.options": {"data_path": data_path} if data_path else {},
         "rollout.prompts_per_step": 1, "rollout.samples_per_prompt": 8, "rollout.max_new_tokens": tokens,
         "rollout.generation_batch_size": 8, "rollout.ignore_eos": fixed_length, "train.algorithm": "grpo",
         "train.steps": steps, "train.save_every": 0, "grpo.epochs": 1, "grpo.minibatch_size": 8,
@@ -93,17 +106,23 @@ def rlsf_config(path: str, data_path: str | None, tokens: int, steps: int, out: 
     })
 
 
-def rlsf_step_times(path: str, data_path: str | None, args, **overrides) -> tuple[list[float], list[dict]]:
+def rlsf_step_times(path: str, data_path: str | None, args, precision: str,
+                    **overrides) -> tuple[list[float], list[dict]]:
     from rlsf.trainer import RLTrainer
 
     with tempfile.TemporaryDirectory() as out:
-        trainer = RLTrainer(rlsf_config(path, data_path, args.tokens, args.steps, out, args.fixed_length, **overrides))
+        cfg = rlsf_config(path, data_path, args.tokens, args.steps, out, args.fixed_length, precision, **overrides)
+        trainer = RLTrainer(cfg)
         times, stages = [], []
-        while trainer.step < args.steps:
-            t0 = time.perf_counter()
-            metrics = trainer.train_step()
-            times.append(time.perf_counter() - t0)
-            stages.append({k: v for k, v in metrics.items() if k.startswith("timing/") or k == "response/length"})
+        try:
+            while trainer.step < args.steps:
+                t0 = time.perf_counter()
+                metrics = trainer.train_step()
+                times.append(time.perf_counter() - t0)
+                stages.append({k: v for k, v in metrics.items() if k.startswith("timing/") or k == "response/length"})
+        finally:  # train_step() starts the check workers; train() would close them, we call it step by step
+            if trainer.checker is not None:
+                trainer.checker.close()
     return times, stages
 
 
@@ -115,36 +134,45 @@ def main() -> None:
     ap.add_argument("--trl-bf16", action="store_true", help="Also run TRL with bf16=True.")
     ap.add_argument("--fixed-length", action="store_true", help="Every completion exactly --tokens long on both sides.")
     ap.add_argument("--plain", action="store_true", help="Also run rlsf's plain path (HF generate, full-sequence "
-                    "passes, separate log-prob pass, fp32) to show what the fast path buys.")
+                    "passes, fp32) to show what the fast path buys.")
     ap.add_argument("--lora", action="store_true", help="LoRA adapters on every side instead of full fine-tuning.")
     ap.add_argument("--data-path", help="Game of 24 CSV (default: the tree-of-thoughts-llm package copy).")
-    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--model", default="smollm2-135m", help="Model on every side.")
+    add_machine_flags(ap)
     args = ap.parse_args()
     if args.steps <= args.warmup:
         ap.error("--steps must exceed --warmup")
-    torch.set_num_threads(args.threads)
+    try:
+        import trl
+    except ImportError:
+        sys.exit('TRL is not installed: pip install -e ".[bench]"')
+
+    precision, _ = start("bench_step_trl: RL step time, rlsf GRPO vs TRL GRPOTrainer", args, extra=[
+        f"TRL {trl.__version__}: fp32{' and bf16' if args.trl_bf16 else ''} (use_cpu=True)"
+        + ("; rlsf plain path: float32" if args.plain else "")])
 
     from rlsf.models import resolve_model
     from rlsf.tasks import get_task
 
-    path = resolve_model("smollm2-135m")
+    path = resolve_model(args.model)
     task = get_task("game24", **({"data_path": args.data_path} if args.data_path else {}))
     examples = task.load("train")
 
     ours_name = "rlsf GRPO (fast path)"
     lora = {"model.lora": True, "optim.lr": 1e-4} if args.lora else {}
-    times, stages = rlsf_step_times(path, args.data_path, args, **lora)
+    times, stages = rlsf_step_times(path, args.data_path, args, precision, **lora)
     results = {ours_name: times}
     if args.plain:
         # The plain path: HF generate and a full prompt + response pass per sample, in float32.
-        results["rlsf GRPO (plain path)"], _ = rlsf_step_times(path, args.data_path, args, **{
-            "rollout.engine": "hf", "train.share_prompts": False, "model.autocast": "none", **lora})
+        results["rlsf GRPO (plain path)"], _ = rlsf_step_times(path, args.data_path, args, "none", **{
+            "rollout.engine": "hf", "train.share_prompts": False, **lora})
     results["TRL GRPOTrainer fp32"] = trl_step_times(path, task, examples, args, bf16=False, lora=args.lora)
     if args.trl_bf16:
         results["TRL GRPOTrainer bf16"] = trl_step_times(path, task, examples, args, bf16=True, lora=args.lora)
 
     print(f"\n1 prompt x 8 completions, <= {args.tokens} new tokens"
-          f"{' (all exactly that long)' if args.fixed_length else ''}{', LoRA' if args.lora else ''}, {args.steps} steps, {args.threads} threads")
+          f"{' (all exactly that long)' if args.fixed_length else ''}{', LoRA' if args.lora else ''}, "
+          f"{args.steps} steps, {args.threads} threads, rlsf precision {precision}")
     steady = {}
     for name, ts in results.items():
         steady[name] = statistics.median(ts[args.warmup:])

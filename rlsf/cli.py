@@ -128,7 +128,7 @@ def _tasks(name: str | None) -> None:
         raise TaskError(f"unknown task {name!r}; available: {sorted(tasks)}")
     cls = tasks[name]
     print(f"{name}: splits {', '.join(cls.splits)}; metrics: 0/1 {', '.join(cls.binary_metrics)}, others graded")
-    print(f"options (set with --task.options '{{key: value}}' or in YAML under task.options):")
+    print("options (set with --task.options '{key: value}' or in YAML under task.options):")
     for f in dataclasses.fields(cls.Options):
         default = f.default if f.default is not dataclasses.MISSING else None
         print(f"  {f.name:<22} {default!r:<14} {f.metadata.get('help', '')}")

@@ -104,11 +104,12 @@ class CheckConfig:
 
 @dataclass
 class OptimConfig:
-    lr: float = opt(1e-5, "AdamW learning rate for RL.")
-    value_lr: float = opt(1e-4, "Learning rate of the PPO value head.")
+    lr: float = opt(3e-6, "AdamW learning rate for RL. AdamW's first updates move every weight by about the "
+                    "learning rate whatever the gradient (benchmarks/bench_first_update.py): 1e-5 moved the SFT "
+                    "model by ~4 nats per completion in one step, 3e-6 by ~0.4, with warm-up ~0.06.")
     weight_decay: float = opt(0.0, "AdamW weight decay.")
     max_grad_norm: float = opt(1.0, "Gradient clipping norm (0: off).")
-    warmup_steps: int = opt(0, "Linear learning-rate warm-up over the first N optimiser steps of RL.")
+    warmup_steps: int = opt(8, "Linear learning-rate warm-up over the first N optimiser updates of RL (0: none).")
 
 
 @dataclass

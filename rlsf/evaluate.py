@@ -36,7 +36,7 @@ from rlsf.rollout import SamplingModel, rollout_and_check
 from rlsf.runtime import Runtime, load_policy, load_split, load_task, setup
 from rlsf.selectors import SELECTORS
 from rlsf.tasks.base import Example, Task
-from rlsf.utils import seed_everything
+from rlsf.utils import rng_state, seed_everything, set_rng_state
 
 
 def completion_metrics(task: Task, example: Example, cert: Certificate) -> dict[str, float]:
@@ -82,7 +82,20 @@ def summarize(task: Task, examples: list[Example], greedy: list[Certificate],
 
 def evaluate(cfg: Config, *, model=None, tokenizer=None, output: str | Path | None = None,
              runtime: Runtime | None = None) -> dict[str, Any]:
-    """Evaluate ``model`` (default: load ``model.name``) on ``eval.split`` of the task."""
+    """Evaluate ``model`` (default: load ``model.name``) on ``eval.split`` of the task.
+
+    Sampling is seeded with ``run.seed`` (the same model gives the same figures), and the caller's
+    random state is restored afterwards, so evaluating in the middle of a training run does not
+    change that run's sampling.
+    """
+    state = rng_state()
+    try:
+        return _evaluate(cfg, model, tokenizer, output, runtime)
+    finally:
+        set_rng_state(state)
+
+
+def _evaluate(cfg: Config, model, tokenizer, output, runtime) -> dict[str, Any]:
     cfg.validate()
     rt = runtime or setup(cfg)
     seed_everything(cfg.run.seed)

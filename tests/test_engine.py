@@ -198,3 +198,17 @@ def test_unknown_split_names_the_tasks_splits():
         get_task("game24").load("validation")
     with pytest.raises(ConfigError):
         Config.load(None, {"eval.selectors": ["best-guess"]})
+
+
+def test_evaluate_leaves_the_callers_random_state_alone(tiny_model_dir, tmp_path):
+    """A held-out evaluation in the middle of a run must not reset the run's sampling stream."""
+    from test_training import tiny_cfg
+
+    from rlsf.evaluate import evaluate
+
+    torch.manual_seed(123)
+    state = torch.get_rng_state()
+    first = evaluate(tiny_cfg(tiny_model_dir, tmp_path, **{"eval.num_examples": 2}))
+    assert torch.equal(torch.get_rng_state(), state)
+    again = evaluate(tiny_cfg(tiny_model_dir, tmp_path, **{"eval.num_examples": 2}))
+    assert first["pass@1"] == again["pass@1"]  # seeded by run.seed: the same figures

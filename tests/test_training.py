@@ -9,12 +9,11 @@ from rlsf.algorithms import ALGORITHMS
 from rlsf.checkpoint import Checkpointer
 from rlsf.cli import main
 from rlsf.config import Config, ConfigError
-from rlsf.evaluate import evaluate
-from rlsf.models import Reference, load_model, load_tokenizer
+from rlsf.models import load_model, load_tokenizer
 from rlsf.pipeline import pipeline
 from rlsf.rollout import generate
 from rlsf.sft import sft
-from rlsf.trainer import RLTrainer, batch_indices, train
+from rlsf.trainer import RLTrainer, batch_indices
 from rlsf.utils import Timer
 
 

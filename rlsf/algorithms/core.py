@@ -7,7 +7,6 @@ Shapes: ``[B, T]`` for per-token quantities of ``B`` completions of ``T`` respon
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 
 
 def masked_sum(x: torch.Tensor, mask: torch.Tensor, dim: int | None = None) -> torch.Tensor:
