@@ -143,6 +143,7 @@ def _print_tokens(cfg: Config, tokenizer, ids: list[int], offsets, text: str, ce
     for i, (tok, (s, e), rw) in enumerate(zip(ids, offsets, rewards)):
         span = next((sp for sp in cert.spans if sp.start < e and sp.end > s), None) if e > s else None
         style = "red" if rw < 0 else "green" if rw > 0 else "dim"
-        table.add_row(str(i), repr(tokenizer.convert_ids_to_tokens(tok)), f"{s}-{e}", f"{rw:+.4f}",
+        shown = repr(text[s:e]) if e > s else tokenizer.convert_ids_to_tokens(tok)  # special tokens by name
+        table.add_row(str(i), shown, f"{s}-{e}", f"{rw:+.4f}",
                       span.message[:60] if span is not None and rw != 0 else "", style=style)
     Console(highlight=False).print(table)

@@ -106,7 +106,6 @@ def _evaluate(cfg: Config, model, tokenizer, output, runtime) -> dict[str, Any]:
         model, tokenizer = load_policy(cfg, rt, lora=False)
     t0 = time.perf_counter()
     sampler = SamplingModel(model, rt.precision, fused=cfg.rollout.engine == "rlsf" and cfg.rollout.fused_step)
-    sampler.sync()
     gen = dict(max_new_tokens=e.max_new_tokens, batch_size=e.batch_size, precision=rt.precision,
                engine=cfg.rollout.engine, fused_step=cfg.rollout.fused_step)
     with CheckService.for_config(cfg, task, tokenizer) as checker:

@@ -63,7 +63,7 @@ class RLTrainer:
         self.algo = ALGORITHMS[cfg.train.algorithm](self.model, self.tokenizer, self.task, cfg, self.runtime)
         self.sampler = SamplingModel(self.model, self.runtime.precision,
                                      fused=cfg.rollout.engine == "rlsf" and cfg.rollout.fused_step)
-        self.checker: CheckService | None = None  # started by train(), closed at its end
+        self.checker: CheckService | None = None  # started by the first rollout, closed at the end of train()
         self.timer = Timer()
         self.run_dir = Path(cfg.run.output_dir)
         self.ckpt = Checkpointer(self.run_dir, keep=cfg.train.keep_checkpoints)

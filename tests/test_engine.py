@@ -147,7 +147,7 @@ def test_check_tokens_shows_each_tokens_reward(tmp_path, capsys, tokenizer, puzz
     out = capsys.readouterr().out
     ids = tokenizer(GOOD, add_special_tokens=False)["input_ids"]
     assert f"{len(ids) + 1} tokens" in out  # the completion's tokens and its end of turn
-    assert "'<|im_end|>'" in out and "+1.0000" in out  # the score sits on the end-of-turn token
+    assert "<|im_end|>" in out and "+1.0000" in out  # the score sits on the end-of-turn token
 
 
 def test_check_input_file_reports_bad_lines_and_carries_on(tmp_path, capsys, puzzle_4468):
