@@ -139,7 +139,9 @@ def resolve_precision(setting: str, device: str) -> tuple[str, str, float | None
         return ("bf16" if ok else "none"), f"auto: this GPU {'supports' if ok else 'lacks'} bf16", None
     probe = probe_bf16()
     speedup = probe.get("speedup")
-    measured = f"bf16 matmul {speedup:.2f}x the speed of float32" if speedup else "no measurement"
+    if speedup is None:  # forced
+        return ("bf16" if probe["faster"] else "none"), f"auto: {probe['source']}", None
+    measured = f"bf16 matmul {speedup:.2f}x the speed of float32"
     if probe["faster"]:
         return "bf16", f"auto: {measured} ({probe['source']})", speedup
     return "none", f"auto: {measured}, below the {BF16_MIN_SPEEDUP}x needed ({probe['source']})", speedup

@@ -273,3 +273,25 @@ def test_single_update_grpo_logs_kl_and_the_logprob_gap(tiny_model_dir, tmp_path
     assert records[0]["kl"] == pytest.approx(0.0, abs=1e-4)  # the policy is the reference at step 1
     assert records[1]["kl"] != 0.0
     assert all(r["rollout/logprob_gap"] < 1e-3 for r in records)
+
+
+def test_value_warmup_moves_only_the_value_head(tiny_model_dir, tmp_path):
+    cfg = tiny_cfg(tiny_model_dir, tmp_path, **{"train.algorithm": "ppo", "ppo.value_warmup_steps": 1,
+                                                "ppo.kl_coef": 0.0})
+    tr = RLTrainer(cfg)
+    before = params(tr.model)
+    head = {n: p.detach().clone() for n, p in tr.algo.value_head.named_parameters()}
+    stats = tr.train_step()
+    assert stats["value/warmup"] == 1.0
+    assert all(torch.equal(before[n], p) for n, p in tr.model.named_parameters())
+    assert any(not torch.equal(head[n], p) for n, p in tr.algo.value_head.named_parameters())
+    tr.train_step()  # warm-up over: the policy moves
+    assert any(not torch.equal(before[n], p) for n, p in tr.model.named_parameters())
+
+
+def test_learning_rate_warms_up_linearly(tiny_model_dir, tmp_path):
+    cfg = tiny_cfg(tiny_model_dir, tmp_path, **{"train.algorithm": "grpo", "grpo.minibatch_size": 2,
+                                                "optim.lr": 1e-3, "optim.warmup_steps": 4})
+    tr = RLTrainer(cfg)
+    lrs = [tr.train_step()["lr"] for _ in range(3)]  # 2 updates per step: lr after updates 2, 4, 6
+    assert lrs == pytest.approx([1e-3 * 2 / 4, 1e-3, 1e-3])
