@@ -17,8 +17,9 @@ Workers are started with ``spawn`` (a fork of a process that runs torch threads 
 and import neither torch nor transformers. Each rebuilds the task from its class (imported by
 module and name, so a task defined in a user's own module works too) and options, and calls
 :meth:`Task.open` with a private folder inside one temporary directory that the service
-removes when it closes, also when a worker was killed; :meth:`Task.close` runs when a worker
-ends normally.
+removes when it closes, also when a worker was killed; :meth:`Task.close` runs when the service
+ends its workers (it must finish within 3 s; a worker killed for a time-out does not get to
+close, but its folder is removed all the same).
 
 With ``workers=0`` everything runs in the calling process, synchronously and without time
 limits (for debugging, and where processes cannot be spawned).
@@ -32,6 +33,7 @@ import math
 import multiprocessing
 import os
 import shutil
+import signal
 import tempfile
 import time
 from dataclasses import dataclass
@@ -96,8 +98,34 @@ def _init_worker(task_cls: type[Task], options: dict[str, Any], detokenizer: Det
     folder = Path(workdir) / f"worker-{os.getpid()}"
     folder.mkdir(parents=True, exist_ok=True)
     task.open(folder)
-    Finalize(task, task.close, exitpriority=100)  # runs when the worker exits normally
     _WORKER.update(task=task, detokenizer=detokenizer)
+    # The pool ends its workers by closing their channel *and* sending SIGTERM (SIGKILL 3 s later):
+    # close the task on whichever comes first, once.
+    Finalize(task, _close_task, exitpriority=100)
+    previous = signal.getsignal(signal.SIGTERM)
+
+    def on_sigterm(signum, frame):
+        _close_task()
+        if callable(previous):
+            previous(signum, frame)
+        os._exit(128 + signum)
+
+    signal.signal(signal.SIGTERM, on_sigterm)
+
+
+def _close_task() -> None:
+    """Close the worker's task once, holding SIGTERM back meanwhile so that a close that has
+    begun finishes (within the pool's 3 s before SIGKILL)."""
+    task = _WORKER.pop("task", None)
+    if task is None:
+        return
+    blockable = hasattr(signal, "pthread_sigmask")
+    old = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM}) if blockable else None
+    try:
+        task.close()
+    finally:
+        if blockable:
+            signal.pthread_sigmask(signal.SIG_SETMASK, old)
 
 
 def _worker_check(example: dict[str, Any], ids: list[int] | None, text: str | None) -> Checked:

@@ -24,7 +24,8 @@ implements the rule and says where it looked when nothing is found.
 checker that needs resources (a temporary directory, a compiler cache) acquires them in
 :meth:`Task.open` and releases them in :meth:`Task.close`. The check service calls ``open`` once
 in every worker process before its first check, with a private folder that the service deletes
-when it shuts down (even if a worker was killed), and ``close`` when the worker ends normally.
+when it shuts down (even if a worker was killed), and ``close`` when it ends the worker (a worker
+killed for a time-out does not get to close: keep resources inside the folder).
 ``with task: ...`` does the same in the current process.
 
 **Evaluation**: :meth:`Task.metrics` turns one certificate into named figures; those named in
