@@ -13,15 +13,12 @@ import json
 import sys
 from typing import Any
 
-from rlsf.config import Config, iter_fields, sections
+from rlsf.config import CORE_SECTIONS, Config, iter_fields, sections
 from rlsf.errors import RlsfError
 from rlsf.tasks import TaskError, available_tasks
 
-CORE = ("model", "task", "rollout", "reward", "check", "train", "optim", "sft", "eval", "run")
-
-
 def _algorithm_sections() -> tuple[str, ...]:
-    return tuple(s for s in sections() if s not in CORE)
+    return tuple(s for s in sections() if s not in CORE_SECTIONS)
 
 
 COMMANDS: dict[str, tuple[str, Any]] = {

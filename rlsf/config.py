@@ -156,11 +156,6 @@ class RunConfig:
     progress: bool = opt(True, "Show a progress bar.")
 
 
-CORE_SECTIONS: dict[str, type] = {
-    "model": ModelConfig, "task": TaskConfig, "rollout": RolloutConfig, "reward": RewardConfig,
-    "check": CheckConfig, "train": TrainConfig, "optim": OptimConfig, "sft": SFTConfig, "eval": EvalConfig,
-    "run": RunConfig,
-}
 #: Sections added by plug-ins (each RL algorithm registers its own, named after it).
 EXTRA_SECTIONS: dict[str, type] = {}
 
@@ -330,6 +325,9 @@ class Config:
                  f"{sink} is not installed (pip install {sink}, or drop it from run.loggers)")
         return self
 
+
+#: The sections every config has: the fields of :class:`Config`.
+CORE_SECTIONS: dict[str, type] = {f.name: f.default_factory for f in dataclasses.fields(Config) if f.name != "extra"}
 
 #: Blocks a run's ``config.yaml`` carries beside the settings (read back, never applied).
 INFO_BLOCKS = ("runtime",)
