@@ -893,12 +893,12 @@ class Sandbox:
                     cmd += ["--symlink", os.readlink(p), p]
                 elif os.path.exists(p):
                     cmd += ["--ro-bind", p, p]
-            for p in ro:
-                cmd += ["--ro-bind", p, p]
             size = str(limits.file_bytes)
             cmd += ["--proc", "/proc", "--dev", "/dev", "--size", size, "--tmpfs", "/dev/shm", "--remount-ro", "/dev",
-                    "--size", size, "--tmpfs", "/tmp",
-                    "--bind" if writable else "--ro-bind", str(wd.path), SANDBOX_DIR, "--chdir", SANDBOX_DIR,
+                    "--size", size, "--tmpfs", "/tmp"]
+            for p in ro:  # after the private /tmp, so that a path under /tmp is not hidden by it
+                cmd += ["--ro-bind", p, p]
+            cmd += ["--bind" if writable else "--ro-bind", str(wd.path), SANDBOX_DIR, "--chdir", SANDBOX_DIR,
                     "--remount-ro", "/"]
             if info_fd is not None:
                 cmd += ["--info-fd", str(info_fd)]

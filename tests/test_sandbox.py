@@ -543,6 +543,33 @@ def test_fallback_warns_and_names_the_gaps(tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
+def test_readonly_paths_show_even_under_the_private_tmp(tmp_path):
+    """A host folder given in readonly_paths is visible (and read-only), also when it lives under
+    /tmp, which the sandbox replaces by a private tmpfs (the SPoC task's precompiled header does)."""
+    from rlsf import sandbox as sbm
+
+    sb = sbm.Sandbox("bwrap", tmp_dir=tmp_path) if _bwrap_ok() else pytest.skip("bubblewrap cannot run here")
+    shared = tmp_path / "shared"
+    shared.mkdir(mode=0o755)
+    (shared / "data.txt").write_text("visible\n")
+    os.chmod(shared / "data.txt", 0o644)
+    r = sb.run(["sh", "-c", f"cat {shared}/data.txt; echo x > {shared}/new.txt"], readonly_paths=[shared],
+               limits=sbm.Limits(**SMALL))
+    assert r.stdout == b"visible\n" and r.verdict.value == "runtime_error", (r.reason, r.stderr)
+    assert not (shared / "new.txt").exists()
+
+
+def _bwrap_ok() -> bool:
+    from rlsf import sandbox as sbm
+
+    try:
+        return sbm.Sandbox("bwrap").isolation.mode == "bwrap"
+    except sbm.SandboxUnavailable:
+        if os.environ.get("CI"):
+            raise
+        return False
+
+
 def test_workdir_outlives_runs_and_is_removed(tmp_path):
     from rlsf import sandbox as sbm
 
