@@ -46,7 +46,7 @@ def _read_completion(source: str | None) -> str:
 def run_check_command(cfg: Config, args) -> int:
     task = load_task(cfg)
     if args.input:
-        return _check_many(cfg, task, args.input, args.output)
+        return _check_many(cfg, task, args.input, args.output, args.judge)
     if args.example is None:
         raise CheckInputError("give --example ID (an `id` from `rlsf eval`'s samples file)")
     example = task.example(args.example)
@@ -55,7 +55,7 @@ def run_check_command(cfg: Config, args) -> int:
     if args.tokens:
         text, ids, offsets, tokenizer = _tokenise(cfg, text)
     with _service(cfg, task, workers=1) as service:
-        cert = service.submit(example, text=text).result().certificate
+        cert = service.submit(example, text=text, judge=args.judge).result().certificate
     if args.json:
         print(json.dumps({"example": example.get("id"), "certificate": cert.to_dict()}, indent=2))
     elif not args.tokens:
@@ -71,7 +71,7 @@ def _service(cfg: Config, task, workers: int) -> CheckService:
     return CheckService.for_config(cfg, task, workers=n)
 
 
-def _check_many(cfg: Config, task, path: str, output: str | None) -> int:
+def _check_many(cfg: Config, task, path: str, output: str | None, judge: bool = False) -> int:
     try:
         lines = open(path, encoding="utf-8", errors="replace").read().splitlines()
     except OSError as e:
@@ -88,7 +88,7 @@ def _check_many(cfg: Config, task, path: str, output: str | None) -> int:
                 if not isinstance(record, dict) or "example" not in record or not isinstance(record.get("completion"), str):
                     raise CheckInputError('expected {"example": ID, "completion": TEXT}')
                 example = task.example(record["example"])
-                jobs.append((n, record["example"], service.submit(example, text=record["completion"])))
+                jobs.append((n, record["example"], service.submit(example, text=record["completion"], judge=judge)))
             except (ValueError, RlsfError) as e:  # json.JSONDecodeError is a ValueError
                 jobs.append((n, None, f"{type(e).__name__}: {e}" if isinstance(e, json.JSONDecodeError) else str(e)))
         for n, example_id, job in jobs:

@@ -63,9 +63,10 @@ def cpu_count() -> int:
 
 
 def run_check(task: Task, detokenizer: Detokenizer | None, example: dict[str, Any], ids: Sequence[int] | None,
-              text: str | None) -> Checked:
-    """Detokenise (when given ids) and check one completion; a checker that raises or returns
-    something other than a certificate gives a *checker failed* certificate."""
+              text: str | None, judge: bool = False) -> Checked:
+    """Detokenise (when given ids) and check one completion (``judge``: with the evaluation
+    certificate, :meth:`Task.judge`); a checker that raises or returns something other than a
+    certificate gives a *checker failed* certificate."""
     if ids is not None:
         if detokenizer is None:
             raise ValueError("checking token ids needs a detokenizer")
@@ -74,7 +75,7 @@ def run_check(task: Task, detokenizer: Detokenizer | None, example: dict[str, An
         offsets = []
     t0 = time.perf_counter()
     try:
-        cert = task.check(example, text)
+        cert = (task.judge if judge else task.check)(example, text)
     except Exception as e:  # noqa: BLE001 -- a checker bug must not stop training, and is not the model's fault
         cert = Certificate.checker_failed(f"checker raised {type(e).__name__}: {e}"[:500])
     else:
@@ -128,8 +129,8 @@ def _close_task() -> None:
             signal.pthread_sigmask(signal.SIG_SETMASK, old)
 
 
-def _worker_check(example: dict[str, Any], ids: list[int] | None, text: str | None) -> Checked:
-    return run_check(_WORKER["task"], _WORKER["detokenizer"], example, ids, text)
+def _worker_check(example: dict[str, Any], ids: list[int] | None, text: str | None, judge: bool) -> Checked:
+    return run_check(_WORKER["task"], _WORKER["detokenizer"], example, ids, text, judge)
 
 
 class CheckService:
@@ -166,18 +167,19 @@ class CheckService:
                    timeout_s=cfg.check.timeout_s)
 
     # ---- submitting ------------------------------------------------------------------------------
-    def submit(self, example: dict[str, Any], ids: Sequence[int] | None = None,
-               text: str | None = None) -> "concurrent.futures.Future[Checked]":
-        """Check one completion given by its sampled ``ids`` (or its ``text``); the future's
-        result is always a :class:`Checked`, a failed check included."""
+    def submit(self, example: dict[str, Any], ids: Sequence[int] | None = None, text: str | None = None,
+               judge: bool = False) -> "concurrent.futures.Future[Checked]":
+        """Check one completion given by its sampled ``ids`` (or its ``text``); with ``judge``, with
+        the evaluation certificate (:meth:`Task.judge`). The future's result is always a
+        :class:`Checked`, a failed check included."""
         if (ids is None) == (text is None):
             raise ValueError("give the completion's token ids or its text, not both")
         ids = [int(t) for t in ids] if ids is not None else None
         out: concurrent.futures.Future[Checked] = concurrent.futures.Future()
         if self._pool is None:
-            out.set_result(run_check(self._task, self.detokenizer, example, ids, text))
+            out.set_result(run_check(self._task, self.detokenizer, example, ids, text, judge))
             return out
-        job = self._pool.schedule(_worker_check, args=(example, ids, text), timeout=self.timeout_s)
+        job = self._pool.schedule(_worker_check, args=(example, ids, text, judge), timeout=self.timeout_s)
         job.add_done_callback(lambda f: out.set_result(self._outcome(f, ids, text)))
         return out
 
@@ -198,12 +200,12 @@ class CheckService:
         return Checked(text, offsets, Certificate.checker_failed(reason))
 
     def check(self, examples: Sequence[dict[str, Any]], ids: Sequence[Sequence[int]] | None = None,
-              texts: Sequence[str] | None = None) -> list[Checked]:
+              texts: Sequence[str] | None = None, judge: bool = False) -> list[Checked]:
         """Check many completions (all submitted at once), in order."""
         if ids is not None:
-            futures = [self.submit(ex, ids=i) for ex, i in zip(examples, ids, strict=True)]
+            futures = [self.submit(ex, ids=i, judge=judge) for ex, i in zip(examples, ids, strict=True)]
         else:
-            futures = [self.submit(ex, text=t) for ex, t in zip(examples, texts, strict=True)]
+            futures = [self.submit(ex, text=t, judge=judge) for ex, t in zip(examples, texts, strict=True)]
         return [f.result() for f in futures]
 
     # ---- life cycle ------------------------------------------------------------------------------

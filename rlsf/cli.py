@@ -81,6 +81,8 @@ def _add_check_args(p: argparse.ArgumentParser) -> None:
                    "a line; one certificate a line is written (a bad line is reported by number, the rest carry on).")
     g.add_argument("--output", metavar="FILE.jsonl", help="With --input: where to write (default: standard output).")
     g.add_argument("--json", action="store_true", help="Print the certificate as JSON.")
+    g.add_argument("--judge", action="store_true", help="The evaluation certificate (e.g. SPoC's hidden tests) "
+                   "instead of the training one.")
     g.add_argument("--tokens", action="store_true", help="Tokenise the completion with the model's tokenizer "
                    "(--model) and show each token with the reward it gets (coloured in a terminal).")
 

@@ -13,7 +13,8 @@ such as ``success``, some graded such as a similarity score). From one greedy co
   ``<sel>@k/<m>``): the metrics of the one sample it picks, e.g. maj@k for the majority vote.
   A selector that abstains (no sample has an answer) scores 0.
 
-Checking goes through the check service like training. A check that fails counts as a failed
+Checking goes through the check service like training, with the task's evaluation certificate
+(:meth:`Task.judge`: held-out tests where a task has them). A check that fails counts as a failed
 completion here (every metric 0) and is reported in ``checker_failed``.
 
 Writes ``eval.json`` (the figures) and ``eval_samples.jsonl`` (every completion with its
@@ -109,11 +110,12 @@ def _evaluate(cfg: Config, model, tokenizer, output, runtime) -> dict[str, Any]:
     gen = dict(max_new_tokens=e.max_new_tokens, batch_size=e.batch_size, precision=rt.precision,
                engine=cfg.rollout.engine, fused_step=cfg.rollout.fused_step)
     with CheckService.for_config(cfg, task, tokenizer) as checker:
-        greedy = rollout_and_check(sampler.model, tokenizer, task, examples, checker, do_sample=False, **gen)
+        greedy = rollout_and_check(sampler.model, tokenizer, task, examples, checker, do_sample=False, judge=True,
+                                   **gen)
         sampled = None
         if e.k > 0:
             sampled = rollout_and_check(sampler.model, tokenizer, task, examples, checker, samples=e.k,
-                                        temperature=e.temperature, top_p=1.0, **gen)
+                                        temperature=e.temperature, top_p=1.0, judge=True, **gen)
     k = e.k
     samples = [sampled.certificates[j * k:(j + 1) * k] for j in range(len(examples))] if sampled else None
     texts = [sampled.texts[j * k:(j + 1) * k] for j in range(len(examples))] if sampled else None

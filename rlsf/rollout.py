@@ -345,15 +345,16 @@ def generate(
 
 
 def rollout_and_check(model, tokenizer, task: Task, examples: list[Example], checker, *, samples: int = 1,
-                      reward=None, timer: Timer | None = None, **gen) -> Experience:
+                      reward=None, timer: Timer | None = None, judge: bool = False, **gen) -> Experience:
     """Sample ``samples`` completions of every example and check them: the experience of one
     training step or one evaluation pass.
 
     Rows are example-major (the ``samples`` completions of example ``j`` are rows ``j*samples ..``)
     and share the group id ``j``. Every row goes to ``checker`` (a
     :class:`~rlsf.checking.CheckService`) as soon as its last token is sampled, so checking
-    overlaps sampling. With ``reward`` (the ``reward`` settings) the token rewards are made too.
-    ``gen`` are :func:`generate`'s keyword arguments.
+    overlaps sampling. With ``reward`` (the ``reward`` settings) the token rewards are made too;
+    with ``judge`` the checks are evaluation certificates (:meth:`Task.judge`). ``gen`` are
+    :func:`generate`'s keyword arguments.
     """
     timer = timer or Timer()
     rows = [ex for ex in examples for _ in range(samples)]
@@ -362,7 +363,7 @@ def rollout_and_check(model, tokenizer, task: Task, examples: list[Example], che
     futures = {}
 
     def submit(row: int, ids: list[int]) -> None:
-        futures[row] = checker.submit(rows[row], ids=ids)
+        futures[row] = checker.submit(rows[row], ids=ids, judge=judge)
 
     with timer("generate"):
         exp = generate(model, tokenizer, prompts, on_finish=submit, **gen)

@@ -217,3 +217,54 @@ def game24_oracle(example: dict[str, Any], text: str) -> bool:
             continue
         return index == len(lines) - 1 and _g24_answer_ok(answer, numbers)
     return False  # no answer line
+
+
+# ---- SPoC ---------------------------------------------------------------------------------------
+# Correct iff the program (the first ``` fenced block, else the whole text) compiles after the
+# SPoC preamble and prints, on every public test, the expected output token for token. Written
+# apart from rlsf/tasks/spoc*.py: its own block extraction, test-file parsing and comparison; the
+# sandbox is shared (running model code bare is not an option).
+
+_SPOC_TESTS: dict[str, list[tuple[str, str]]] = {}
+
+
+def _spoc_program(text: str) -> str:
+    lines = text.split("\n")
+    opened = [i for i, ln in enumerate(lines) if ln.lstrip(" \t").startswith("```")]
+    if not opened:
+        return text
+    body = "\n".join(lines[opened[0] + 1:])
+    cut = body.find("```")
+    return body if cut < 0 else body[:cut]
+
+
+def _spoc_public(folder: str, probid: str) -> list[tuple[str, str]]:
+    if probid not in _SPOC_TESTS:
+        import os
+
+        raw = open(os.path.join(folder, probid, f"{probid}_testcases_public.txt"), encoding="utf-8").read()
+        cases = []
+        for block in raw.split("###ENDOUTPUT###")[:-1]:
+            given, _, expected = block.partition("###ENDINPUT###")
+            cases.append((given.lstrip("\n"), expected))
+        _SPOC_TESTS[probid] = cases
+    return _SPOC_TESTS[probid]
+
+
+def spoc_oracle(example: dict[str, Any], text: str, testcases: str = "") -> bool:
+    from rlsf.sandbox import COMPILE_LIMITS, RUN_LIMITS, Sandbox
+
+    program = _spoc_program(text)
+    if not program.strip():
+        return False
+    box = Sandbox()
+    with box.workdir() as wd:
+        wd.write("main.cpp", "#include <bits/stdc++.h>\nusing namespace std;\n" + program)
+        built = box.run(["g++", "-std=gnu++11", "-w", "main.cpp", "-o", "main"], workdir=wd, limits=COMPILE_LIMITS)
+        if built.verdict.value != "ok":
+            return False
+        for given, expected in _spoc_public(testcases, example["probid"]):
+            ran = box.run(["./main"], stdin=given, workdir=wd, limits=RUN_LIMITS, writable=False)
+            if ran.verdict.value != "ok" or ran.stdout.decode("utf-8", "replace").split() != expected.split():
+                return False
+    return True

@@ -135,6 +135,11 @@ class Task(ABC):
     def check(self, example: Example, completion: str) -> Certificate:
         """Symbolic feedback on ``completion``. Must not raise on any completion text."""
 
+    def judge(self, example: Example, completion: str) -> Certificate:
+        """The certificate evaluation uses (held-out tests, where a task has them); by default the
+        training certificate, :meth:`check`."""
+        return self.check(example, completion)
+
     def demonstration(self, example: Example) -> str | None:
         """A correct completion for supervised fine-tuning, or ``None`` if there is none."""
         return None

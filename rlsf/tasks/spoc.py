@@ -1,0 +1,388 @@
+"""Pseudo-code to C++ (SPoC) with compiler certificates: RLSF's first application.
+
+The model reads numbered, line-by-line pseudo-code and writes the C++ program. The checker
+compiles it with g++ and runs it on the problem's test cases, both inside :mod:`rlsf.sandbox`
+(the compiler too: ``#include "/etc/shadow"`` and template bombs are model input).
+
+Certificate:
+
+* the program is the completion's code: the first fenced block (```` ```cpp ... ``` ````) if
+  there is one, else the whole completion; it is compiled after :data:`PREAMBLE`;
+* every line g++ reports an **error** on (``prog.cpp:LINE:COL: error: ...``, or the line of ours
+  an error in a library header was *required from*) gets ``error_reward`` with g++'s own message,
+  trimmed; with ``warnings: true``, lines with warnings get ``warning_reward``; every other line
+  of the program shares ``clean_reward`` (each clean line ``clean_reward / number of lines``), so
+  that tokens of clean lines are credited and the credit does not grow with length;
+* a program that compiles runs on the **public** tests (training) or the **hidden** tests
+  (:meth:`judge`, used by evaluation); outputs are compared as SPoC does, as
+  whitespace-separated tokens; the score is the share of tests passed; ``correct`` means every
+  test passed; after a test hits a limit (time, memory, output) the remaining tests are not run
+  and count as failed;
+* verdicts: ``correct``, ``compile_error``, ``wrong_answer``, ``runtime_error`` (non-zero exit or
+  a signal, named in the message), ``timeout``, ``memory_limit``, ``output_limit``, ``empty``,
+  ``no_tests``; a failure of the sandbox itself is a *checker failed* certificate, never the
+  model's fault.
+
+Metrics (:meth:`SPoC.metrics`): ``compiles`` (CompAcc in RLSF) and ``success`` (FCorrAcc: compiles
+and passes every test; on the hidden tests in evaluation), both 0/1, and ``score``.
+
+Speed: a precompiled header of ``bits/stdc++.h`` is built once per worker (``precompiled_header``),
+verdicts are cached by source hash per worker, and the check service runs workers on every core
+while sampling goes on.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import os
+import re
+import shutil
+import sys
+import tempfile
+import weakref
+from collections import OrderedDict
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from rlsf.config import opt
+from rlsf.feedback.certificate import Certificate, Span
+from rlsf.tasks.base import Example, Messages, Task, TaskError, register
+from rlsf.tasks.spoc_data import PREAMBLE, outputs_match, parse_testcases, read_programs
+
+#: Verdicts :meth:`SPoC.check` can return (besides a checker-failed certificate).
+VERDICTS = ("correct", "compile_error", "wrong_answer", "runtime_error", "timeout", "memory_limit", "output_limit",
+            "empty", "no_tests")
+
+#: Standard and flags: SPoC's gold programs were written for GCC 5 (``gets`` and friends):
+#: ``gnu++11`` still declares them (glibc hides ``gets`` from C++14 on). ``-w``: warnings are
+#: requested separately (option ``warnings``).
+CXXFLAGS = ("-std=gnu++11", "-O1", "-pipe")
+SPLIT_FILES = {"train": ("spoc-train-eval.tsv", "spoc-train-test.tsv"), "test": ("spoc-testp.tsv",)}
+_DIAG = re.compile(r"^prog\.cpp:(\d+):(\d+):\s+(fatal error|error|warning):\s*(.*)$")
+_REQUIRED = re.compile(r"^prog\.cpp:(\d+):(\d+):\s+required from")
+_FENCE = re.compile(r"^[ \t]*```[^\n]*\n", re.M)
+
+
+def extract_code(completion: str) -> tuple[int, str]:
+    """``(offset, code)``: the first fenced block's content (where it starts in the completion),
+    else the whole completion."""
+    m = _FENCE.search(completion)
+    if m is None:
+        return 0, completion
+    start = m.end()
+    end = completion.find("```", start)
+    return start, completion[start:end if end >= 0 else len(completion)]
+
+
+def line_spans(code: str, offset: int) -> list[tuple[int, int]]:
+    """``[start, end)`` in the completion of each line of ``code`` (without its newline)."""
+    out, pos = [], 0
+    for piece in code.split("\n"):
+        out.append((offset + pos, offset + pos + len(piece)))
+        pos += len(piece) + 1
+    return out
+
+
+@dataclass
+class Diagnostic:
+    line: int  # 1-based line of the program body (the preamble excluded)
+    severity: str  # "error" or "warning"
+    message: str
+
+
+def parse_diagnostics(stderr: str, preamble_lines: int) -> list[Diagnostic]:
+    """g++'s errors and warnings, each on the line of the program body it belongs to.
+
+    An error inside a library header is put on the last line of ours that the instantiation was
+    ``required from`` (the line that caused it); one with no such line is put on line 0 (no line).
+    """
+    out: list[Diagnostic] = []
+    ours: int | None = None
+    for raw in stderr.splitlines():
+        m = _DIAG.match(raw)
+        if m:
+            line = int(m.group(1)) - preamble_lines
+            kind = "error" if "error" in m.group(3) else "warning"
+            out.append(Diagnostic(line, kind, m.group(4).strip()))
+            ours = None
+            continue
+        r = _REQUIRED.match(raw)
+        if r:
+            ours = int(r.group(1)) - preamble_lines
+            continue
+        if ": error:" in raw and not raw.startswith("prog.cpp"):  # an error inside a header
+            message = raw.split(": error:", 1)[1].strip()
+            out.append(Diagnostic(ours if ours is not None else 0, "error", message))
+    return out
+
+
+@register("spoc")
+class SPoC(Task):
+    """Pseudo-code to C++ (SPoC), compiled with g++ and tested, in the sandbox."""
+
+    description = "Write the C++ program line-by-line pseudo-code describes; g++ and test cases judge it."
+
+    @dataclass
+    class Options(Task.Options):
+        train_tsvs: list = opt(list(SPLIT_FILES["train"]), "TSVs of the train split (in <data_dir>/spoc, or paths).")
+        test_tsv: str = opt(SPLIT_FILES["test"][0], "TSV of the test split: spoc-testp.tsv (unseen problems), or "
+                            "any SPoC-format TSV (a path), e.g. spoc-testw.tsv.")
+        error_reward: float = opt(-1.0, "Span reward of a line g++ reports an error on.")
+        warning_reward: float = opt(-0.1, "Span reward of a line with a warning (with warnings: true).")
+        clean_reward: float = opt(0.5, "Shared by the lines without errors (each gets clean_reward / lines).")
+        warnings: bool = opt(False, "Compile with -Wall and put warnings on their lines.")
+        max_tests: int = opt(0, "Run at most this many test cases per check (0: all).")
+        precompiled_header: bool = opt(True, "Build a precompiled bits/stdc++.h once per worker (~3x faster compiles).")
+        cache_size: int = opt(4096, "Verdicts remembered per worker, by source hash.")
+
+    def __init__(self, **options: Any) -> None:
+        super().__init__(**options)
+        self._programs: dict[str, list] = {}
+        self._by_id: dict[str, dict] = {}
+        self._sandbox = None
+        self._pch_dir: Path | None = None
+        self._own_dir: Path | None = None
+        self._cache: OrderedDict[str, Certificate] = OrderedDict()
+        self.skipped: dict[str, int] = {}  # split -> examples without test cases (reported, not used)
+
+    # ---- data -----------------------------------------------------------------------------------
+    def _tsv(self, name: str) -> Path:
+        p = Path(name).expanduser()
+        return p if p.is_absolute() or p.exists() else self.data_file(f"spoc/{name}")
+
+    def testcases_dir(self) -> Path:
+        return self.data_file("spoc/testcases")
+
+    def load(self, split: str) -> list[Example]:
+        self.check_split(split)
+        if split not in self._programs:
+            files = self.options.train_tsvs if split == "train" else [self.options.test_tsv]
+            examples, missing = [], 0
+            cases = self.testcases_dir()
+            for name in files:
+                path = self._tsv(name)
+                try:
+                    programs, report = read_programs(path)
+                except (OSError, ValueError) as e:
+                    raise TaskError(f"task 'spoc': cannot read {path}: {e}") from None
+                if report.bad_rows:
+                    print(f"rlsf: spoc: {path.name}: {len(report.bad_rows)} malformed rows dropped with their programs "
+                          f"(first: {report.bad_rows[0]})", file=sys.stderr)
+                for p in programs:
+                    folder = cases / p.probid
+                    if not (folder / f"{p.probid}_testcases_public.txt").is_file():
+                        missing += 1
+                        continue
+                    examples.append({"id": p.id, "probid": p.probid, "subid": p.subid, "workerid": p.workerid,
+                                     "pseudocode": p.pseudocode(), "code": p.code()})
+            if missing:
+                print(f"rlsf: spoc: {missing} {split} programs have no test cases; skipped", file=sys.stderr)
+            self.skipped[split] = missing
+            self._programs[split] = examples
+            self._by_id.update({ex["id"]: ex for ex in examples})
+        return [dict(ex) for ex in self._programs[split]]
+
+    def example(self, example_id: Any) -> Example:
+        key = str(example_id).strip()
+        for split in self.splits:
+            self.load(split)
+            if key in self._by_id:
+                return dict(self._by_id[key])
+        raise TaskError(f"task 'spoc': no example with id {key!r} (ids look like 20A-47849152-54)")
+
+    def tests(self, probid: str, kind: str) -> list[tuple[str, str]]:
+        path = self.testcases_dir() / probid / f"{probid}_testcases_{kind}.txt"
+        try:
+            cases = parse_testcases(path.read_text(encoding="utf-8", errors="replace"))
+        except OSError:
+            return []
+        return cases[: self.options.max_tests] if self.options.max_tests else cases
+
+    # ---- model interface -----------------------------------------------------------------------
+    def prompt(self, example: Example) -> Messages:
+        lines = "\n".join(f"{i + 1}: {text}" for i, text in enumerate(example["pseudocode"]))
+        instruction = ("Translate the pseudo-code into a C++ program, one line of code per line of "
+                       "pseudo-code. The program is compiled after `#include <bits/stdc++.h>` and "
+                       "`using namespace std;`. Answer with the code only.")
+        return [{"role": "system", "content": instruction}, {"role": "user", "content": lines}]
+
+    def demonstration(self, example: Example) -> str | None:
+        return example["code"].rstrip("\n")
+
+    def metrics(self, example: Example, certificate: Certificate) -> dict[str, float]:
+        return {"success": float(certificate.correct), "compiles": float(certificate.info.get("compiles", 0.0)),
+                "score": float(certificate.score)}
+
+    binary_metrics = ("success", "compiles")
+
+    # ---- resources -------------------------------------------------------------------------------
+    def open(self, workdir: Path | None = None) -> None:
+        from rlsf.sandbox import Sandbox
+
+        if self._sandbox is not None:
+            return
+        self._sandbox = Sandbox()
+        if self.options.precompiled_header:
+            self._pch_dir = self._build_pch()
+
+    def close(self) -> None:
+        if self._own_dir is not None:
+            shutil.rmtree(self._own_dir, ignore_errors=True)
+        self._sandbox = self._pch_dir = self._own_dir = None
+
+    def _build_pch(self) -> Path | None:
+        """``DIR/bits/stdc++.h.gch`` made with the compile flags (g++ takes it for the header's
+        ``#include`` when ``-I DIR`` comes first), in a folder the sandbox's unprivileged user can
+        read. ``None`` (plain compiles) if it cannot be built."""
+        from rlsf.sandbox import COMPILE_LIMITS, MiB
+
+        self._own_dir = Path(tempfile.mkdtemp(prefix="rlsf-spoc-pch-"))
+        os.chmod(self._own_dir, 0o755)  # the sandbox's unprivileged user reads the header from here
+        weakref.finalize(self, shutil.rmtree, self._own_dir, True)  # also when close() is never called
+        limits = dataclasses.replace(COMPILE_LIMITS, file_bytes=1024 * MiB, memory_mb=2048)  # the .gch is ~200 MB
+        with self._sandbox.workdir() as wd:
+            wd.write("stdc++.h", "#include <bits/stdc++.h>\n")
+            r = self._sandbox.run(["g++", *self._flags(pch=False), "-x", "c++-header", "stdc++.h", "-o", "stdc++.h.gch"],
+                                  workdir=wd, limits=limits)
+            if not r.ok:
+                print(f"rlsf: spoc: no precompiled header ({r.verdict.value}: {r.reason or r.text('stderr')[:200]})",
+                      file=sys.stderr)
+                return None
+            (self._own_dir / "bits").mkdir(mode=0o755)
+            target = self._own_dir / "bits" / "stdc++.h.gch"
+            shutil.copyfile(wd.path / "stdc++.h.gch", target)
+            os.chmod(target, 0o644)
+        return self._own_dir
+
+    def _flags(self, pch: bool = True) -> list[str]:
+        flags = list(CXXFLAGS) + (["-Wall"] if self.options.warnings else ["-w"])
+        if pch and self._pch_dir is not None:
+            flags = ["-I", str(self._pch_dir), *flags]
+        return flags
+
+    # ---- checking --------------------------------------------------------------------------------
+    def check(self, example: Example, completion: str) -> Certificate:
+        return self._check(example, completion, "public")
+
+    def judge(self, example: Example, completion: str) -> Certificate:
+        return self._check(example, completion, "hidden")
+
+    def _check(self, example: Example, completion: str, kind: str) -> Certificate:
+        if self._sandbox is None:
+            self.open()
+        offset, code = extract_code(completion if isinstance(completion, str) else "")
+        if not code.strip():
+            return Certificate(0.0, "empty", info={"compiles": 0.0, "tests": 0, "passed": 0})
+        key = hashlib.sha256(f"{kind}\0{example['probid']}\0{code}".encode()).hexdigest()
+        if key not in self._cache:
+            self._cache[key] = self._verdict(example, code, kind)
+            while len(self._cache) > self.options.cache_size:
+                self._cache.popitem(last=False)
+        else:
+            self._cache.move_to_end(key)
+        return self._spans(self._cache[key], code, offset)
+
+    def _verdict(self, example: Example, code: str, kind: str) -> Certificate:
+        """The certificate in terms of program lines (spans are line numbers until :meth:`_spans`)."""
+        from rlsf.sandbox import COMPILE_LIMITS, RUN_LIMITS, Verdict
+
+        o = self.options
+        tests = self.tests(example["probid"], kind)
+        with self._sandbox.workdir() as wd:
+            wd.write("prog.cpp", PREAMBLE + code)
+            ro = [self._pch_dir] if self._pch_dir is not None else []
+            r = self._sandbox.run(["g++", *self._flags(), "prog.cpp", "-o", "prog"], workdir=wd, limits=COMPILE_LIMITS,
+                                  readonly_paths=ro)
+            if r.sandbox_failed:
+                return Certificate.checker_failed(f"compile: {r.reason}")
+            stderr = r.text("stderr")
+            diags = parse_diagnostics(stderr, PREAMBLE.count("\n"))
+            if not r.ok:
+                if not any(d.severity == "error" for d in diags):  # killed, or an error we could not place
+                    why = r.reason or stderr.strip().splitlines()[-1:] or ["g++ failed"]
+                    diags.append(Diagnostic(0, "error", f"compilation failed ({r.verdict.value}): {why}"))
+                return Certificate(0.0, "compile_error", False, _line_spans(diags, o),
+                                   {"compiles": 0.0, "errors": sum(d.severity == "error" for d in diags),
+                                    "tests": len(tests), "passed": 0})
+            if not tests:
+                return Certificate(0.0, "no_tests", False, _line_spans(diags, o),
+                                   {"compiles": 1.0, "tests": 0, "passed": 0})
+            passed, first_failure = 0, None
+            for i, (inp, want) in enumerate(tests):
+                run = self._sandbox.run(["./prog"], stdin=inp, workdir=wd, limits=RUN_LIMITS, writable=False)
+                if run.sandbox_failed:
+                    return Certificate.checker_failed(f"test {i + 1}: {run.reason}")
+                if run.verdict == Verdict.OK and outputs_match(run.text("stdout"), want):
+                    passed += 1
+                    continue
+                if first_failure is None:
+                    first_failure = (i, run)
+                if run.verdict in _give_up():  # a limit hit: the other tests would cost as much, for nothing
+                    break
+        info = {"compiles": 1.0, "tests": len(tests), "passed": passed}
+        score = passed / len(tests)
+        spans = _line_spans(diags, o)
+        if first_failure is None:
+            return Certificate(score, "correct", True, spans, info)
+        i, run = first_failure
+        verdict, info["failure"] = _failure(run, i)
+        return Certificate(score, verdict, False, spans, info)
+
+    def _spans(self, cert: Certificate, code: str, offset: int) -> Certificate:
+        """Turn line-numbered spans into character spans of the completion (clean lines credited)."""
+        if cert.failed:
+            return cert
+        lines = line_spans(code, offset)
+        n = len(lines)
+        spans, flagged = [], set()
+        for s in cert.spans:
+            ln = s.start  # _line_spans put the 1-based line in start (0: no line of ours)
+            a, b = lines[min(max(ln, 1), n) - 1] if ln >= 1 else (lines[-1] if lines else (offset, offset))
+            spans.append(Span(a, b, s.reward, s.message))
+            if s.reward < 0:
+                flagged.add(ln)
+        if self.options.clean_reward and n:
+            share = self.options.clean_reward / n
+            spans += [Span(a, b, share, "compiles cleanly") for ln, (a, b) in enumerate(lines, 1)
+                      if ln not in flagged and b > a]
+        return Certificate(cert.score, cert.verdict, cert.correct, spans, dict(cert.info), cert.answer, cert.failed)
+
+
+def _line_spans(diags: list[Diagnostic], o) -> list[Span]:
+    """One span per flagged line (start = the 1-based line; 0 = no line), messages joined, errors first."""
+    by_line: dict[int, list[Diagnostic]] = {}
+    for d in diags:
+        if d.severity == "warning" and not o.warnings:
+            continue
+        by_line.setdefault(d.line, []).append(d)
+    out = []
+    for line, ds in sorted(by_line.items()):
+        error = any(d.severity == "error" for d in ds)
+        msg = "; ".join(dict.fromkeys(f"{d.severity}: {d.message}" for d in ds))
+        out.append(Span(line, line, o.error_reward if error else o.warning_reward, msg[:300]))
+    return out
+
+
+def _give_up() -> set:
+    from rlsf.sandbox import Verdict
+
+    return {Verdict.CPU_TIMEOUT, Verdict.WALL_TIMEOUT, Verdict.MEMORY_LIMIT, Verdict.OUTPUT_LIMIT}
+
+
+def _failure(run, i: int) -> tuple[str, str]:
+    from rlsf.sandbox import Verdict
+
+    v = run.verdict
+    if v == Verdict.OK:
+        return "wrong_answer", f"test {i + 1}: wrong output"
+    if v in (Verdict.CPU_TIMEOUT, Verdict.WALL_TIMEOUT):
+        return "timeout", f"test {i + 1}: time limit ({v.value})"
+    if v == Verdict.MEMORY_LIMIT:
+        return "memory_limit", f"test {i + 1}: memory limit"
+    if v == Verdict.OUTPUT_LIMIT:
+        return "output_limit", f"test {i + 1}: output limit"
+    if v == Verdict.SIGNAL:
+        return "runtime_error", f"test {i + 1}: killed by signal {run.signal}"
+    return "runtime_error", f"test {i + 1}: exit code {run.exit_code}"
