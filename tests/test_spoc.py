@@ -26,7 +26,7 @@ def spoc(shared_data):
 
 @pytest.fixture(scope="module")
 def example(spoc):
-    return spoc.load("test")[0]  # 20A: collapse repeated '/' in a path
+    return spoc.example("20A-47849152-54")  # collapse repeated '/' in a path
 
 
 # ---- data ------------------------------------------------------------------------------------------
@@ -34,6 +34,7 @@ def example(spoc):
 def test_programs_of_the_test_split(spoc, example):
     test = spoc.load("test")
     assert len(test) == 1815 and spoc.skipped["test"] == 0  # every testp problem has test cases
+    assert len({ex["probid"] for ex in test[:50]}) > 20  # shuffled: the first examples span many problems
     assert example["id"] == "20A-47849152-54" and example["code"].startswith("string s;\n")
     assert example["pseudocode"][3] == "int main() {"  # unannotated line: the gold code stands in
     assert spoc.example(example["id"])["code"] == example["code"]
@@ -56,7 +57,7 @@ def test_malformed_rows_and_programs_without_tests_are_reported(tmp_path, capsys
     programs, report = read_programs(tmp_path / "spoc" / "mine.tsv")
     assert [p.id for p in programs] == ["1A-7-1", "999Z-9-1"]
     assert len(report.bad_rows) == 2 and "line 5" in report.bad_rows[0] and "3 fields" in report.bad_rows[1]
-    task = get_task("spoc", data_dir=str(tmp_path), test_tsv="mine.tsv")
+    task = get_task("spoc", data_dir=str(tmp_path), test_tsv="mine.tsv", shuffle=False)
     examples = task.load("test")
     err = capsys.readouterr().err
     assert [e["id"] for e in examples] == ["1A-7-1"] and task.skipped["test"] == 1
@@ -162,3 +163,22 @@ def test_rlsf_check_on_spoc(tmp_path, capsys, shared_data, example):
                  "--completion", str(f), "--json", "--judge"]) == 0
     cert = json.loads(capsys.readouterr().out)["certificate"]
     assert cert["correct"] and cert["info"]["tests"] == 14
+
+
+def test_sft_train_and_eval_run_on_spoc(tiny_model_dir, tmp_path, shared_data):
+    """The whole engine on SPoC with a tiny random model: SFT on gold programs, an RL step whose
+    completions (garbage) are compiled and certified, evaluation with the hidden tests."""
+    from test_training import tiny_cfg
+
+    from rlsf.evaluate import evaluate
+    from rlsf.sft import sft
+    from rlsf.trainer import RLTrainer
+
+    common = {"task.name": "spoc", "task.options": {"data_dir": str(shared_data)}, "rollout.max_new_tokens": 16,
+              "eval.num_examples": 2, "eval.k": 1, "eval.max_new_tokens": 16, "sft.steps": 1, "sft.batch_size": 2}
+    sft(tiny_cfg(tiny_model_dir, tmp_path / "sft", **common))
+    tr = RLTrainer(tiny_cfg(tiny_model_dir, tmp_path / "rl", **common, **{"train.steps": 1}))
+    metrics = tr.train()
+    assert metrics["check/failed"] == 0.0 and metrics["feedback/verdict/compile_error"] > 0
+    res = evaluate(tiny_cfg(tiny_model_dir, tmp_path / "ev", **common))
+    assert {"greedy/compiles", "greedy/success", "pass@1", "pass@1/compiles", "maj@1"} <= set(res)

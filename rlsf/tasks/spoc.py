@@ -36,6 +36,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import os
+import random
 import re
 import shutil
 import sys
@@ -134,6 +135,8 @@ class SPoC(Task):
         clean_reward: float = opt(0.5, "Shared by the lines without errors (each gets clean_reward / lines).")
         warnings: bool = opt(False, "Compile with -Wall and put warnings on their lines.")
         max_tests: int = opt(0, "Run at most this many test cases per check (0: all).")
+        shuffle: bool = opt(True, "Order each split by a fixed seeded permutation (the TSVs are sorted by problem, "
+                            "so the first N examples of eval.num_examples would cover only a few problems).")
         precompiled_header: bool = opt(True, "Build a precompiled bits/stdc++.h once per worker (~3x faster compiles).")
         cache_size: int = opt(4096, "Verdicts remembered per worker, by source hash.")
 
@@ -179,6 +182,8 @@ class SPoC(Task):
                                      "pseudocode": p.pseudocode(), "code": p.code()})
             if missing:
                 print(f"rlsf: spoc: {missing} {split} programs have no test cases; skipped", file=sys.stderr)
+            if self.options.shuffle:
+                random.Random(0).shuffle(examples)
             self.skipped[split] = missing
             self._programs[split] = examples
             self._by_id.update({ex["id"]: ex for ex in examples})
@@ -386,3 +391,33 @@ def _failure(run, i: int) -> tuple[str, str]:
     if v == Verdict.SIGNAL:
         return "runtime_error", f"test {i + 1}: killed by signal {run.signal}"
     return "runtime_error", f"test {i + 1}: exit code {run.exit_code}"
+
+
+# ---- the reference programs: do SPoC's gold programs compile and pass here? -------------------------
+
+def reference_report(task: SPoC, splits: tuple[str, ...] = ("train", "test"), limit: int = 0,
+                     workers: int = -1) -> dict[str, dict[str, Any]]:
+    """Check every gold program of ``splits`` on its public and hidden tests, through the check
+    service: how many compile and pass (the flags of :data:`CXXFLAGS` were chosen by this)."""
+    from rlsf.checking import CheckService
+
+    out: dict[str, dict[str, Any]] = {}
+    with CheckService(task, workers=workers, timeout_s=300) as service:
+        for split in splits:
+            examples = task.load(split)[: limit or None]
+            public = service.check(examples, texts=[ex["code"] for ex in examples])
+            hidden = service.check(examples, texts=[ex["code"] for ex in examples], judge=True)
+            failures: dict[str, int] = {}
+            for c in (x.certificate for x in hidden):
+                if not c.correct:
+                    failures[c.verdict] = failures.get(c.verdict, 0) + 1
+            out[split] = {
+                "programs": len(examples), "skipped_no_tests": task.skipped.get(split, 0),
+                "compile": int(sum(x.certificate.info.get("compiles", 0) for x in public)),
+                "pass_public": sum(x.certificate.correct for x in public),
+                "pass_hidden": sum(x.certificate.correct for x in hidden),
+                "hidden_failures": failures,
+                "failed_examples": [ex["id"] for ex, x in zip(examples, hidden) if not x.certificate.correct][:20],
+            }
+    return out
+
