@@ -448,21 +448,35 @@ def _cgroup_pids(d: str) -> list[int]:
 def _kill_cgroup_dir(d: str, timeout: float = 3.0) -> bool:
     """SIGKILL everything in cgroup ``d`` until it is empty; True when it is."""
     kill_file = os.path.join(d, "cgroup.kill")
-    deadline = time.monotonic() + timeout
-    while True:
-        pids = _cgroup_pids(d)
-        if not pids:
-            return True
-        if os.path.exists(kill_file):
+
+    def kill(pids: list[int]) -> None:
+        if os.path.exists(kill_file):  # cgroup v2 >= 5.14: one write kills the whole group
             with contextlib.suppress(OSError):
                 Path(kill_file).write_text("1")
         else:
-            for pid in pids:
-                with contextlib.suppress(OSError):
-                    os.kill(pid, signal.SIGKILL)
+            _sigkill(pids)
+
+    return _kill_until_gone(lambda: _cgroup_pids(d), kill, timeout, pause=0.002)
+
+
+def _sigkill(pids: list[int]) -> None:
+    for pid in pids:
+        with contextlib.suppress(OSError):
+            os.kill(pid, signal.SIGKILL)
+
+
+def _kill_until_gone(pids_now, kill, timeout: float, pause: float) -> bool:
+    """Call ``kill(pids)`` while ``pids_now()`` lists any, for at most ``timeout`` s; True when none is left
+    (a fork bomb may still be forking while the first kills land)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        pids = pids_now()
+        if not pids:
+            return True
+        kill(pids)
         if time.monotonic() > deadline:
             return False
-        time.sleep(0.002)
+        time.sleep(pause)
 
 
 class _RunCgroup:
@@ -569,17 +583,7 @@ def processes_of_uid(uid: int, zombies: bool = False) -> list[int]:
 
 def _kill_uid(uid: int, timeout: float = 3.0) -> bool:
     """SIGKILL every process of ``uid`` (a uid of our own, used by nothing else) until none is left."""
-    deadline = time.monotonic() + timeout
-    while True:
-        pids = processes_of_uid(uid)
-        if not pids:
-            return True
-        for pid in pids:
-            with contextlib.suppress(OSError):
-                os.kill(pid, signal.SIGKILL)
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.005)
+    return _kill_until_gone(lambda: processes_of_uid(uid), _sigkill, timeout, pause=0.005)
 
 
 def _user_tasks() -> int:
