@@ -182,3 +182,21 @@ def test_sft_train_and_eval_run_on_spoc(tiny_model_dir, tmp_path, shared_data):
     assert metrics["check/failed"] == 0.0 and metrics["feedback/verdict/compile_error"] > 0
     res = evaluate(tiny_cfg(tiny_model_dir, tmp_path / "ev", **common))
     assert {"greedy/compiles", "greedy/success", "pass@1", "pass@1/compiles", "maj@1"} <= set(res)
+
+
+def test_reference_report_counts_compiles_and_passes(tmp_path, shared_data, example):
+    """The gold-program report on a TSV of two programs of a real problem: the gold one compiles
+    and passes; a copy with a wrong output line compiles and fails its tests (counted by verdict)."""
+    from rlsf.tasks.spoc import reference_report
+
+    lines = example["code"].rstrip("\n").split("\n")
+    wrong = [ln.replace("cout <<", "cout << 1 <<", 1) for ln in lines]
+    assert wrong != lines
+    rows = [f"\t{code}\t1\t{example['probid']}\t{sub}\t{i}\t0"
+            for sub, prog in (("1", lines), ("2", wrong)) for i, code in enumerate(prog)]
+    (tmp_path / "two.tsv").write_text(HEADER + "\n".join(rows) + "\n")
+    task = get_task("spoc", data_dir=str(shared_data), test_tsv=str(tmp_path / "two.tsv"), shuffle=False)
+    report = reference_report(task, ("test",), workers=0)["test"]
+    assert report["programs"] == 2 and report["compile"] == 2 and report["skipped_no_tests"] == 0
+    assert report["pass_public"] == 1 and report["pass_hidden"] == 1
+    assert report["hidden_failures"] == {"wrong_answer": 1} and report["failed_examples"] == [f"{example['probid']}-2-1"]
