@@ -200,3 +200,12 @@ def test_reference_report_counts_compiles_and_passes(tmp_path, shared_data, exam
     assert report["programs"] == 2 and report["compile"] == 2 and report["skipped_no_tests"] == 0
     assert report["pass_public"] == 1 and report["pass_hidden"] == 1
     assert report["hidden_failures"] == {"wrong_answer": 1} and report["failed_examples"] == [f"{example['probid']}-2-1"]
+
+
+def test_judging_after_checking_reuses_the_build(spoc, example, monkeypatch):
+    calls = []
+    run = spoc._sandbox.run
+    monkeypatch.setattr(spoc._sandbox, "run", lambda cmd, **kw: calls.append(cmd[0]) or run(cmd, **kw))
+    code = example["code"] + "\n// built once\n"
+    assert spoc.check(example, code).correct and spoc.judge(example, code).correct
+    assert calls.count("g++") == 1 and calls.count("./prog") == 5 + 14  # public tests, then hidden ones

@@ -27,7 +27,8 @@ Metrics (:meth:`SPoC.metrics`): ``compiles`` (CompAcc in RLSF) and ``success`` (
 and passes every test; on the hidden tests in evaluation), both 0/1, and ``score``.
 
 Speed: a precompiled header of ``bits/stdc++.h`` is built once per worker (``precompiled_header``),
-verdicts are cached by source hash per worker, and the check service runs workers on every core
+verdicts are cached by source hash per worker (and the last builds, so that judging a program
+on its hidden tests after its public ones compiles it once), and the check service runs workers on every core
 while sampling goes on.
 """
 
@@ -63,6 +64,7 @@ CXXFLAGS = ("-std=gnu++11", "-O1", "-pipe")
 SPLIT_FILES = {"train": ("spoc-train-eval.tsv", "spoc-train-test.tsv"), "test": ("spoc-testp.tsv",)}
 _DIAG = re.compile(r"^prog\.cpp:(\d+):(\d+):\s+(fatal error|error|warning):\s*(.*)$")
 _REQUIRED = re.compile(r"^prog\.cpp:(\d+):(\d+):\s+required from")
+_BUILDS_KEPT = 16  # compiled programs kept per worker (binaries are ~0.1-1 MB)
 _FENCE = re.compile(r"^[ \t]*```[^\n]*\n", re.M)
 
 
@@ -148,6 +150,7 @@ class SPoC(Task):
         self._pch_dir: Path | None = None
         self._own_dir: Path | None = None
         self._cache: OrderedDict[str, Certificate] = OrderedDict()
+        self._builds: OrderedDict[str, tuple[list[Diagnostic], bytes | None]] = OrderedDict()
         self.skipped: dict[str, int] = {}  # split -> examples without test cases (reported, not used)
 
     # ---- data -----------------------------------------------------------------------------------
@@ -291,30 +294,23 @@ class SPoC(Task):
 
     def _verdict(self, example: Example, code: str, kind: str) -> Certificate:
         """The certificate in terms of program lines (spans are line numbers until :meth:`_spans`)."""
-        from rlsf.sandbox import COMPILE_LIMITS, RUN_LIMITS, Verdict
+        from rlsf.sandbox import RUN_LIMITS, Verdict
 
         o = self.options
         tests = self.tests(example["probid"], kind)
+        build = self._build(code)
+        if isinstance(build, Certificate):  # the sandbox failed
+            return build
+        diags, binary = build
+        if binary is None:
+            return Certificate(0.0, "compile_error", False, _line_spans(diags, o),
+                               {"compiles": 0.0, "errors": sum(d.severity == "error" for d in diags),
+                                "tests": len(tests), "passed": 0})
+        if not tests:
+            return Certificate(0.0, "no_tests", False, _line_spans(diags, o), {"compiles": 1.0, "tests": 0, "passed": 0})
+        passed, first_failure = 0, None
         with self._sandbox.workdir() as wd:
-            wd.write("prog.cpp", PREAMBLE + code)
-            ro = [self._pch_dir] if self._pch_dir is not None else []
-            r = self._sandbox.run(["g++", *self._flags(), "prog.cpp", "-o", "prog"], workdir=wd, limits=COMPILE_LIMITS,
-                                  readonly_paths=ro)
-            if r.sandbox_failed:
-                return Certificate.checker_failed(f"compile: {r.reason}")
-            stderr = r.text("stderr")
-            diags = parse_diagnostics(stderr, PREAMBLE.count("\n"))
-            if not r.ok:
-                if not any(d.severity == "error" for d in diags):  # killed, or an error we could not place
-                    why = r.reason or stderr.strip().splitlines()[-1:] or ["g++ failed"]
-                    diags.append(Diagnostic(0, "error", f"compilation failed ({r.verdict.value}): {why}"))
-                return Certificate(0.0, "compile_error", False, _line_spans(diags, o),
-                                   {"compiles": 0.0, "errors": sum(d.severity == "error" for d in diags),
-                                    "tests": len(tests), "passed": 0})
-            if not tests:
-                return Certificate(0.0, "no_tests", False, _line_spans(diags, o),
-                                   {"compiles": 1.0, "tests": 0, "passed": 0})
-            passed, first_failure = 0, None
+            wd.write("prog", binary, executable=True)
             for i, (inp, want) in enumerate(tests):
                 run = self._sandbox.run(["./prog"], stdin=inp, workdir=wd, limits=RUN_LIMITS, writable=False)
                 if run.sandbox_failed:
@@ -334,6 +330,40 @@ class SPoC(Task):
         i, run = first_failure
         verdict, info["failure"] = _failure(run, i)
         return Certificate(score, verdict, False, spans, info)
+
+    def _build(self, code: str) -> tuple[list[Diagnostic], bytes | None] | Certificate:
+        """Compile ``code`` in the sandbox: its diagnostics and the binary (``None`` when it does not
+        compile), or a checker-failed certificate. The last few builds are kept, so that judging a
+        program on its hidden tests after its public ones (``rlsf check --judge``, the reference
+        report) does not compile it again."""
+        from rlsf.sandbox import COMPILE_LIMITS
+
+        key = hashlib.sha256(code.encode()).hexdigest()
+        if key in self._builds:
+            self._builds.move_to_end(key)
+            return self._builds[key]
+        with self._sandbox.workdir() as wd:
+            wd.write("prog.cpp", PREAMBLE + code)
+            ro = [self._pch_dir] if self._pch_dir is not None else []
+            r = self._sandbox.run(["g++", *self._flags(), "prog.cpp", "-o", "prog"], workdir=wd, limits=COMPILE_LIMITS,
+                                  readonly_paths=ro)
+            if r.sandbox_failed:
+                return Certificate.checker_failed(f"compile: {r.reason}")
+            stderr = r.text("stderr")
+            diags = parse_diagnostics(stderr, PREAMBLE.count("\n"))
+            binary = None
+            if r.ok:
+                try:
+                    binary = wd.read("prog")
+                except (OSError, ValueError) as e:  # g++ said yes but left no program: not the model's fault
+                    return Certificate.checker_failed(f"compile: no program written ({e})")
+            elif not any(d.severity == "error" for d in diags):  # killed, or an error we could not place
+                why = r.reason or stderr.strip().splitlines()[-1:] or ["g++ failed"]
+                diags.append(Diagnostic(0, "error", f"compilation failed ({r.verdict.value}): {why}"))
+        self._builds[key] = (diags, binary)
+        while len(self._builds) > _BUILDS_KEPT:
+            self._builds.popitem(last=False)
+        return diags, binary
 
     def _spans(self, cert: Certificate, code: str, offset: int) -> Certificate:
         """Turn line-numbered spans into character spans of the completion (clean lines credited)."""
