@@ -425,29 +425,39 @@ def _failure(run, i: int) -> tuple[str, str]:
 
 # ---- the reference programs: do SPoC's gold programs compile and pass here? -------------------------
 
+class _PublicAndHidden(SPoC):
+    """SPoC whose ``check`` judges a program on its public tests and then its hidden ones, from one
+    build: the hidden tests' certificate, with ``info["public_correct"]`` (the reference report)."""
+
+    def check(self, example: Example, completion: str) -> Certificate:
+        public = super().check(example, completion)
+        hidden = self.judge(example, completion)
+        hidden.info["public_correct"] = float(public.correct)
+        return hidden
+
+
 def reference_report(task: SPoC, splits: tuple[str, ...] = ("train", "test"), limit: int = 0,
                      workers: int = -1) -> dict[str, dict[str, Any]]:
     """Check every gold program of ``splits`` on its public and hidden tests, through the check
     service: how many compile and pass (the flags of :data:`CXXFLAGS` were chosen by this)."""
     from rlsf.checking import CheckService
 
+    both = _PublicAndHidden(**dataclasses.asdict(task.options))
     out: dict[str, dict[str, Any]] = {}
-    with CheckService(task, workers=workers, timeout_s=300) as service:
+    with CheckService(both, workers=workers, timeout_s=300) as service:
         for split in splits:
-            examples = task.load(split)[: limit or None]
-            public = service.check(examples, texts=[ex["code"] for ex in examples])
-            hidden = service.check(examples, texts=[ex["code"] for ex in examples], judge=True)
+            examples = both.load(split)[: limit or None]
+            certs = [x.certificate for x in service.check(examples, texts=[ex["code"] for ex in examples])]
             failures: dict[str, int] = {}
-            for c in (x.certificate for x in hidden):
+            for c in certs:
                 if not c.correct:
                     failures[c.verdict] = failures.get(c.verdict, 0) + 1
             out[split] = {
-                "programs": len(examples), "skipped_no_tests": task.skipped.get(split, 0),
-                "compile": int(sum(x.certificate.info.get("compiles", 0) for x in public)),
-                "pass_public": sum(x.certificate.correct for x in public),
-                "pass_hidden": sum(x.certificate.correct for x in hidden),
+                "programs": len(examples), "skipped_no_tests": both.skipped.get(split, 0),
+                "compile": int(sum(c.info.get("compiles", 0) for c in certs)),
+                "pass_public": int(sum(c.info.get("public_correct", 0) for c in certs)),
+                "pass_hidden": sum(c.correct for c in certs),
                 "hidden_failures": failures,
-                "failed_examples": [ex["id"] for ex, x in zip(examples, hidden) if not x.certificate.correct][:20],
+                "failed_examples": [ex["id"] for ex, c in zip(examples, certs) if not c.correct][:20],
             }
     return out
-
