@@ -18,7 +18,7 @@ from tqdm.auto import tqdm
 from rlsf.checkpoint import Checkpointer, load_trainable_state, trainable_state
 from rlsf.config import Config
 from rlsf.logging import MetricLogger
-from rlsf.models import save_model
+from rlsf.models import is_peft_model, save_model
 from rlsf.rollout import render_prompt
 from rlsf.runtime import load_policy, load_split, load_task, note, prepare_run_dir, setup
 from rlsf.tasks.base import Task, TaskError
@@ -52,6 +52,24 @@ def collate(pairs: list[tuple[list[int], list[int]]], pad_id: int) -> dict[str, 
         attn[i, :n] = 1
         labels[i, len(p):n] = torch.tensor(c)
     return {"input_ids": ids, "attention_mask": attn, "labels": labels}
+
+
+def completion_loss(model, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    """Mean cross-entropy of the labelled (completion) tokens, as HF's ``labels=`` loss, but with
+    the LM head applied only to the positions that predict a label: a long prompt's logits
+    (``[B, T, vocab]``, 49k wide for SmolLM2) are never made. Falls back to the model's own loss
+    for architectures without a separate decoder body."""
+    base = model.get_base_model() if is_peft_model(model) else model
+    body = getattr(base, getattr(base, "base_model_prefix", ""), None)
+    head = base.get_output_embeddings()
+    labels = batch["labels"]
+    if body is None or body is base or head is None:
+        return model(**batch, use_cache=False).loss
+    hidden = body(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], use_cache=False).last_hidden_state
+    target = labels[:, 1:]
+    keep = target != -100
+    logits = head(hidden[:, :-1][keep])  # [labelled tokens, vocab]
+    return torch.nn.functional.cross_entropy(logits.float(), target[keep])
 
 
 def lr_at(step: int, total: int, warmup: int, base: float) -> float:
@@ -106,13 +124,13 @@ def sft(cfg: Config) -> dict[str, Any]:
             for g in opt.param_groups:
                 g["lr"] = lr
             with autocast(rt.precision, device):
-                out = model(**batch, use_cache=False)
+                loss = completion_loss(model, batch)
             opt.zero_grad(set_to_none=True)
-            out.loss.backward()
+            loss.backward()
             gn = torch.nn.utils.clip_grad_norm_(params, cfg.optim.max_grad_norm) if cfg.optim.max_grad_norm > 0 else torch.zeros(())
             opt.step()
             step += 1
-            last = {"loss/sft": float(out.loss.detach()), "lr": lr, "loss/grad_norm": float(gn),
+            last = {"loss/sft": float(loss.detach()), "lr": lr, "loss/grad_norm": float(gn),
                     "tokens": int((batch["labels"] != -100).sum()), "timing/step": time.perf_counter() - t0}
             logger.log(step, last)
             bar.update(1)

@@ -295,3 +295,24 @@ def test_learning_rate_warms_up_linearly(tiny_model_dir, tmp_path):
     tr = RLTrainer(cfg)
     lrs = [tr.train_step()["lr"] for _ in range(3)]  # 2 updates per step: lr after updates 2, 4, 6
     assert lrs == pytest.approx([1e-3 * 2 / 4, 1e-3, 1e-3])
+
+
+@pytest.mark.parametrize("lora", [False, True])
+def test_sft_loss_equals_the_models_own_and_its_gradient(tiny_model_dir, lora):
+    """The completion-only head gives HF's ``labels=`` loss and the same gradients (LoRA too)."""
+    from rlsf.models import LoraSpec, load_model
+    from rlsf.sft import collate, completion_loss
+
+    spec = LoraSpec(r=4, alpha=8, dropout=0.0, target_modules=("q_proj", "v_proj")) if lora else None
+    pairs = [([5, 6, 7, 8, 9], [10, 11]), ([12, 13], [14, 15, 16, 17]), ([3], [4])]
+    batch = collate(pairs, pad_id=0)
+    grads = []
+    for fn in (lambda m: m(**batch, use_cache=False).loss, lambda m: completion_loss(m, batch)):
+        torch.manual_seed(0)
+        model = load_model(tiny_model_dir, lora=spec)
+        loss = fn(model)
+        loss.backward()
+        grads.append((loss.detach(), [p.grad.clone() for p in model.parameters() if p.requires_grad]))
+    torch.testing.assert_close(grads[0][0], grads[1][0])
+    for a, b in zip(grads[0][1], grads[1][1]):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)
