@@ -5,6 +5,7 @@
     rlsf check --task game24 --example 901 --completion answer.txt     # the certificate, explained
     rlsf check --task game24 --example 901 --completion - --json       # ... as JSON (text from stdin)
     rlsf check --task game24 --example 901 --completion - --tokens     # each token with its reward
+    rlsf check --task molgen --example chebi:5280343 --completion - --image mol.png   # a picture too
     rlsf check --task game24 --input completions.jsonl --output certs.jsonl
 
 ``--input`` takes one ``{"example": ID, "completion": TEXT}`` a line and writes one line per
@@ -18,6 +19,7 @@ from __future__ import annotations
 
 import json
 import sys
+from pathlib import Path
 from typing import Any
 
 from rlsf.checking import CheckService
@@ -45,6 +47,9 @@ def _read_completion(source: str | None) -> str:
 
 def run_check_command(cfg: Config, args) -> int:
     task = load_task(cfg)
+    if getattr(args, "image", None) and not task.picture:
+        raise CheckInputError(f"--image: task {task.name!r} draws no pictures")
+    args.image = getattr(args, "image", None)
     if args.input:
         return _check_many(cfg, task, args.input, args.output, args.judge)
     if args.example is None:
@@ -62,6 +67,11 @@ def run_check_command(cfg: Config, args) -> int:
         print(cert.explain(text))
     if args.tokens:
         _print_tokens(cfg, tokenizer, ids, offsets, text, cert)
+    if args.image:
+        from rlsf.evaluate import draw_picture
+
+        if draw_picture(task, [example], [text], [cert], Path(args.image)) is None:
+            return 1
     return 0
 
 

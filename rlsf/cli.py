@@ -85,6 +85,9 @@ def _add_check_args(p: argparse.ArgumentParser) -> None:
                    "instead of the training one.")
     g.add_argument("--tokens", action="store_true", help="Tokenise the completion with the model's tokenizer "
                    "(--model) and show each token with the reward it gets (coloured in a terminal).")
+    g.add_argument("--image", metavar="FILE", help="Also draw the completion with its certificate (tasks that "
+                   "draw, e.g. the chemistry tasks: the molecule beside the reference, flagged atoms in red; "
+                   ".png or .svg).")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -24,6 +24,7 @@ certificate and metrics; its ``id`` is what ``rlsf check --example`` takes).
 from __future__ import annotations
 
 import json
+import sys
 import time
 from collections import Counter
 from pathlib import Path
@@ -123,6 +124,7 @@ def _evaluate(cfg: Config, model, tokenizer, output, runtime) -> dict[str, Any]:
     results: dict[str, Any] = {
         "task": task.name, "model": cfg.model.name, "split": e.split, "num_examples": len(examples),
         **summarize(task, examples, greedy.certificates, samples, texts, e.selectors),
+        **{f"greedy/{k_}": v for k_, v in task.corpus_metrics(examples, greedy.texts, greedy.certificates).items()},
         "verdicts": dict(Counter(c.verdict for c in greedy.certificates)),
         "checker_failed": failed,
         # The checker's own figures (e.g. Game of 24 step accuracy) of the greedy completions:
@@ -143,4 +145,19 @@ def _evaluate(cfg: Config, model, tokenizer, output, runtime) -> dict[str, Any]:
             for ex, text, cert in zip(exp.examples, exp.texts, exp.certificates) if exp is not None else ():
                 f.write(json.dumps({"id": ex.get("id"), "kind": kind, "completion": text, "certificate": cert.to_dict(),
                                     "metrics": completion_metrics(task, ex, cert)}) + "\n")
+    if task.picture:
+        draw_picture(task, greedy.examples, greedy.texts, greedy.certificates, out.with_name(f"{out.stem}_{task.picture}"))
     return results
+
+
+def draw_picture(task: Task, examples: list[Example], texts: list[str], certificates: list[Certificate],
+                 path: Path) -> Path | None:
+    """The task's picture of these completions; a drawing failure is reported, never fatal (the
+    figures are already written)."""
+    try:
+        written = task.draw(examples, texts, certificates, path)
+    except Exception as e:  # noqa: BLE001 -- a picture is never worth losing an evaluation for
+        print(f"rlsf: warning: could not draw {path.name}: {type(e).__name__}: {e}", file=sys.stderr)
+        return None
+    print(f"rlsf: drew {written}", file=sys.stderr)
+    return written

@@ -268,3 +268,30 @@ def spoc_oracle(example: dict[str, Any], text: str, testcases: str = "") -> bool
             if ran.verdict.value != "ok" or ran.stdout.decode("utf-8", "replace").split() != expected.split():
                 return False
     return True
+
+
+def chem_oracle(example: dict[str, Any], text: str, stereo: bool = True) -> bool:
+    """Does any whitespace-separated piece of ``text`` (bare, or without the punctuation, quotes,
+    backticks or parentheses a sentence may put around it) name the reference molecule?
+    Compared by InChI (the checker compares canonical SMILES; same graph, same InChI)."""
+    from rdkit import Chem, RDLogger
+
+    RDLogger.DisableLog("rdApp.*")
+
+    def inchi(smiles: str) -> str | None:
+        if not smiles or len(smiles) > 1000:
+            return None
+        mol = Chem.MolFromSmiles(smiles)
+        if mol is None:
+            return None
+        options = "" if stereo else "/SNon"
+        return Chem.MolToInchi(mol, options=options) or None
+
+    want = inchi(example["target"])
+    for piece in text.split():
+        tries = {piece, piece.strip(".,;:!?\"'`"), piece.strip(".,;:!?\"'`()"), piece.rstrip(".,;:!?\"'`")}
+        for marker in ("SMILES:", "Answer:", "Product:", "Reactants:"):
+            tries |= {t.split(marker)[-1] for t in list(tries)}
+        if any(want is not None and inchi(t) == want for t in tries):
+            return True
+    return False

@@ -27,10 +27,11 @@ from hypothesis import strategies as st
 from rlsf.tasks import get_task
 from rlsf.tasks.base import Task
 from rlsf.tasks.game24 import VERDICTS as GAME24_VERDICTS
+from rlsf.tasks.chem import VERDICTS as CHEM_VERDICTS
 from rlsf.tasks.spoc import VERDICTS as SPOC_VERDICTS
 from rlsf.testing import STRATEGIES, check_checker, mutations, non_ascii_insertions
 
-from oracles import game24_oracle, spoc_oracle
+from oracles import chem_oracle, game24_oracle, spoc_oracle
 
 Example = dict[str, Any]
 
@@ -55,6 +56,11 @@ def spoc_oracle_for(task: Task) -> Callable:
     return lambda example, text: spoc_oracle(example, text, folder)
 
 
+def chem_examples(task: Task, full: bool) -> list[Example]:
+    examples = task.load("test")
+    return examples if full else examples[:: max(1, len(examples) // 20)]
+
+
 def no_extra(task: Task, examples: list[Example]) -> dict[str, Any]:
     return {}
 
@@ -67,6 +73,9 @@ CHECKERS = [
     # Each SPoC check compiles with g++ (~0.5 s) and runs tests: a short quick run; the fuzz run
     # of 10,000 inputs takes hours on 2 cores. A limit hit (time, memory) may take the compile's 40 s.
     pytest.param("spoc", spoc_examples, no_extra, spoc_oracle_for, SPOC_VERDICTS, False, 24, 60.0, id="spoc"),
+    # RDKit checks take milliseconds; the oracle compares InChI of every piece of the text.
+    *[pytest.param(name, chem_examples, no_extra, lambda task: chem_oracle, CHEM_VERDICTS, False, 400, 5.0, id=name)
+      for name in ("molgen", "forward", "retro")],
 ]
 FIELDS = "name, pick, extra, oracle, verdicts, exact, quick, time_limit"
 

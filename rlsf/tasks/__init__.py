@@ -3,5 +3,6 @@
 from rlsf.tasks.base import Example, Task, TaskError, available_tasks, get_task, register
 from rlsf.tasks import game24 as _game24  # noqa: F401  (registers "game24")
 from rlsf.tasks import spoc as _spoc  # noqa: F401  (registers "spoc")
+from rlsf.tasks import chem as _chem  # noqa: F401  (registers "molgen", "forward", "retro")
 
 __all__ = ["Example", "Task", "TaskError", "available_tasks", "get_task", "register"]

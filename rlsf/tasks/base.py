@@ -149,6 +149,19 @@ class Task(ABC):
         """Named figures of one checked completion (averaged over examples by evaluation)."""
         return {"success": float(certificate.correct), "score": float(certificate.score)}
 
+    def corpus_metrics(self, examples: list[Example], texts: list[str],
+                       certificates: list[Certificate]) -> dict[str, float]:
+        """Figures over a whole evaluation set, one completion per example, that are not means of
+        :meth:`metrics` (e.g. corpus BLEU); evaluation reports them as ``greedy/<name>``."""
+        return {}
+
+    #: File name suffix of the picture :meth:`draw` writes (e.g. ``"molecules.png"``); ``None``: no picture.
+    picture: str | None = None
+
+    def draw(self, examples: list[Example], texts: list[str], certificates: list[Certificate], path: Path) -> Path:
+        """Draw completions with their certificates into ``path`` (tasks that set :attr:`picture`)."""
+        raise NotImplementedError(f"task {self.name!r} draws no pictures")
+
     # ---- resources -----------------------------------------------------------------------------
     def open(self, workdir: Path | None = None) -> None:
         """Acquire what checking needs (called once per process before its first check)."""

@@ -1,0 +1,50 @@
+"""Molecule similarity and the text-to-molecule metrics of ChEBI-20 (MolT5, Edwards et al. 2022).
+
+Fingerprints as MolT5's evaluation computes them: MACCS keys, RDKit's topological fingerprint
+(``RDKFingerprint``) and Morgan radius 2 (with counts), each compared by Tanimoto similarity.
+The string metrics work on SMILES characters: BLEU (corpus BLEU-4 over characters, NLTK's
+``corpus_bleu`` as in MolT5) and Levenshtein distance (mean over examples).
+"""
+
+from __future__ import annotations
+
+from rdkit import Chem, DataStructs
+from rdkit.Chem import MACCSkeys, rdFingerprintGenerator
+
+from rlsf.chem.smiles import rdkit_log
+
+FINGERPRINTS = ("maccs", "rdk", "morgan")
+_morgan = rdFingerprintGenerator.GetMorganGenerator(radius=2)
+
+
+def fingerprint(mol: Chem.Mol, kind: str):
+    with rdkit_log():
+        if kind == "maccs":
+            return MACCSkeys.GenMACCSKeys(mol)
+        if kind == "rdk":
+            return Chem.RDKFingerprint(mol)
+        if kind == "morgan":
+            return _morgan.GetCountFingerprint(mol)
+    raise ValueError(f"unknown fingerprint {kind!r}; known: {', '.join(FINGERPRINTS)}")
+
+
+def tanimoto(a: Chem.Mol, b: Chem.Mol, kind: str) -> float:
+    """Tanimoto similarity of the ``kind`` fingerprints of two molecules, in [0, 1]."""
+    return float(DataStructs.TanimotoSimilarity(fingerprint(a, kind), fingerprint(b, kind)))
+
+
+def levenshtein(a: str, b: str) -> int:
+    from rapidfuzz.distance import Levenshtein
+
+    return int(Levenshtein.distance(a, b))
+
+
+def char_bleu(references: list[str], hypotheses: list[str]) -> float:
+    """Corpus BLEU-4 over characters (MolT5's SMILES BLEU); 0 for an empty corpus."""
+    from nltk.translate.bleu_score import corpus_bleu
+
+    if not references:
+        return 0.0
+    refs = [[list(r)] for r in references]
+    hyps = [list(h) for h in hypotheses]
+    return float(corpus_bleu(refs, hyps))

@@ -1,0 +1,488 @@
+"""Chemistry with RDKit certificates: molecule generation, forward synthesis, retrosynthesis.
+
+RLSF's three chemistry applications. The model answers with a SMILES string; RDKit checks it
+(:mod:`rlsf.chem.smiles`) and the certificate points at **atoms**:
+
+* the answer is the SMILES in the completion (:func:`find_answer`: after ``SMILES:`` /
+  ``Answer:`` if present, else in backticks, else the longest whitespace-free run of SMILES
+  characters; a completion that is only a SMILES is all answer);
+* each problem RDKit reports (syntax error at a position, unclosed or duplicated ring label,
+  valence, kekulisation, aromaticity) puts ``error_reward`` on the tokens of the atoms (or
+  characters) it names, split evenly among them, with RDKit's own message; every other atom of a
+  valid prefix shares ``clean_reward`` (each atom ``clean_reward / atoms``);
+* reactions: every heavy atom of a product must be accounted for by the reactants, per element
+  (:func:`rlsf.chem.smiles.unexplained_atoms`). Forward synthesis: the unexplained atoms of the
+  answer get ``unexplained_reward``, split among them. Retrosynthesis: the unexplained atoms are
+  in the prompt's product, so the whole answer gets it, and the message names them;
+* the score of a valid answer is the weighted mean of canonical-SMILES exact match and Morgan and
+  MACCS Tanimoto similarity to the reference (weights ``exact_weight``, ``morgan_weight``,
+  ``maccs_weight``); an invalid or missing answer scores ``invalid_score``. Exact match compares
+  canonical SMILES with the dot-separated components sorted (their order does not matter), with
+  stereochemistry unless ``stereo: false``.
+
+Verdicts: ``correct`` (exact match), ``wrong`` (valid, not the reference),
+``unexplained_atoms`` (valid, but atoms come from nowhere), ``syntax_error``,
+``chemistry_error`` (parses, fails sanitisation), ``too_long``, ``no_smiles``, ``empty``.
+
+Evaluation figures (:meth:`ChemTask.metrics`, per completion): ``success`` (exact match),
+``validity`` (0/1), ``morgan_sim``, ``maccs_sim``, ``rdk_sim`` (Tanimoto, 0 when invalid).
+:meth:`ChemTask.corpus_metrics` adds the figures of the literature over the greedy answers, under
+their usual names: ``exact``, ``validity``, ``bleu`` (corpus BLEU over SMILES characters),
+``levenshtein`` (mean), ``maccs_fts``, ``rdk_fts``, ``morgan_fts`` (means over the valid answers,
+as MolT5 reports them). ``rlsf eval`` draws the greedy answers beside their references
+(``molecules.png``, :mod:`rlsf.chem.draw`), with the atoms certificates flag in red.
+"""
+
+from __future__ import annotations
+
+import csv
+import re
+import sys
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from rlsf.config import opt
+from rlsf.feedback.certificate import Certificate, Span
+from rlsf.tasks.base import Example, Messages, Task, TaskError, register
+
+VERDICTS = ("correct", "wrong", "unexplained_atoms", "syntax_error", "chemistry_error", "too_long", "no_smiles",
+            "empty")
+_MARKER = re.compile(r"(?:SMILES|Answer|Product|Reactants)\s*[:=]\s*", re.I)
+_BACKTICKS = re.compile(r"`+([^`\s]+)`+")
+_TRIM = ".,;:!?\"'`"
+
+
+def find_answer(completion: str) -> tuple[int, int] | None:
+    """``(start, end)`` of the SMILES in ``completion`` (see the module docstring), or ``None``."""
+    from rlsf.chem.smiles import is_smiles_like
+
+    def chunk_at(pos: int) -> tuple[int, int] | None:
+        m = re.compile(r"\S+").search(completion, pos)
+        return _trimmed(m.start(), m.end()) if m else None
+
+    def _trimmed(s: int, e: int) -> tuple[int, int]:
+        # Prose around a SMILES: a full stop, comma or quote after it, quotes or parentheses around it.
+        # (No SMILES ends with "." and none starts with "(", so nothing of a SMILES is cut.)
+        while e > s and completion[e - 1] in _TRIM:
+            e -= 1
+        while s < e and completion[s] in "\"'`":
+            s += 1
+        if e - s > 2 and completion[s] == "(" and completion[e - 1] == ")":
+            s, e = s + 1, e - 1
+        return s, e
+
+    stripped = completion.strip()
+    if not stripped:
+        return None
+    marker = None
+    for marker in _MARKER.finditer(completion):
+        pass
+    if marker is not None:
+        found = chunk_at(marker.end())
+        if found is not None:
+            return found
+    tick = _BACKTICKS.search(completion)
+    if tick is not None:
+        return tick.start(1), tick.end(1)
+    best: tuple[int, int] | None = None
+    for m in re.finditer(r"\S+", completion):
+        s, e = _trimmed(m.start(), m.end())
+        if e > s and is_smiles_like(completion[s:e]) and (best is None or e - s > best[1] - best[0]):
+            best = (s, e)
+    if best is None and len(stripped.split()) == 1:  # a lone chunk is the answer, even if it is not SMILES
+        s = completion.index(stripped)
+        return s, s + len(stripped)
+    return best
+
+
+class ChemTask(Task):
+    """Shared by the three chemistry tasks: checking one SMILES answer against one reference."""
+
+    binary_metrics = ("success", "validity")
+    splits: tuple[str, ...] = ("train", "test")
+
+    @dataclass
+    class Options(Task.Options):
+        train_file: str = opt("", "File of the train split (default: the task's; a path or a name in the data folder).")
+        test_file: str = opt("", "File of the test split, in the same format (default: the task's).")
+        error_reward: float = opt(-1.0, "Span reward of one RDKit problem, split among the atoms it names.")
+        clean_reward: float = opt(0.5, "Shared by the atoms of a valid prefix (each clean_reward / atoms).")
+        unexplained_reward: float = opt(-1.0, "Span reward of atoms the reactants do not account for "
+                                        "(reactions; split among them).")
+        invalid_score: float = opt(-0.5, "Score of an answer that is missing or not a valid molecule.")
+        exact_weight: float = opt(0.5, "Weight of exact match in the score of a valid answer.")
+        morgan_weight: float = opt(0.25, "Weight of Morgan (radius 2) Tanimoto similarity in the score.")
+        maccs_weight: float = opt(0.25, "Weight of MACCS Tanimoto similarity in the score.")
+        stereo: bool = opt(True, "Exact match compares stereochemistry (isomeric SMILES); false: ignores it.")
+        max_chars: int = opt(1000, "Longer answers are not parsed: the characters past the limit are flagged.")
+        validate: bool = opt(True, "Parse every reference SMILES when loading, reporting and skipping the "
+                             "unparsable rows (about 1 s per 10,000 SMILES).")
+
+    def __init__(self, **options: Any) -> None:
+        super().__init__(**options)
+        o = self.options
+        weights = (o.exact_weight, o.morgan_weight, o.maccs_weight)
+        if min(weights) < 0 or sum(weights) <= 0:
+            raise TaskError(f"task {self.name!r}: exact/morgan/maccs weights must be >= 0 and not all 0, got {weights}")
+        if o.max_chars < 0:
+            raise TaskError(f"task {self.name!r}: max_chars must be >= 0 (0: no limit), got {o.max_chars}")
+        self._data: dict[str, list[Example]] = {}
+        self._by_id: dict[str, Example] = {}
+        self.malformed: dict[str, list[str]] = {}  # split -> one line per malformed row
+
+    # ---- data -----------------------------------------------------------------------------------
+    #: split -> default file (relative to the data folder); subclasses set it.
+    files: dict[str, str] = {}
+
+    def _path(self, split: str) -> Path:
+        given = {"train": self.options.train_file, "test": self.options.test_file}.get(split, "")
+        if given:
+            p = Path(given).expanduser()
+            if p.exists():
+                return p
+            return self.data_file(given if "/" in given else f"{Path(self.files[split]).parent}/{given}")
+        return self.data_file(self.files[split])
+
+    def rows(self, split: str, path: Path) -> list[tuple[int, dict[str, str]]]:
+        """``(line number, fields)`` of each row (subclasses say how to read their format)."""
+        raise NotImplementedError
+
+    def make_example(self, split: str, line: int, row: dict[str, str]) -> Example:
+        raise NotImplementedError
+
+    def load(self, split: str) -> list[Example]:
+        self.check_split(split)
+        if split not in self._data:
+            path = self._path(split)
+            bad: list[str] = []
+            examples: list[Example] = []
+            try:
+                rows = self.rows(split, path)
+            except (OSError, UnicodeDecodeError, csv.Error) as e:
+                raise TaskError(f"task {self.name!r}: cannot read {path}: {e}") from None
+            known = _validated(path) if self.options.validate else None
+            unparsable: dict[int, str] = {}
+            for line, row in rows:
+                try:
+                    ex = self.make_example(split, line, row)
+                except (KeyError, ValueError) as e:
+                    bad.append(f"{path.name} line {line}: {e}")
+                    continue
+                if self.options.validate:
+                    problem = known.get(line) if known is not None else self._reference_problem(ex)
+                    if problem:
+                        unparsable[line] = problem
+                        bad.append(f"{path.name} line {line}: {problem}")
+                        continue
+                examples.append(ex)
+            if self.options.validate and known is None:
+                _validated(path, unparsable)
+            if not examples:
+                raise TaskError(f"task {self.name!r}: no usable rows in {path}" + (f" (first problem: {bad[0]})" if bad else ""))
+            if bad:
+                print(f"rlsf: {self.name}: {path.name}: {len(bad)} malformed rows skipped (first: {bad[0]})",
+                      file=sys.stderr)
+            self.malformed[split] = bad
+            self._data[split] = examples
+            self._by_id.update({ex["id"]: ex for ex in examples})
+        return [dict(ex) for ex in self._data[split]]
+
+    def _reference_problem(self, ex: Example) -> str | None:
+        from rlsf.chem.smiles import parse
+
+        for key in ("target", "source"):
+            if key in ex and parse(ex[key]) is None:
+                return f"unparsable {key} SMILES {ex[key][:80]!r}"
+        return None
+
+    def example(self, example_id: Any) -> Example:
+        key = str(example_id).strip()
+        for split in self.splits:
+            self.load(split)
+            if key in self._by_id:
+                return dict(self._by_id[key])
+        raise TaskError(f"task {self.name!r}: no example with id {key!r} in splits {', '.join(self.splits)}")
+
+    def demonstration(self, example: Example) -> str | None:
+        return example["target"]
+
+    # ---- checking -------------------------------------------------------------------------------
+    def check(self, example: Example, completion: str) -> Certificate:
+        from rlsf.chem.smiles import canonical, diagnose, parse
+
+        o = self.options
+        where = find_answer(completion)
+        if where is None:
+            verdict = "empty" if not completion.strip() else "no_smiles"
+            spans = [] if verdict == "empty" else [Span(0, len(completion), o.error_reward, "no SMILES in the answer")]
+            return Certificate(o.invalid_score, verdict, spans=spans, info=_info(0.0))
+        start, end = where
+        d = diagnose(completion[start:end], o.max_chars)
+        spans = self._problem_spans(d, start)
+        if not d.valid:
+            kinds = {p.kind for p in d.problems}
+            verdict = ("too_long" if "length" in kinds else
+                       "syntax_error" if kinds & {"syntax", "ring", "charset", "mapping"} or d.raw is None
+                       else "chemistry_error")
+            info = _info(0.0, problems=len(d.problems), smiles=d.smiles[:200],
+                         flagged_atoms=sorted({a for p in d.problems for a in p.atoms}))
+            return Certificate(o.invalid_score, verdict, spans=spans, info=info)
+        reference = parse(example["target"])
+        answer = canonical(d.mol, o.stereo)
+        exact = reference is not None and answer == canonical(reference, o.stereo)
+        sims = _similarities(d.mol, reference)
+        unexplained, note = self._unexplained(example, d)
+        if unexplained:
+            spans.extend(self._unexplained_spans(d, unexplained, note, start, end))
+        w = (o.exact_weight, o.morgan_weight, o.maccs_weight)
+        score = (w[0] * exact + w[1] * sims["morgan_sim"] + w[2] * sims["maccs_sim"]) / sum(w)
+        verdict = "correct" if exact else "unexplained_atoms" if unexplained else "wrong"
+        info = _info(1.0, exact=float(exact), smiles=d.smiles[:200], **sims,
+                     unexplained={el: list(ix) for el, ix in unexplained.items()},
+                     unexplained_atoms=sum(len(ix) for ix in unexplained.values()))
+        return Certificate(score, verdict, correct=exact, spans=spans, info=info, answer=answer)
+
+    def _problem_spans(self, d, offset: int) -> list[Span]:
+        """``error_reward`` on each problem's characters; ``clean_reward`` shared by clean atoms of
+        the valid prefix (before the first syntax problem, everywhere after a chemistry one)."""
+        o = self.options
+        spans: list[Span] = []
+        flagged: set[tuple[int, int]] = set()
+        for p in d.problems:
+            for s, e in p.chars:
+                spans.append(Span(offset + s, offset + e, o.error_reward / len(p.chars), p.message[:300]))
+                flagged.add((s, e))
+        stop = min((s for p in d.problems if p.kind in ("syntax", "charset", "length") for s, _ in p.chars),
+                   default=len(d.smiles))
+        atoms = [t for t in d.tokens if t.atom is not None]
+        clean = [t for t in atoms if (t.start, t.end) not in flagged and t.end <= stop]
+        if clean and o.clean_reward:
+            share = o.clean_reward / len(atoms)
+            spans.extend(Span(offset + t.start, offset + t.end, share, "") for t in clean)
+        return spans
+
+    # ---- reactions (overridden) -------------------------------------------------------------------
+    def _unexplained(self, example: Example, d) -> tuple[dict[str, list[int]], str]:
+        return {}, ""
+
+    def _unexplained_spans(self, d, unexplained: dict[str, list[int]], note: str, start: int, end: int) -> list[Span]:
+        return []
+
+    # ---- evaluation -------------------------------------------------------------------------------
+    def metrics(self, example: Example, certificate: Certificate) -> dict[str, float]:
+        i = certificate.info
+        return {"success": float(certificate.correct), "validity": float(i.get("valid", 0.0)),
+                "morgan_sim": float(i.get("morgan_sim", 0.0)), "maccs_sim": float(i.get("maccs_sim", 0.0)),
+                "rdk_sim": float(i.get("rdk_sim", 0.0))}
+
+    def corpus_metrics(self, examples: list[Example], texts: list[str], certificates: list[Certificate]) -> dict[str, float]:
+        """The literature's figures over one completion per example (module docstring)."""
+        from rlsf.chem.similarity import char_bleu, levenshtein
+
+        n = len(examples)
+        if not n:
+            return {}
+        answers = [c.info.get("smiles", "") if isinstance(c.info.get("smiles"), str) else "" for c in certificates]
+        refs = [ex["target"] for ex in examples]
+        valid = [c for c in certificates if c.info.get("valid")]
+        with warnings.catch_warnings():  # NLTK warns when a corpus has no 4-gram match at all
+            warnings.simplefilter("ignore")
+            bleu = char_bleu(refs, answers)
+        out = {"exact": sum(c.correct for c in certificates) / n, "validity": len(valid) / n, "bleu": bleu,
+               "levenshtein": sum(levenshtein(a, r) for a, r in zip(answers, refs)) / n}
+        for fp in ("maccs", "rdk", "morgan"):
+            out[f"{fp}_fts"] = sum(c.info[f"{fp}_sim"] for c in valid) / len(valid) if valid else 0.0
+        return out
+
+    def draw(self, examples: list[Example], texts: list[str], certificates: list[Certificate], path: Path) -> Path:
+        """Answers beside their references, flagged atoms in red (:func:`rlsf.chem.draw.grid`)."""
+        from rlsf.chem.draw import answer_grid
+
+        return answer_grid(examples, texts, certificates, path, source_title=self.source_title)
+
+    picture = "molecules.png"
+    source_title = ""  # what the prompt's molecule is called in pictures ("" when the prompt is text)
+
+
+def _validated(path: Path, found: dict[int, str] | None = None) -> dict[int, str] | None:
+    """The unparsable rows of ``path`` found by an earlier load (``None``: not checked yet), or
+    remember ``found``. Parsing 80,000 USPTO SMILES takes ~17 s; the file's size, time and the
+    RDKit version key the record."""
+    import hashlib
+    import json
+
+    import rdkit
+
+    from rlsf.models import cache_dir
+
+    st = path.stat()
+    # Not keyed by task: forward and retro read the same file and both check both columns.
+    key = hashlib.sha1(f"{path.resolve()}|{st.st_size}|{st.st_mtime_ns}|{rdkit.__version__}".encode()).hexdigest()
+    record = cache_dir() / "chem" / f"{key[:20]}.json"
+    if found is None:
+        try:
+            return {int(k): v for k, v in json.loads(record.read_text()).items()}
+        except (OSError, ValueError, AttributeError):
+            return None
+    try:
+        record.parent.mkdir(parents=True, exist_ok=True)
+        tmp = record.with_suffix(".tmp")
+        tmp.write_text(json.dumps(found))
+        tmp.replace(record)
+    except OSError:
+        pass  # a read-only cache only costs the parse next time
+    return found
+
+
+def _info(valid: float, **more: Any) -> dict[str, Any]:
+    return {"valid": valid, **more}
+
+
+def _similarities(mol, reference) -> dict[str, float]:
+    from rlsf.chem.similarity import tanimoto
+
+    if reference is None:
+        return {"morgan_sim": 0.0, "maccs_sim": 0.0, "rdk_sim": 0.0}
+    return {f"{fp}_sim": tanimoto(mol, reference, fp) for fp in ("morgan", "maccs", "rdk")}
+
+
+# ---- the three tasks ----------------------------------------------------------------------------
+def _read_csv(path: Path, columns: tuple[str, ...]) -> list[tuple[int, dict[str, str]]]:
+    with open(path, encoding="utf-8", newline="") as f:
+        reader = csv.reader(f)
+        header = next(reader, None)
+        if header is None or any(c not in header for c in columns):
+            raise TaskError(f"{path}: expected a header with columns {', '.join(columns)}, got {header}")
+        out = []
+        for line, row in enumerate(reader, 2):
+            if len(row) != len(header):
+                out.append((line, {"_error": f"{len(row)} fields where the header has {len(header)}"}))
+            else:
+                out.append((line, dict(zip(header, row))))
+        return out
+
+
+def _field(row: dict[str, str], name: str) -> str:
+    if "_error" in row:
+        raise ValueError(row["_error"])
+    value = row.get(name, "").strip()
+    if not value:
+        raise ValueError(f"empty {name}")
+    return value
+
+
+@register("molgen")
+class MoleculeGeneration(ChemTask):
+    """Text to molecule (ChEBI-20): the SMILES of the molecule a description describes."""
+
+    description = "Write the SMILES of the molecule a text describes (ChEBI-20); RDKit checks it atom by atom."
+    splits = ("train", "test", "design100")
+    files = {"train": "chebi20/validation.txt", "test": "chebi20/test.txt",
+             "design100": "chebi20/molecule_design_test_100.csv"}
+
+    def rows(self, split: str, path: Path) -> list[tuple[int, dict[str, str]]]:
+        if path.suffix == ".csv":
+            return _read_csv(path, ("description", "SMILES"))
+        out = []
+        with open(path, encoding="utf-8") as f:
+            header = f.readline().rstrip("\n").split("\t")
+            if header[:3] != ["CID", "SMILES", "description"]:
+                raise TaskError(f"{path}: expected a TSV with header CID, SMILES, description; got {header}")
+            for line, text in enumerate(f, 2):
+                parts = text.rstrip("\n").split("\t")
+                out.append((line, dict(zip(header, parts)) if len(parts) == 3 else
+                            {"_error": f"{len(parts)} tab-separated fields, expected 3"}))
+        return out
+
+    def make_example(self, split: str, line: int, row: dict[str, str]) -> Example:
+        # ChEBI-20's files escape backslashes (stereo bonds) as "\\".
+        smiles = _field(row, "SMILES").replace("\\\\", "\\")
+        ident = f"chebi:{row['CID']}" if row.get("CID") else f"{split}:{line - 1}"
+        return {"id": ident, "description": _field(row, "description"), "target": smiles}
+
+    def prompt(self, example: Example) -> Messages:
+        return [{"role": "system", "content": "You are a chemist. Write the SMILES of the molecule the user "
+                                              "describes. Answer with the SMILES only."},
+                {"role": "user", "content": example["description"]}]
+
+
+class _Reaction(ChemTask):
+    """A reaction task: SMILES in (``source``), SMILES out (``target``)."""
+
+    instruction = ""
+    columns: dict[str, tuple[str, str]] = {}  # split -> (source column, target column)
+
+    def rows(self, split: str, path: Path) -> list[tuple[int, dict[str, str]]]:
+        return _read_csv(path, self.columns[split])
+
+    def make_example(self, split: str, line: int, row: dict[str, str]) -> Example:
+        src, tgt = self.columns[split]
+        return {"id": f"{split}:{line - 1}", "source": _field(row, src), "target": _field(row, tgt)}
+
+    def prompt(self, example: Example) -> Messages:
+        return [{"role": "system", "content": self.instruction}, {"role": "user", "content": example["source"]}]
+
+    def _molecules(self, example: Example):
+        from rlsf.chem.smiles import rdkit_log
+
+        from rdkit import Chem
+
+        with rdkit_log():
+            return Chem.MolFromSmiles(example["source"], sanitize=False)
+
+
+def _shortfall(unexplained: dict[str, list[int]]) -> str:
+    return ", ".join(f"{len(ix)} {el}" for el, ix in sorted(unexplained.items()))
+
+
+@register("forward")
+class ForwardSynthesis(_Reaction):
+    """Reactants (and reagents) to product: USPTO-50k reversed to train, USPTO-MIT to test."""
+
+    description = "Predict the product of a reaction from its reactants (USPTO); RDKit checks it atom by atom."
+    files = {"train": "uspto/uspto50k_retro_train.csv", "test": "uspto/uspto_mit_forward_test.csv"}
+    columns = {"train": ("reactants_smiles", "products_smiles"), "test": ("reactant", "product")}
+    instruction = ("You are a chemist. The user gives the reactants and reagents of a reaction as SMILES separated "
+                   "by '.'. Predict the main product. Answer with its SMILES only.")
+    source_title = "reactants"
+
+    def _unexplained(self, example: Example, d) -> tuple[dict[str, list[int]], str]:
+        from rlsf.chem.smiles import unexplained_atoms
+
+        sources = self._molecules(example)
+        if sources is None:
+            return {}, ""
+        found = unexplained_atoms(d.raw, sources)  # raw: atom indices are SMILES token order
+        return found, f"the reactants do not account for {_shortfall(found)} of the product" if found else ""
+
+    def _unexplained_spans(self, d, unexplained, note, start, end) -> list[Span]:
+        atoms = [a for ix in unexplained.values() for a in ix]
+        chars = [d.atom_chars(a) for a in atoms]
+        r = self.options.unexplained_reward / len(atoms)
+        return [Span(start + c[0], start + c[1], r, note) for c in chars if c is not None]
+
+
+@register("retro")
+class Retrosynthesis(_Reaction):
+    """Product to reactants (USPTO-50k; the 100-item test set of ChemLLMBench)."""
+
+    description = "Propose the reactants of a product (USPTO-50k); RDKit checks them atom by atom."
+    files = {"train": "uspto/uspto50k_retro_train.csv", "test": "uspto/uspto50k_retro_test.csv"}
+    columns = {"train": ("products_smiles", "reactants_smiles"), "test": ("products_smiles", "reactants_smiles")}
+    instruction = ("You are a chemist. The user gives the SMILES of a product. Propose the reactants that make it "
+                   "in one step. Answer with their SMILES only, separated by '.'.")
+    source_title = "product"
+
+    def _unexplained(self, example: Example, d) -> tuple[dict[str, list[int]], str]:
+        from rlsf.chem.smiles import unexplained_atoms
+
+        product = self._molecules(example)
+        if product is None:
+            return {}, ""
+        found = unexplained_atoms(product, d.raw)  # atoms of the prompt's product
+        return found, f"the reactants cannot account for {_shortfall(found)} of the product" if found else ""
+
+    def _unexplained_spans(self, d, unexplained, note, start, end) -> list[Span]:
+        return [Span(start, end, self.options.unexplained_reward, note)]
