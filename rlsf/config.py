@@ -131,6 +131,9 @@ class SFTConfig:
     lr: float = opt(1e-4, "AdamW learning rate.")
     warmup_steps: int = opt(5, "Linear warm-up steps, then cosine decay.")
     save_every: int = opt(0, "Checkpoint every N steps (0: end only).")
+    max_length: int = opt(0, "Leave out demonstrations longer than this many tokens, prompt included (0: keep "
+                          "all); the number left out is reported. A batch is padded to its longest "
+                          "demonstration, so a few very long ones make every step slow.")
 
 
 @dataclass

@@ -90,12 +90,21 @@ def sft(cfg: Config) -> dict[str, Any]:
     examples = load_split(cfg, task, task.splits[0], cfg.task.train_examples)
     model, tokenizer = load_policy(cfg, rt)
     data = []
+    too_long = 0
     for ex in examples:
         demo = task.demonstration(ex)
         if demo is not None:
-            data.append(demonstration_ids(tokenizer, task, ex, demo))
+            pair = demonstration_ids(tokenizer, task, ex, demo)
+            if c.max_length and len(pair[0]) + len(pair[1]) > c.max_length:
+                too_long += 1
+                continue
+            data.append(pair)
+    if too_long:
+        note(f"sft: {too_long} of {too_long + len(data)} demonstrations are longer than sft.max_length="
+             f"{c.max_length} tokens; left out")
     if not data:
-        raise TaskError(f"task {task.name!r} gives no demonstrations for supervised fine-tuning")
+        raise TaskError(f"task {task.name!r} gives no demonstrations for supervised fine-tuning"
+                        + (f" of at most sft.max_length={c.max_length} tokens" if too_long else ""))
     run_dir = prepare_run_dir(cfg, rt, resume=cfg.run.resume)
     ckpt = Checkpointer(run_dir, keep=2)
     params = [p for p in model.parameters() if p.requires_grad]

@@ -12,7 +12,9 @@ from rlsf.config import Config, ConfigError
 from rlsf.models import load_model, load_tokenizer
 from rlsf.pipeline import pipeline
 from rlsf.rollout import generate
+from rlsf.runtime import load_task
 from rlsf.sft import sft
+from rlsf.tasks.base import TaskError
 from rlsf.trainer import RLTrainer, batch_indices
 from rlsf.utils import Timer
 
@@ -176,6 +178,22 @@ def test_sft_learns_demonstrations(tiny_model_dir, tmp_path):
     sft(cfg)
     losses = [json.loads(x)["loss/sft"] for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     assert losses[-1] < losses[0] * 0.8
+
+
+def test_sft_max_length_leaves_out_long_demonstrations(tiny_model_dir, tmp_path, capsys):
+    from rlsf.sft import demonstration_ids
+
+    cfg = tiny_cfg(tiny_model_dir, tmp_path / "a", **{"sft.steps": 1})
+    task = load_task(cfg)
+    tok = load_tokenizer(tiny_model_dir)
+    lengths = sorted(sum(map(len, demonstration_ids(tok, task, ex, d))) for ex in task.load("train")
+                     if (d := task.demonstration(ex)) is not None)
+    cut = lengths[len(lengths) // 2]
+    sft(tiny_cfg(tiny_model_dir, tmp_path / "b", **{"sft.steps": 1, "sft.max_length": cut}))
+    left_out = sum(n > cut for n in lengths)
+    assert 0 < left_out and f"sft: {left_out} of {len(lengths)} demonstrations are longer" in capsys.readouterr().err
+    with pytest.raises(TaskError, match="at most sft.max_length=1 tokens"):
+        sft(tiny_cfg(tiny_model_dir, tmp_path / "c", **{"sft.steps": 1, "sft.max_length": 1}))
 
 
 def test_bad_inputs_give_clear_errors(tiny_model_dir, tmp_path, capsys):
