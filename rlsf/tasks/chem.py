@@ -52,6 +52,7 @@ VERDICTS = ("correct", "wrong", "unexplained_atoms", "syntax_error", "chemistry_
 _MARKER = re.compile(r"(?:SMILES|Answer|Product|Reactants)\s*[:=]\s*", re.I)
 _BACKTICKS = re.compile(r"`+([^`\s]+)`+")
 _TRIM = ".,;:!?\"'`"
+_KEEP = 5000  # characters of the answer kept in the certificate (string metrics use them)
 
 
 def find_answer(completion: str) -> tuple[int, int] | None:
@@ -129,7 +130,6 @@ class ChemTask(Task):
         if o.max_chars < 0:
             raise TaskError(f"task {self.name!r}: max_chars must be >= 0 (0: no limit), got {o.max_chars}")
         self._data: dict[str, list[Example]] = {}
-        self._by_id: dict[str, Example] = {}
         self.malformed: dict[str, list[str]] = {}  # split -> one line per malformed row
 
     # ---- data -----------------------------------------------------------------------------------
@@ -186,7 +186,6 @@ class ChemTask(Task):
                       file=sys.stderr)
             self.malformed[split] = bad
             self._data[split] = examples
-            self._by_id.update({ex["id"]: ex for ex in examples})
         return [dict(ex) for ex in self._data[split]]
 
     def _reference_problem(self, ex: Example) -> str | None:
@@ -196,14 +195,6 @@ class ChemTask(Task):
             if key in ex and parse(ex[key]) is None:
                 return f"unparsable {key} SMILES {ex[key][:80]!r}"
         return None
-
-    def example(self, example_id: Any) -> Example:
-        key = str(example_id).strip()
-        for split in self.splits:
-            self.load(split)
-            if key in self._by_id:
-                return dict(self._by_id[key])
-        raise TaskError(f"task {self.name!r}: no example with id {key!r} in splits {', '.join(self.splits)}")
 
     def demonstration(self, example: Example) -> str | None:
         return example["target"]
@@ -226,7 +217,7 @@ class ChemTask(Task):
             verdict = ("too_long" if "length" in kinds else
                        "syntax_error" if kinds & {"syntax", "ring", "charset", "mapping"} or d.raw is None
                        else "chemistry_error")
-            info = _info(0.0, problems=len(d.problems), smiles=d.smiles[:200],
+            info = _info(0.0, problems=len(d.problems), smiles=d.smiles[:_KEEP],
                          flagged_atoms=sorted({a for p in d.problems for a in p.atoms}))
             return Certificate(o.invalid_score, verdict, spans=spans, info=info)
         reference = parse(example["target"])
@@ -239,7 +230,7 @@ class ChemTask(Task):
         w = (o.exact_weight, o.morgan_weight, o.maccs_weight)
         score = (w[0] * exact + w[1] * sims["morgan_sim"] + w[2] * sims["maccs_sim"]) / sum(w)
         verdict = "correct" if exact else "unexplained_atoms" if unexplained else "wrong"
-        info = _info(1.0, exact=float(exact), smiles=d.smiles[:200], **sims,
+        info = _info(1.0, exact=float(exact), smiles=d.smiles[:_KEEP], **sims,
                      unexplained={el: list(ix) for el, ix in unexplained.items()},
                      unexplained_atoms=sum(len(ix) for ix in unexplained.values()))
         return Certificate(score, verdict, correct=exact, spans=spans, info=info, answer=answer)
