@@ -295,3 +295,17 @@ def chem_oracle(example: dict[str, Any], text: str, stereo: bool = True) -> bool
         if any(want is not None and inchi(t) == want for t in tries):
             return True
     return False
+
+
+def math_oracle(example: dict[str, Any], text: str) -> bool:
+    """Is the reference answer one of the numbers written in ``text`` (digits, an optional sign,
+    decimals and thousands commas; compared exactly)?"""
+    import re
+    from fractions import Fraction
+
+    want = Fraction(example["answer"])
+    for m in re.finditer(r"-?[0-9][0-9,]*(?:\.[0-9]+)?|-?\.[0-9]+", text):
+        digits = m.group().replace(",", "")
+        if len(digits) <= 40 and Fraction(digits) == want:
+            return True
+    return False

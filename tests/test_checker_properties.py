@@ -28,10 +28,11 @@ from rlsf.tasks import get_task
 from rlsf.tasks.base import Task
 from rlsf.tasks.game24 import VERDICTS as GAME24_VERDICTS
 from rlsf.tasks.chem import VERDICTS as CHEM_VERDICTS
+from rlsf.tasks.math_word import VERDICTS as MATH_VERDICTS
 from rlsf.tasks.spoc import VERDICTS as SPOC_VERDICTS
 from rlsf.testing import STRATEGIES, check_checker, mutations, non_ascii_insertions
 
-from oracles import chem_oracle, game24_oracle, spoc_oracle
+from oracles import chem_oracle, game24_oracle, math_oracle, spoc_oracle
 
 Example = dict[str, Any]
 
@@ -56,7 +57,7 @@ def spoc_oracle_for(task: Task) -> Callable:
     return lambda example, text: spoc_oracle(example, text, folder)
 
 
-def chem_examples(task: Task, full: bool) -> list[Example]:
+def sample_of_test_split(task: Task, full: bool) -> list[Example]:
     examples = task.load("test")
     return examples if full else examples[:: max(1, len(examples) // 20)]
 
@@ -74,8 +75,10 @@ CHECKERS = [
     # of 10,000 inputs takes hours on 2 cores. A limit hit (time, memory) may take the compile's 40 s.
     pytest.param("spoc", spoc_examples, no_extra, spoc_oracle_for, SPOC_VERDICTS, False, 24, 60.0, id="spoc"),
     # RDKit checks take milliseconds; the oracle compares InChI of every piece of the text.
-    *[pytest.param(name, chem_examples, no_extra, lambda task: chem_oracle, CHEM_VERDICTS, False, 400, 5.0, id=name)
+    *[pytest.param(name, sample_of_test_split, no_extra, lambda task: chem_oracle, CHEM_VERDICTS, False, 400, 5.0, id=name)
       for name in ("molgen", "forward", "retro")],
+    *[pytest.param(name, sample_of_test_split, no_extra, lambda task: math_oracle, MATH_VERDICTS, False, 400, 5.0, id=name)
+      for name in ("gsm8k", "svamp")],
 ]
 FIELDS = "name, pick, extra, oracle, verdicts, exact, quick, time_limit"
 

@@ -5,7 +5,7 @@ synthesis, the product of a retrosynthesis), the reference, and the model's answ
 certificate flags are red: the atoms of RDKit's problems (drawn from the unsanitised parse, so
 an invalid answer still shows where it is wrong) and the atoms the reactants do not account for
 (on the answer for forward synthesis, on the prompt's product for retrosynthesis). An answer
-that does not parse at all is an empty cell with RDKit's message as its legend. Drawn with
+that does not parse at all is a "?" with the answer and RDKit's message as its legend. Drawn with
 RDKit's own 2D drawer (Cairo for PNG, or SVG when the path ends in ``.svg``).
 """
 
@@ -16,7 +16,6 @@ from typing import Any
 
 from rdkit import Chem
 from rdkit.Chem.Draw import rdMolDraw2D
-from rdkit.Geometry import Point2D
 
 from rlsf.chem.smiles import diagnose, rdkit_log
 from rlsf.feedback.certificate import Certificate
@@ -42,6 +41,13 @@ def _drawable(mol: "Chem.Mol | None") -> "Chem.Mol":
     return Chem.Mol()
 
 
+def _placeholder() -> "Chem.Mol":
+    """One atom drawn as "?": the drawer leaves a cell without atoms blank, legend included."""
+    mol = Chem.MolFromSmiles("*")
+    mol.GetAtomWithIdx(0).SetProp("atomLabel", "?")
+    return mol
+
+
 def _short(text: str, n: int = 38) -> str:
     return text if len(text) <= n else text[: n - 1] + "…"
 
@@ -56,7 +62,6 @@ def answer_grid(examples: list[dict[str, Any]], texts: list[str], certificates: 
     mols: list[Chem.Mol] = []
     legends: list[str] = []
     highlights: list[list[int]] = []
-    texts_in_cells: dict[int, list[str]] = {}  # cell -> lines written in it (answers with no molecule)
     for ex, text, cert in list(zip(examples, texts, certificates))[:max_rows]:
         where = find_answer(text)
         d = diagnose(text[where[0]:where[1]], 1000) if where else None
@@ -71,31 +76,27 @@ def answer_grid(examples: list[dict[str, Any]], texts: list[str], certificates: 
         legends.append("reference" if source_title else f"reference ({ex.get('id')})")
         highlights.append([])
         unexplained_answer = unexplained if source_title == "reactants" else []
-        mols.append(_drawable(d.raw if d is not None else None))
-        if d is None or d.raw is None:
+        if d is None or d.raw is None:  # nothing to draw: a "?" with the answer and RDKit's message as legend
             why = d.problems[0].message if d is not None and d.problems else "no SMILES"
-            legends.append(_short(cert.verdict))
-            texts_in_cells[len(mols) - 1] = [(0.4, _short(d.smiles if d is not None else text.strip() or "(empty)")),
-                                             (0.5, _short(why)), (0.92, cert.verdict)]
+            answer = d.smiles if d is not None else text.strip() or "(empty)"
+            mols.append(_placeholder())
+            legends.append("\n".join([cert.verdict, _short(answer), _short(why)]))
+            highlights.append([])
         else:
+            mols.append(_drawable(d.raw))
             sim = cert.info.get("morgan_sim")
             legends.append(_short(f"{cert.verdict}" + (f", Morgan {sim:.2f}" if isinstance(sim, float) else "")))
-        highlights.append(sorted(set(flagged) | set(unexplained_answer)))
+            highlights.append(sorted(set(flagged) | set(unexplained_answer)))
     rows = max(1, -(-len(mols) // cols))
     size = (cols * cell, rows * cell)
     drawer = (rdMolDraw2D.MolDraw2DSVG if path.suffix.lower() == ".svg" else rdMolDraw2D.MolDraw2DCairo)(
         *size, cell, cell)
     drawer.drawOptions().legendFontSize = 16
+    drawer.drawOptions().drawMolsSameScale = False  # a small answer stays readable beside a large reference
     colours = [{a: RED for a in h} for h in highlights]
     with rdkit_log():
         drawer.DrawMolecules(mols, legends=legends, highlightAtoms=highlights, highlightAtomColors=colours,
                              highlightBonds=[[] for _ in mols])
-    if texts_in_cells:
-        drawer.SetFontSize(0.6 * drawer.FontSize())
-    for i, lines in texts_in_cells.items():  # the drawer leaves a cell without atoms blank, legend included
-        x, y = (i % cols) * cell, (i // cols) * cell
-        for at, line in lines:
-            drawer.DrawString(line, Point2D(x + cell / 2, y + cell * at), 0, rawCoords=True)
     drawer.FinishDrawing()
     path.parent.mkdir(parents=True, exist_ok=True)
     data = drawer.GetDrawingText()
