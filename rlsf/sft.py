@@ -72,6 +72,19 @@ def completion_loss(model, batch: dict[str, torch.Tensor]) -> torch.Tensor:
     return torch.nn.functional.cross_entropy(logits.float(), target[keep])
 
 
+def sft_update(model, optimizer, params: list, batch: dict[str, torch.Tensor], precision: str,
+               max_grad_norm: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """One optimiser step on the completion-only loss of ``batch`` (on the model's device);
+    returns the loss and the gradient norm before clipping (0 without clipping)."""
+    with autocast(precision, model_device(model)):
+        loss = completion_loss(model, batch)
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    gn = torch.nn.utils.clip_grad_norm_(params, max_grad_norm) if max_grad_norm > 0 else torch.zeros(())
+    optimizer.step()
+    return loss.detach(), gn
+
+
 def lr_at(step: int, total: int, warmup: int, base: float) -> float:
     """Linear warm-up then cosine decay to 10% of ``base``."""
     if step < warmup:
@@ -132,14 +145,9 @@ def sft(cfg: Config) -> dict[str, Any]:
             lr = lr_at(step, c.steps, c.warmup_steps, c.lr)
             for g in opt.param_groups:
                 g["lr"] = lr
-            with autocast(rt.precision, device):
-                loss = completion_loss(model, batch)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            gn = torch.nn.utils.clip_grad_norm_(params, cfg.optim.max_grad_norm) if cfg.optim.max_grad_norm > 0 else torch.zeros(())
-            opt.step()
+            loss, gn = sft_update(model, opt, params, batch, rt.precision, cfg.optim.max_grad_norm)
             step += 1
-            last = {"loss/sft": float(loss.detach()), "lr": lr, "loss/grad_norm": float(gn),
+            last = {"loss/sft": float(loss), "lr": lr, "loss/grad_norm": float(gn),
                     "tokens": int((batch["labels"] != -100).sum()), "timing/step": time.perf_counter() - t0}
             logger.log(step, last)
             bar.update(1)

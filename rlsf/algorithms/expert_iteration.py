@@ -1,0 +1,126 @@
+"""Expert Iteration (Havrilla et al. 2024; Anthony et al. 2017): sample, keep what the checker
+verifies, fine-tune on everything kept so far.
+
+One training step is one round ``i``. The trainer samples ``rollout.samples_per_prompt`` (K)
+completions for each of ``rollout.prompts_per_step`` prompts and checks them; then::
+
+    R_i = the completions certified correct (not cut by max_new_tokens; with ``dedupe``, each
+          distinct (prompt, completion) once over the whole run)
+    D_i = R_i + D_(i-1)
+    policy = the model training started from (``restart: true``, as in the paper), or the
+             current policy (``restart: false``), fine-tuned on D_i for ``epochs`` passes of
+             ``batch_size`` with SFT's completion-only loss (:func:`rlsf.sft.sft_update`)
+
+Rewards and token-level spans play no part: the certificate's ``correct`` is the filter. The
+rollout engine and the SFT update are the trainer's and SFT's own.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+
+from rlsf.algorithms import register
+from rlsf.algorithms.base import Algorithm
+from rlsf.checkpoint import load_trainable_state, trainable_state
+from rlsf.config import opt, require
+from rlsf.experience import Experience
+from rlsf.sft import collate, sft_update
+from rlsf.utils import Timer, make_adamw, model_device
+
+
+@dataclass
+class ExpertIterationConfig:
+    restart: bool = opt(True, "Each round fine-tunes the model training started from on D_i (the paper); "
+                        "false: continue from the current policy.")
+    dedupe: bool = opt(True, "Keep each distinct (prompt, completion) once.")
+    epochs: float = opt(1.0, "Passes over D_i per round (rounded up to whole steps).")
+    max_steps: int = opt(200, "At most this many fine-tuning steps per round.")
+    batch_size: int = opt(8, "Demonstrations per fine-tuning step.")
+    lr: float = opt(1e-5, "AdamW learning rate of the fine-tuning (constant within a round).")
+
+    def validate(self, cfg) -> None:
+        require(self.epochs > 0, "expert_iteration.epochs", "must be > 0")
+        require(self.max_steps >= 1, "expert_iteration.max_steps", "must be >= 1")
+        require(self.batch_size >= 1, "expert_iteration.batch_size", "must be >= 1")
+        require(self.lr > 0, "expert_iteration.lr", "must be > 0")
+
+
+def verified_pairs(exp: Experience) -> list[tuple[list[int], list[int]]]:
+    """(prompt ids, completion ids) of the rows certified correct and not truncated, padding removed."""
+    out = []
+    for i, cert in enumerate(exp.certificates):
+        if cert.correct and not cert.failed and not exp.truncated[i]:
+            prompt = exp.prompt_ids[i][exp.prompt_mask[i].bool()].tolist()
+            out.append((prompt, exp.response_ids[i][exp.response_mask[i].bool()].tolist()))
+    return out
+
+
+@register("expert_iteration")
+class ExpertIteration(Algorithm):
+    """Module docstring: filter by the checker, grow the data set, fine-tune."""
+
+    Config = ExpertIterationConfig
+
+    def __init__(self, model, tokenizer, task, cfg, runtime) -> None:
+        super().__init__(model, tokenizer, task, cfg, runtime)
+        self.params = [p for p in model.parameters() if p.requires_grad]
+        self.base = {k: v.detach().clone() for k, v in trainable_state(model).items()} if self.acfg.restart else None
+        self.data: list[tuple[list[int], list[int]]] = []
+        self.seen: set[tuple[tuple[int, ...], tuple[int, ...]]] = set()
+        self.rounds = 0
+        self.pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+        self.optimizer = self._optimizer()
+
+    def _optimizer(self) -> torch.optim.Optimizer:
+        return make_adamw([{"params": self.params, "lr": self.acfg.lr}], weight_decay=self.cfg.optim.weight_decay)
+
+    def step(self, exp: Experience, timer: Timer) -> dict[str, float]:
+        a = self.acfg
+        kept = verified_pairs(exp)
+        added = 0
+        for prompt, completion in kept:
+            key = (tuple(prompt), tuple(completion))
+            if a.dedupe and key in self.seen:
+                continue
+            self.seen.add(key)
+            self.data.append((prompt, completion))
+            added += 1
+        self.rounds += 1
+        stats = {"ei/kept": len(kept) / max(len(exp), 1), "ei/added": float(added), "ei/dataset": float(len(self.data))}
+        if not self.data:
+            return stats
+        if a.restart:  # D_i on the starting model, with a fresh optimiser
+            load_trainable_state(self.model, self.base)
+            self.optimizer = self._optimizer()
+        steps = min(a.max_steps, math.ceil(a.epochs * len(self.data) / a.batch_size))
+        rng = np.random.default_rng([self.cfg.run.seed, self.rounds])
+        order = np.concatenate([rng.permutation(len(self.data)) for _ in range(math.ceil(steps * a.batch_size /
+                                                                                         len(self.data)))])
+        device = model_device(self.model)
+        losses = []
+        self.model.train()
+        with timer("update"):
+            for s in range(steps):
+                rows = order[s * a.batch_size:(s + 1) * a.batch_size]
+                batch = {k: v.to(device) for k, v in collate([self.data[i] for i in rows], self.pad).items()}
+                loss, _ = sft_update(self.model, self.optimizer, self.params, batch, self.runtime.precision,
+                                     self.cfg.optim.max_grad_norm)
+                losses.append(float(loss))
+        return {**stats, "ei/steps": float(steps), "loss/sft": float(np.mean(losses))}
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"data": self.data, "rounds": self.rounds, "optimizer": self.optimizer.state_dict(),
+                "base": self.base}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.data = [tuple(x) for x in state["data"]]
+        self.seen = {(tuple(p), tuple(c)) for p, c in self.data}
+        self.rounds = state["rounds"]
+        self.optimizer.load_state_dict(state["optimizer"])
+        if state.get("base") is not None:
+            self.base = state["base"]
