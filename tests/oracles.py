@@ -279,7 +279,7 @@ def chem_oracle(example: dict[str, Any], text: str, stereo: bool = True) -> bool
     RDLogger.DisableLog("rdApp.*")
 
     def inchi(smiles: str) -> str | None:
-        if not smiles or len(smiles) > 1000:
+        if not smiles or len(smiles) > 5000:
             return None
         mol = Chem.MolFromSmiles(smiles)
         if mol is None:

@@ -387,3 +387,11 @@ def test_sft_train_and_eval_run_on_chemistry(name: str, tiny_model_dir, tmp_path
             "greedy/bleu", "greedy/levenshtein", "greedy/morgan_fts", "greedy/maccs_fts", "greedy/rdk_fts"} <= set(res)
     assert set(res["verdicts"]) <= set(VERDICTS)
     assert (tmp_path / "ev" / "run" / "eval_molecules.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_a_long_reference_is_within_the_length_limit() -> None:
+    # ChEBI-20 has references over 1,000 characters (found by the fuzz run): the limit grows with them.
+    long = "C" * 1100 + "O"
+    ex = {"id": "l", "target": long}
+    assert molgen().check(ex, long).correct
+    assert molgen().check(ex, long * 3).verdict == "too_long"

@@ -127,3 +127,11 @@ def test_shipped_data(shared_data) -> None:
     # Every GSM8K reference solution is right by its own checker (calculations and answer).
     wrong = [ex["id"] for ex in gsm.load("test") if not gsm.check(ex, ex["solution"]).correct]
     assert wrong == []
+
+
+@pytest.mark.parametrize("text", ["4４", "𝟐", "#### ４４", "\\boxed{٤٤}"])
+def test_only_ascii_digits_are_numbers(text: str) -> None:
+    # Found by the fuzz run: Python's \d and Fraction() accept other scripts' digits.
+    ex = {**EX, "answer": "44"}
+    assert not get_task("gsm8k").check(ex, text).correct
+    assert get_task("gsm8k").check(ex, "#### 44").correct

@@ -25,9 +25,9 @@ from rdkit import Chem, rdBase
 
 #: Tokens of SMILES (Schwaller et al. 2019's regular expression, with ``%nn`` ring labels and
 #: bracket atoms kept whole); anything else is not SMILES.
-_TOKEN = re.compile(r"\[[^\[\]\s]*\]|Br|Cl|[BCNOSPFIbcnosp*]|\(|\)|\.|=|#|-|\+|\\|/|:|~|@|\?|>|\$|%\d\d|\d")
+_TOKEN = re.compile(r"\[[^\[\]\s]*\]|Br|Cl|[BCNOSPFIbcnosp*]|\(|\)|\.|=|#|-|\+|\\|/|:|~|@|\?|>|\$|%\d\d|\d", re.ASCII)
 _ATOM = re.compile(r"\[[^\[\]\s]*\]|Br|Cl|[BCNOSPFIbcnosp*]$")
-_RING = re.compile(r"%\d\d|\d")
+_RING = re.compile(r"%\d\d|\d", re.ASCII)
 _STAMP = re.compile(r"^\[\d\d:\d\d:\d\d\]\s?")
 _POSITION = re.compile(r"check for mistakes around position (\d+)")
 

@@ -117,7 +117,8 @@ class ChemTask(Task):
         morgan_weight: float = opt(0.25, "Weight of Morgan (radius 2) Tanimoto similarity in the score.")
         maccs_weight: float = opt(0.25, "Weight of MACCS Tanimoto similarity in the score.")
         stereo: bool = opt(True, "Exact match compares stereochemistry (isomeric SMILES); false: ignores it.")
-        max_chars: int = opt(1000, "Longer answers are not parsed: the characters past the limit are flagged.")
+        max_chars: int = opt(1000, "Longer answers (and longer than twice the reference) are not parsed: the "
+                             "characters past the limit are flagged (0: no limit).")
         validate: bool = opt(True, "Parse every reference SMILES when loading, reporting and skipping the "
                              "unparsable rows (about 1 s per 10,000 SMILES).")
 
@@ -210,7 +211,8 @@ class ChemTask(Task):
             spans = [] if verdict == "empty" else [Span(0, len(completion), o.error_reward, "no SMILES in the answer")]
             return Certificate(o.invalid_score, verdict, spans=spans, info=_info(0.0))
         start, end = where
-        d = diagnose(completion[start:end], o.max_chars)
+        limit = max(o.max_chars, 2 * len(example["target"])) if o.max_chars else 0  # never below the reference
+        d = diagnose(completion[start:end], limit)
         spans = self._problem_spans(d, start)
         if not d.valid:
             kinds = {p.kind for p in d.problems}
@@ -415,6 +417,21 @@ class _Reaction(ChemTask):
     def prompt(self, example: Example) -> Messages:
         return [{"role": "system", "content": self.instruction}, {"role": "user", "content": example["source"]}]
 
+    answer_is_product = True  # forward synthesis; retrosynthesis answers with the reactants
+
+    def _unexplained(self, example: Example, d) -> tuple[dict[str, list[int]], str]:
+        """Product atoms the reactants lack (:func:`rlsf.chem.smiles.unexplained_atoms`); atom
+        indices of the unsanitised parse (SMILES token order), of the answer or of the prompt."""
+        from rlsf.chem.smiles import unexplained_atoms
+
+        source = self._molecules(example)
+        if source is None:
+            return {}, ""
+        product, reactants = (d.raw, source) if self.answer_is_product else (source, d.raw)
+        found = unexplained_atoms(product, reactants)
+        shortfall = ", ".join(f"{len(ix)} {el}" for el, ix in sorted(found.items()))
+        return found, f"the reactants cannot account for {shortfall} of the product" if found else ""
+
     def _molecules(self, example: Example):
         from rlsf.chem.smiles import rdkit_log
 
@@ -422,10 +439,6 @@ class _Reaction(ChemTask):
 
         with rdkit_log():
             return Chem.MolFromSmiles(example["source"], sanitize=False)
-
-
-def _shortfall(unexplained: dict[str, list[int]]) -> str:
-    return ", ".join(f"{len(ix)} {el}" for el, ix in sorted(unexplained.items()))
 
 
 @register("forward")
@@ -438,15 +451,7 @@ class ForwardSynthesis(_Reaction):
     instruction = ("You are a chemist. The user gives the reactants and reagents of a reaction as SMILES separated "
                    "by '.'. Predict the main product. Answer with its SMILES only.")
     source_title = "reactants"
-
-    def _unexplained(self, example: Example, d) -> tuple[dict[str, list[int]], str]:
-        from rlsf.chem.smiles import unexplained_atoms
-
-        sources = self._molecules(example)
-        if sources is None:
-            return {}, ""
-        found = unexplained_atoms(d.raw, sources)  # raw: atom indices are SMILES token order
-        return found, f"the reactants do not account for {_shortfall(found)} of the product" if found else ""
+    answer_is_product = True
 
     def _unexplained_spans(self, d, unexplained, note, start, end) -> list[Span]:
         atoms = [a for ix in unexplained.values() for a in ix]
@@ -465,15 +470,7 @@ class Retrosynthesis(_Reaction):
     instruction = ("You are a chemist. The user gives the SMILES of a product. Propose the reactants that make it "
                    "in one step. Answer with their SMILES only, separated by '.'.")
     source_title = "product"
-
-    def _unexplained(self, example: Example, d) -> tuple[dict[str, list[int]], str]:
-        from rlsf.chem.smiles import unexplained_atoms
-
-        product = self._molecules(example)
-        if product is None:
-            return {}, ""
-        found = unexplained_atoms(product, d.raw)  # atoms of the prompt's product
-        return found, f"the reactants cannot account for {_shortfall(found)} of the product" if found else ""
+    answer_is_product = False
 
     def _unexplained_spans(self, d, unexplained, note, start, end) -> list[Span]:
         return [Span(start, end, self.options.unexplained_reward, note)]

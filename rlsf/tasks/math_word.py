@@ -50,14 +50,14 @@ VERDICTS = ("correct", "wrong_answer", "no_answer", "empty")
 DENSE = ("none", "reference", "symbolic")
 
 _NUMBER = r"-?(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?|-?\.\d+"
-_NUMBER_RE = re.compile(_NUMBER)
-_FINAL = [re.compile(r"####\s*\$?\s*(" + _NUMBER + ")"),
-          re.compile(r"\\boxed\{\s*\\?\$?\s*(" + _NUMBER + r")[^}]{0,40}\}"),
-          re.compile(r"answer\s*(?:is|:)\s*[:=]?\s*\**\s*\\?\$?\s*(" + _NUMBER + ")", re.I)]
-_ANNOTATION = re.compile(r"<<([^<>=]*)=([^<>]*)>>")
+_NUMBER_RE = re.compile(_NUMBER, re.ASCII)  # ASCII digits only: "４" or "𝟐" is not a number here
+_FINAL = [re.compile(r"####\s*\$?\s*(" + _NUMBER + ")", re.ASCII),
+          re.compile(r"\\boxed\{\s*\\?\$?\s*(" + _NUMBER + r")[^}]{0,40}\}", re.ASCII),
+          re.compile(r"answer\s*(?:is|:)\s*[:=]?\s*\**\s*\\?\$?\s*(" + _NUMBER + ")", re.I | re.ASCII)]
+_ANNOTATION = re.compile(r"<<([^<>=]*)=([^<>]*)>>", re.ASCII)
 # A calculation: an arithmetic expression over numbers, "=", a number. Found from each "= number"
 # by walking back over the characters an expression may have (at most MAX_CALC_CHARS of them).
-_RHS = re.compile(r"=\s*\$?\s*(" + _NUMBER + r")(?![\d.]\d)")
+_RHS = re.compile(r"=\s*\$?\s*(" + _NUMBER + r")(?![\d.]\d)", re.ASCII)
 _EXPR_CHARS = frozenset("0123456789., ()+-*/x×÷·−$%\t")
 _EXPR_COMMANDS = ("\\times", "\\cdot", "\\div", "\\left", "\\right", "\\(", "\\)")
 MAX_CALCULATIONS = 200  # per completion; the rest are not checked
@@ -70,6 +70,8 @@ MAX_CALC_CHARS = 200
 def to_number(text: str) -> Fraction | None:
     """``"1,200"``, ``"-3.5"``, ``".5"`` as an exact number; ``None`` if it is not one."""
     text = text.replace(",", "").strip()
+    if not text.isascii():  # Fraction reads "４" and "𝟐" as digits; a checker of ASCII numbers must not
+        return None
     try:
         return Fraction(text)
     except (ValueError, ZeroDivisionError):
@@ -93,10 +95,10 @@ def evaluate(expression: str) -> Fraction | None:
     text = (expression.replace("\\times", "*").replace("\\cdot", "*").replace("\\div", "/")
             .replace("\\left", "").replace("\\right", "").replace("\\(", "").replace("\\)", "")
             .replace("×", "*").replace("·", "*").replace("÷", "/").replace("−", "-").replace("$", ""))
-    text = re.sub(r"(?<=\d)\s*x\s*(?=[\d(.])", "*", text)  # "0.2 x 50"
-    text = re.sub(r"(\d),(?=\d{3}\b)", r"\1", text)
-    text = re.sub(r"(\d+(?:\.\d+)?)\s*%", r"(\1/100)", text)
-    if re.search(r"[^\d.\s()+\-*/]", text):
+    text = re.sub(r"(?a)(?<=\d)\s*x\s*(?=[\d(.])", "*", text)  # "0.2 x 50"
+    text = re.sub(r"(?a)(\d),(?=\d{3}\b)", r"\1", text)
+    text = re.sub(r"(?a)(\d+(?:\.\d+)?)\s*%", r"(\1/100)", text)
+    if re.search(r"(?a)[^\d.\s()+\-*/]", text):
         return None
     try:
         tree = ast.parse(text.strip(), mode="eval")
@@ -149,12 +151,12 @@ def calculations(text: str) -> list[Calculation]:
     for m in _RHS.finditer(text):
         start = _expression_start(text, m.start())
         lhs_text = text[start:m.start()]
-        first = re.search(r"[(\d.$−\-\\]", lhs_text)  # from the first number (or a bracket, sign or $)
+        first = re.search(r"(?a)[(\d.$−\-\\]", lhs_text)  # from the first number (or a bracket, sign or $)
         if first is None:
             continue
         start += first.start()
         lhs = text[start:m.start()].strip()
-        if len(_NUMBER_RE.findall(lhs)) < 2 or not re.search(r"\d\s*[)]*\s*([+\-*/x×÷·−]|\\times|\\cdot|\\div)", lhs):
+        if len(_NUMBER_RE.findall(lhs)) < 2 or not re.search(r"(?a)\d\s*[)]*\s*([+\-*/x×÷·−]|\\times|\\cdot|\\div)", lhs):
             continue
         stated = to_number(m.group(1))
         if stated is None:
@@ -357,7 +359,7 @@ class SVAMP(MathWordTask):
             try:
                 question = f"{row['Body'].strip()} {row['Question'].strip()}".strip()
                 value = to_number(str(row["Answer"]))
-                equation = re.sub(r"(\d+)\.0\b", r"\1", str(row["Equation"])).strip()
+                equation = re.sub(r"(?a)(\d+)\.0\b", r"\1", str(row["Equation"])).strip()
                 if value is None:
                     raise ValueError(f"answer {row['Answer']!r} is not a number")
                 if equation.startswith("(") and equation.endswith(")") and equation.count("(") == 1:
