@@ -395,3 +395,20 @@ def test_a_long_reference_is_within_the_length_limit() -> None:
     ex = {"id": "l", "target": long}
     assert molgen().check(ex, long).correct
     assert molgen().check(ex, long * 3).verdict == "too_long"
+
+
+def test_reaction_answers_that_repeat_the_prompt_are_no_reaction() -> None:
+    # Found in the RL runs: the policy gave back the solvent (forward) or the product (retro).
+    fwd = get_task("forward")
+    ex = {"id": "f", "source": "C1CCOC1.CCO.CC(=O)Cl", "target": "CCOC(C)=O"}
+    cert = fwd.check(ex, "C1CCOC1")
+    assert cert.verdict == "copies_input" and cert.score == -0.5 and not cert.correct
+    assert [s.reward for s in cert.spans] == [-1.0] and "one of the reactants" in cert.spans[0].message
+    assert fwd.check(ex, "CCOC(C)=O").correct
+    retro = get_task("retro")
+    rx = {"id": "r", "source": "CCOC(C)=O", "target": "CCO.CC(=O)Cl"}
+    for answer in ("CCOC(C)=O", "O=C(C)OCC", "CCOC(C)=O.O"):
+        cert = retro.check(rx, answer)
+        assert cert.verdict == "copies_input" and cert.score == -0.5, answer
+    assert retro.check(rx, "OCC.CC(Cl)=O").correct
+    assert molgen().check(MOL, ASPIRIN).correct  # molecule generation has no input molecule to copy

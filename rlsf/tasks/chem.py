@@ -21,7 +21,9 @@ RLSF's three chemistry applications. The model answers with a SMILES string; RDK
   stereochemistry unless ``stereo: false``.
 
 Verdicts: ``correct`` (exact match), ``wrong`` (valid, not the reference),
-``unexplained_atoms`` (valid, but atoms come from nowhere), ``syntax_error``,
+``unexplained_atoms`` (valid, but atoms come from nowhere), ``copies_input`` (reactions: the
+answer repeats the prompt's molecules -- a reactant given back as the product, or the product
+among the proposed reactants -- so no reaction happens; scored ``invalid_score``), ``syntax_error``,
 ``chemistry_error`` (parses, fails sanitisation), ``too_long``, ``no_smiles``, ``empty``.
 
 Evaluation figures (:meth:`ChemTask.metrics`, per completion): ``success`` (exact match),
@@ -47,8 +49,8 @@ from rlsf.config import opt
 from rlsf.feedback.certificate import Certificate, Span
 from rlsf.tasks.base import Example, Messages, Task, TaskError, register
 
-VERDICTS = ("correct", "wrong", "unexplained_atoms", "syntax_error", "chemistry_error", "too_long", "no_smiles",
-            "empty")
+VERDICTS = ("correct", "wrong", "unexplained_atoms", "copies_input", "syntax_error", "chemistry_error", "too_long",
+            "no_smiles", "empty")
 _MARKER = re.compile(r"(?:SMILES|Answer|Product|Reactants)\s*[:=]\s*", re.I)
 _BACKTICKS = re.compile(r"`+([^`\s]+)`+")
 _TRIM = ".,;:!?\"'`"
@@ -112,6 +114,8 @@ class ChemTask(Task):
         clean_reward: float = opt(0.5, "Shared by the atoms of a valid prefix (each clean_reward / atoms).")
         unexplained_reward: float = opt(-1.0, "Span reward of atoms the reactants do not account for "
                                         "(reactions; split among them).")
+        copy_reward: float = opt(-1.0, "Span reward of a reaction answer that repeats the prompt's molecules (a "
+                                 "reactant as the product, the product among the reactants); it scores invalid_score.")
         invalid_score: float = opt(-0.5, "Score of an answer that is missing or not a valid molecule.")
         exact_weight: float = opt(0.5, "Weight of exact match in the score of a valid answer.")
         morgan_weight: float = opt(0.25, "Weight of Morgan (radius 2) Tanimoto similarity in the score.")
@@ -232,10 +236,18 @@ class ChemTask(Task):
         w = (o.exact_weight, o.morgan_weight, o.maccs_weight)
         score = (w[0] * exact + w[1] * sims["morgan_sim"] + w[2] * sims["maccs_sim"]) / sum(w)
         verdict = "correct" if exact else "unexplained_atoms" if unexplained else "wrong"
+        copied = None if exact else self._copied(example, answer)
+        if copied:  # no reaction at all: no credit for the atoms, the whole answer flagged
+            spans = [sp for sp in spans if sp.reward < 0] + [Span(start, end, o.copy_reward, copied)]
+            score, verdict = o.invalid_score, "copies_input"
         info = _info(1.0, exact=float(exact), smiles=d.smiles[:_KEEP], **sims,
                      unexplained={el: list(ix) for el, ix in unexplained.items()},
-                     unexplained_atoms=sum(len(ix) for ix in unexplained.values()))
+                     unexplained_atoms=sum(len(ix) for ix in unexplained.values()), copies_input=float(bool(copied)))
         return Certificate(score, verdict, correct=exact, spans=spans, info=info, answer=answer)
+
+    def _copied(self, example: Example, answer: str) -> str:
+        """Why ``answer`` (canonical SMILES) merely repeats the prompt's molecules ("": it does not)."""
+        return ""
 
     def _problem_spans(self, d, offset: int) -> list[Span]:
         """``error_reward`` on each problem's characters; ``clean_reward`` shared by clean atoms of
@@ -431,6 +443,20 @@ class _Reaction(ChemTask):
         found = unexplained_atoms(product, reactants)
         shortfall = ", ".join(f"{len(ix)} {el}" for el, ix in sorted(found.items()))
         return found, f"the reactants cannot account for {shortfall} of the product" if found else ""
+
+    def _copied(self, example: Example, answer: str) -> str:
+        from rlsf.chem.smiles import canonical, parse
+
+        source = parse(example["source"])
+        if source is None:
+            return ""
+        given = set(canonical(source, self.options.stereo).split("."))
+        mine = set(answer.split("."))
+        if self.answer_is_product and mine <= given:
+            return "the answer is one of the reactants, unchanged: no reaction"
+        if not self.answer_is_product and given <= mine:
+            return "the answer contains the product itself: no reaction"
+        return ""
 
     def _molecules(self, example: Example):
         from rlsf.chem.smiles import rdkit_log
