@@ -274,18 +274,17 @@ def chem_oracle(example: dict[str, Any], text: str, stereo: bool = True) -> bool
     """Does any whitespace-separated piece of ``text`` (bare, or without the punctuation, quotes,
     backticks or parentheses a sentence may put around it) name the reference molecule?
     Compared by InChI (the checker compares canonical SMILES; same graph, same InChI)."""
-    from rdkit import Chem, RDLogger
-
-    RDLogger.DisableLog("rdApp.*")
+    from rdkit import Chem, rdBase
 
     def inchi(smiles: str) -> str | None:
         if not smiles or len(smiles) > 5000:
             return None
-        mol = Chem.MolFromSmiles(smiles)
-        if mol is None:
-            return None
-        options = "" if stereo else "/SNon"
-        return Chem.MolToInchi(mol, options=options) or None
+        with rdBase.BlockLogs():  # quiet here only: the checker under test reads RDKit's log
+            mol = Chem.MolFromSmiles(smiles)
+            if mol is None:
+                return None
+            options = "" if stereo else "/SNon"
+            return Chem.MolToInchi(mol, options=options) or None
 
     want = inchi(example["target"])
     for piece in text.split():

@@ -103,6 +103,19 @@ def test_huge_input_is_cut_quickly() -> None:
     assert cert.verdict == "too_long" and cert.score == -0.5
 
 
+def test_diagnosis_works_where_rdkit_log_was_disabled() -> None:
+    # Found by CI: a test that called RDLogger.DisableLog("rdApp.*") emptied every later message.
+    from rdkit import RDLogger, rdBase
+
+    RDLogger.DisableLog("rdApp.*")
+    try:
+        assert "extra open parentheses" in diagnose("CC(C").problems[0].message
+        assert "rdApp.error:disabled" in rdBase.LogStatus()  # the caller's choice is restored
+    finally:
+        RDLogger.EnableLog("rdApp.error")
+        RDLogger.EnableLog("rdApp.warning")
+
+
 def test_rdkit_log_is_captured_not_printed(capfd) -> None:
     task = molgen()
     for text in ("CC(C", "c1cccc1", "C(C)(C)(C)(C)C", "C1CC", "[Xx]"):

@@ -99,19 +99,30 @@ def _install() -> None:
             _installed = True
 
 
+_NEEDED = ("rdApp.error", "rdApp.warning")  # the messages certificates quote
+
+
 @contextmanager
 def rdkit_log() -> Iterator[list[str]]:
-    """Collect RDKit's log messages (all levels) raised inside the block, instead of printing them."""
+    """Collect RDKit's log messages (errors and warnings) raised inside the block, instead of
+    printing them. Works even where the caller disabled RDKit's log (``RDLogger.DisableLog``):
+    the levels it needs are enabled for the block and disabled again after it."""
     _install()
     stack = getattr(_local, "stack", None)
     if stack is None:
         stack = _local.stack = []
+    status = rdBase.LogStatus()
+    off = [name for name in _NEEDED if f"{name}:disabled" in status]
+    for name in off:
+        rdBase.EnableLog(name)
     messages: list[str] = []
     stack.append(messages)
     try:
         yield messages
     finally:
         stack.pop()
+        for name in off:
+            rdBase.DisableLog(name)
 
 
 # ---- tokens ------------------------------------------------------------------------------------
