@@ -1,5 +1,7 @@
 """Typed configuration: YAML, flags, validation errors that name the setting."""
 
+from pathlib import Path
+
 import pytest
 
 from rlsf.cli import build_parser, main
@@ -96,3 +98,12 @@ def test_plot_command(tmp_path, capsys):
     assert main(["plot", str(run), "--keys", "nothing/here"]) == 2
     assert "nothing/here" in capsys.readouterr().err
     assert main(["plot", str(tmp_path / "none")]) == 2
+
+
+@pytest.mark.parametrize("path", sorted(str(p) for p in (Path(__file__).parents[1] / "configs").glob("*.yaml")))
+def test_shipped_configs_are_valid(path: str) -> None:
+    """Every file in configs/ loads, validates, and names a registered task with valid options."""
+    from rlsf.tasks import get_task
+
+    cfg = Config.load(path).validate()
+    get_task(cfg.task.name, **cfg.task.options)
