@@ -47,9 +47,9 @@ def _read_completion(source: str | None) -> str:
 
 def run_check_command(cfg: Config, args) -> int:
     task = load_task(cfg)
-    if getattr(args, "image", None) and not task.picture:
+    image = getattr(args, "image", None)  # absent from namespaces built before --image existed
+    if image and not task.picture:
         raise CheckInputError(f"--image: task {task.name!r} draws no pictures")
-    args.image = getattr(args, "image", None)
     if args.input:
         return _check_many(cfg, task, args.input, args.output, args.judge)
     if args.example is None:
@@ -67,10 +67,10 @@ def run_check_command(cfg: Config, args) -> int:
         print(cert.explain(text))
     if args.tokens:
         _print_tokens(cfg, tokenizer, ids, offsets, text, cert)
-    if args.image:
+    if image:
         from rlsf.evaluate import draw_picture
 
-        if draw_picture(task, [example], [text], [cert], Path(args.image)) is None:
+        if draw_picture(task, [example], [text], [cert], Path(image)) is None:
             return 1
     return 0
 

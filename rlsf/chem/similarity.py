@@ -28,6 +28,17 @@ def fingerprint(mol: Chem.Mol, kind: str):
     raise ValueError(f"unknown fingerprint {kind!r}; known: {', '.join(FINGERPRINTS)}")
 
 
+def fingerprints(mol: Chem.Mol) -> dict:
+    """All three fingerprints of ``mol``, by kind (a reference's are computed once and reused)."""
+    return {kind: fingerprint(mol, kind) for kind in FINGERPRINTS}
+
+
+def similarities(mol: Chem.Mol, reference: dict) -> dict[str, float]:
+    """``<kind>_sim``: Tanimoto of ``mol``'s fingerprints against ``reference`` (:func:`fingerprints`)."""
+    return {f"{kind}_sim": float(DataStructs.TanimotoSimilarity(fingerprint(mol, kind), fp))
+            for kind, fp in reference.items()}
+
+
 def tanimoto(a: Chem.Mol, b: Chem.Mol, kind: str) -> float:
     """Tanimoto similarity of the ``kind`` fingerprints of two molecules, in [0, 1]."""
     return float(DataStructs.TanimotoSimilarity(fingerprint(a, kind), fingerprint(b, kind)))

@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import sys
 from abc import ABC, abstractmethod
 from pathlib import Path
 from typing import Any, Callable
@@ -79,6 +80,7 @@ class Task(ABC):
                 f"task {self.name!r}: unknown option(s) {unknown}; valid options: {sorted(fields)}"
             )
         self.options = self.Options(**options)
+        self.malformed: dict[str, list[str]] = {}  # split -> one line per malformed row (see keep_split)
         if self.options.data_dir is not None and not isinstance(self.options.data_dir, (str, os.PathLike)):
             raise TaskError(f"task {self.name!r}: option data_dir must be a path, got {self.options.data_dir!r}")
 
@@ -86,6 +88,18 @@ class Task(ABC):
     @abstractmethod
     def load(self, split: str) -> list[Example]:
         """The examples of ``split`` (one of :attr:`splits`); each has a unique ``id``."""
+
+    def keep_split(self, split: str, examples: list[Example], bad: list[str], source: str) -> list[Example]:
+        """Accept a freshly read split: report its malformed rows (``bad``: one line each, naming
+        the row) on standard error, keep them in ``self.malformed[split]``, and refuse a split
+        with no usable row. Returns ``examples``."""
+        if not examples:
+            raise TaskError(f"task {self.name!r}: no usable {split} rows in {source}"
+                            + (f" (first problem: {bad[0]})" if bad else ""))
+        if bad:
+            print(f"rlsf: {self.name}: {source}: {len(bad)} malformed rows skipped (first: {bad[0]})", file=sys.stderr)
+        self.malformed[split] = bad
+        return examples
 
     def check_split(self, split: str) -> None:
         if split not in self.splits:

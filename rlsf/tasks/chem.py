@@ -38,8 +38,8 @@ as MolT5 reports them). ``rlsf eval`` draws the greedy answers beside their refe
 from __future__ import annotations
 
 import csv
+import functools
 import re
-import sys
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -135,7 +135,6 @@ class ChemTask(Task):
         if o.max_chars < 0:
             raise TaskError(f"task {self.name!r}: max_chars must be >= 0 (0: no limit), got {o.max_chars}")
         self._data: dict[str, list[Example]] = {}
-        self.malformed: dict[str, list[str]] = {}  # split -> one line per malformed row
 
     # ---- data -----------------------------------------------------------------------------------
     #: split -> default file (relative to the data folder); subclasses set it.
@@ -184,13 +183,7 @@ class ChemTask(Task):
                 examples.append(ex)
             if self.options.validate and known is None:
                 _validated(path, unparsable)
-            if not examples:
-                raise TaskError(f"task {self.name!r}: no usable rows in {path}" + (f" (first problem: {bad[0]})" if bad else ""))
-            if bad:
-                print(f"rlsf: {self.name}: {path.name}: {len(bad)} malformed rows skipped (first: {bad[0]})",
-                      file=sys.stderr)
-            self.malformed[split] = bad
-            self._data[split] = examples
+            self._data[split] = self.keep_split(split, examples, bad, path.name)
         return [dict(ex) for ex in self._data[split]]
 
     def _reference_problem(self, ex: Example) -> str | None:
@@ -206,7 +199,8 @@ class ChemTask(Task):
 
     # ---- checking -------------------------------------------------------------------------------
     def check(self, example: Example, completion: str) -> Certificate:
-        from rlsf.chem.smiles import canonical, diagnose, parse
+        from rlsf.chem.similarity import FINGERPRINTS, similarities
+        from rlsf.chem.smiles import canonical, diagnose
 
         o = self.options
         where = find_answer(completion)
@@ -226,10 +220,10 @@ class ChemTask(Task):
             info = _info(0.0, problems=len(d.problems), smiles=d.smiles[:_KEEP],
                          flagged_atoms=sorted({a for p in d.problems for a in p.atoms}))
             return Certificate(o.invalid_score, verdict, spans=spans, info=info)
-        reference = parse(example["target"])
+        reference, reference_fps = _reference(example["target"], o.stereo)
         answer = canonical(d.mol, o.stereo)
-        exact = reference is not None and answer == canonical(reference, o.stereo)
-        sims = _similarities(d.mol, reference)
+        exact = answer == reference
+        sims = similarities(d.mol, reference_fps) if reference_fps else {f"{k}_sim": 0.0 for k in FINGERPRINTS}
         unexplained, note = self._unexplained(example, d)
         if unexplained:
             spans.extend(self._unexplained_spans(d, unexplained, note, start, end))
@@ -345,12 +339,29 @@ def _info(valid: float, **more: Any) -> dict[str, Any]:
     return {"valid": valid, **more}
 
 
-def _similarities(mol, reference) -> dict[str, float]:
-    from rlsf.chem.similarity import tanimoto
+@functools.lru_cache(maxsize=4096)
+def _reference(smiles: str, stereo: bool) -> tuple[str | None, dict]:
+    """Canonical SMILES and fingerprints of a reference, once per process: the k samples of a
+    prompt, and every epoch over it, are checked against the same one."""
+    from rlsf.chem.similarity import fingerprints
+    from rlsf.chem.smiles import canonical, parse
 
-    if reference is None:
-        return {"morgan_sim": 0.0, "maccs_sim": 0.0, "rdk_sim": 0.0}
-    return {f"{fp}_sim": tanimoto(mol, reference, fp) for fp in ("morgan", "maccs", "rdk")}
+    mol = parse(smiles)
+    return (None, {}) if mol is None else (canonical(mol, stereo), fingerprints(mol))
+
+
+@functools.lru_cache(maxsize=4096)
+def _prompt_molecules(smiles: str, stereo: bool):
+    """The prompt's molecules of a reaction, once per process: unsanitised (atom indices are SMILES
+    token order) and as the set of canonical components (``None`` where RDKit cannot sanitise)."""
+    from rlsf.chem.smiles import canonical, parse, rdkit_log
+
+    from rdkit import Chem
+
+    with rdkit_log():
+        raw = Chem.MolFromSmiles(smiles, sanitize=False)
+    mol = parse(smiles)
+    return raw, (frozenset(canonical(mol, stereo).split(".")) if mol is not None else None)
 
 
 # ---- the three tasks ----------------------------------------------------------------------------
@@ -436,7 +447,7 @@ class _Reaction(ChemTask):
         indices of the unsanitised parse (SMILES token order), of the answer or of the prompt."""
         from rlsf.chem.smiles import unexplained_atoms
 
-        source = self._molecules(example)
+        source, _ = _prompt_molecules(example["source"], self.options.stereo)
         if source is None:
             return {}, ""
         product, reactants = (d.raw, source) if self.answer_is_product else (source, d.raw)
@@ -445,26 +456,15 @@ class _Reaction(ChemTask):
         return found, f"the reactants cannot account for {shortfall} of the product" if found else ""
 
     def _copied(self, example: Example, answer: str) -> str:
-        from rlsf.chem.smiles import canonical, parse
-
-        source = parse(example["source"])
-        if source is None:
+        _, given = _prompt_molecules(example["source"], self.options.stereo)
+        if given is None:
             return ""
-        given = set(canonical(source, self.options.stereo).split("."))
         mine = set(answer.split("."))
         if self.answer_is_product and mine <= given:
             return "the answer is one of the reactants, unchanged: no reaction"
         if not self.answer_is_product and given <= mine:
             return "the answer contains the product itself: no reaction"
         return ""
-
-    def _molecules(self, example: Example):
-        from rlsf.chem.smiles import rdkit_log
-
-        from rdkit import Chem
-
-        with rdkit_log():
-            return Chem.MolFromSmiles(example["source"], sanitize=False)
 
 
 @register("forward")

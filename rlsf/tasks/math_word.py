@@ -36,7 +36,6 @@ import ast
 import json
 import random
 import re
-import sys
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
@@ -229,21 +228,16 @@ class MathWordTask(Task):
         if self.options.dense not in DENSE:
             raise TaskError(f"task {self.name!r}: dense must be one of {', '.join(DENSE)}, got {self.options.dense!r}")
         self._data: dict[str, list[Example]] = {}
-        self.malformed: dict[str, list[str]] = {}
 
-    def _read(self, split: str) -> tuple[list[Example], list[str]]:
+    def _read(self, split: str) -> tuple[list[Example], list[str], str]:
+        """The split's examples, its malformed rows (a line each) and the file's name."""
         raise NotImplementedError
 
     def load(self, split: str) -> list[Example]:
         self.check_split(split)
         if split not in self._data:
-            examples, bad = self._read(split)
-            if bad:
-                print(f"rlsf: {self.name}: {len(bad)} malformed rows skipped (first: {bad[0]})", file=sys.stderr)
-            if not examples:
-                raise TaskError(f"task {self.name!r}: no usable {split} examples" + (f" (first problem: {bad[0]})"
-                                                                                     if bad else ""))
-            self._data[split], self.malformed[split] = examples, bad
+            examples, bad, source = self._read(split)
+            self._data[split] = self.keep_split(split, examples, bad, source)
         return [dict(ex) for ex in self._data[split]]
 
     def prompt(self, example: Example) -> Messages:
@@ -311,7 +305,7 @@ class GSM8K(MathWordTask):
 
     description = "Grade-school math word problems; final answer by math-verify, calculations checked exactly."
 
-    def _read(self, split: str) -> tuple[list[Example], list[str]]:
+    def _read(self, split: str) -> tuple[list[Example], list[str], str]:
         path = self.data_file(f"gsm8k/{split}.jsonl")
         examples, bad = [], []
         with open(path, encoding="utf-8") as f:
@@ -333,7 +327,7 @@ class GSM8K(MathWordTask):
                 shown = body.strip() if self.options.annotations else _ANNOTATION.sub("", body).strip()
                 examples.append({"id": f"{split}:{line}", "question": question, "answer": format_number(value),
                                  "intermediate": intermediate, "solution": f"{shown}\n#### {format_number(value)}"})
-        return examples, bad
+        return examples, bad, path.name
 
 
 @register("svamp")
@@ -346,7 +340,7 @@ class SVAMP(MathWordTask):
     class Options(MathWordTask.Options):
         test_size: int = opt(300, "Problems in the test split (a seeded shuffle of the 1,000; the rest train).")
 
-    def _read(self, split: str) -> tuple[list[Example], list[str]]:
+    def _read(self, split: str) -> tuple[list[Example], list[str], str]:
         path = self.data_file("svamp/SVAMP.json")
         try:
             rows = json.loads(Path(path).read_text(encoding="utf-8"))
@@ -378,4 +372,4 @@ class SVAMP(MathWordTask):
         random.Random(0).shuffle(order)
         test = set(order[: self.options.test_size])
         keep = [ex for j, ex in enumerate(examples) if (j in test) == (split == "test")]
-        return keep, bad
+        return keep, bad, path.name
