@@ -1,4 +1,4 @@
-"""The ``rlsf`` console script: ``rlsf {pipeline,train,sft,eval,check,plot,tasks}``.
+"""The ``rlsf`` console script: ``rlsf {pipeline,train,sft,eval,orm,experiment,check,plot,tasks}``.
 
 Every configuration field is a flag ``--SECTION.FIELD VALUE`` with its help text; common ones
 have short aliases (``--model``, ``--steps``, ...). ``--config FILE.yaml`` loads a file first;
@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from pathlib import Path
 from typing import Any
 
 from rlsf.config import CORE_SECTIONS, Config, iter_fields, sections
@@ -30,6 +31,13 @@ COMMANDS: dict[str, tuple[str, Any]] = {
     "sft": ("Supervised fine-tuning on the task's demonstrations.", lambda: ("model", "task", "sft", "optim", "run")),
     "eval": ("Evaluate a model with the task's metrics: greedy (maj@1), pass@k and selector@k (maj@k) from k "
              "samples.", lambda: ("model", "task", "rollout", "check", "eval", "run")),
+    "orm": ("Train an outcome reward model: sample solutions from --model, label them with the task's checker, "
+            "fit a scalar head (for reward.orm and the rerank selector's eval.orm).",
+            lambda: ("model", "task", "rollout", "check", "orm", "optim", "run")),
+    "experiment": ("Compare arms (algorithms x rewards) from one SFT checkpoint under a fixed sample budget: "
+                   "held-out figures against samples, a markdown table and a plot. Resumes where it stopped.",
+                   lambda: ("model", "task", "sft", "rollout", "reward", "check", "train", *_algorithm_sections(),
+                            "optim", "eval", "orm", "experiment", "run")),
     "check": ("Check completions with a task's checker and print the certificates.",
               lambda: ("model", "task", "reward", "check")),
 }
@@ -53,7 +61,7 @@ def _add_config_args(p: argparse.ArgumentParser, command: str) -> None:
         if dest.split(".")[0] in sections_:
             p.add_argument(flag, dest=dest, default=argparse.SUPPRESS, metavar="VALUE",
                            help=f"{help_} Same as --{dest}.")
-    if command in ("train", "pipeline"):
+    if command in ("train", "pipeline", "experiment"):
         names = ", ".join(_algorithm_sections())
         p.add_argument("--algorithm", dest="train.algorithm", default=argparse.SUPPRESS, metavar="NAME",
                        help=f"{names}. Same as --train.algorithm.")
@@ -161,6 +169,17 @@ def main(argv: list[str] | None = None) -> int:
             from rlsf.sft import sft
 
             print(json.dumps(sft(cfg), indent=2))
+        elif args.command == "experiment":
+            from rlsf.experiment import run_experiment
+
+            run_experiment(cfg)
+            root = Path(cfg.run.output_dir)
+            print((root / "table.md").read_text(), end="")
+            print(f"figures: {root / 'results.json'}, plot: {root / 'plot.png'}")
+        elif args.command == "orm":
+            from rlsf.orm import train_orm
+
+            print(json.dumps(train_orm(cfg), indent=2))
         elif args.command == "eval":
             from rlsf.evaluate import evaluate
 

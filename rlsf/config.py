@@ -90,6 +90,11 @@ class RewardConfig:
                              "span's total reward does not depend on its length in tokens. "
                              "If false, every covered token gets the span's full reward.")
     span_weight: float = opt(1.0, "Multiplier of span rewards in token mode.")
+    orm: str = opt("", "Folder of an outcome reward model (`rlsf orm`) whose score, the probability it gives "
+                   "the completion of being correct, is added on the last token (empty: none).")
+    orm_weight: float = opt(1.0, "Multiplier of the ORM's score.")
+    checker_weight: float = opt(1.0, "Multiplier of the checker's token rewards: 1 with an ORM mixes the two, "
+                                "0 trains on the ORM alone (the checker still labels the logged success).")
 
 
 @dataclass
@@ -143,10 +148,41 @@ class EvalConfig:
     k: int = opt(4, "Samples per problem for pass@k and the selectors' @k figures (0: greedy only).")
     selectors: list = opt(["maj"], "How one of the k samples is chosen for the SELECTOR@k figures: 'maj' "
                           "(majority vote over the certificates' canonical answers), 'first' (the first "
-                          "sample: an unbiased single-sample figure).")
+                          "sample: an unbiased single-sample figure), 'rerank' (the sample an outcome reward "
+                          "model scores highest: rerank@k; needs eval.orm).")
     temperature: float = opt(0.7, "Sampling temperature of the k samples.")
+    orm: str = opt("", "Folder of an outcome reward model (`rlsf orm`) for the 'rerank' selector.")
+    condition: str = opt("", "Outcome label put in every prompt, for a return-conditioned model (rcrl): e.g. "
+                         "'good' evaluates it conditioned on the good outcome (empty: plain prompts).")
     max_new_tokens: int = opt(96, "Maximum generated tokens.")
     batch_size: int = opt(32, "Completions per generate call.")
+
+
+@dataclass
+class ORMConfig:
+    prompts: int = opt(256, "Training problems whose sampled solutions label the ORM's data (0: all).")
+    samples_per_prompt: int = opt(4, "Solutions sampled per problem (from model.name, at rollout.temperature "
+                                  "with rollout.max_new_tokens), each labelled correct or not by the checker.")
+    val_fraction: float = opt(0.2, "Share of the problems held out to measure the ORM (accuracy, and how often "
+                              "its top-ranked sample is right against a random one).")
+    epochs: float = opt(2.0, "Passes over the labelled samples.")
+    batch_size: int = opt(8, "Labelled samples per step.")
+    lr: float = opt(1e-5, "AdamW learning rate of the language model under the head.")
+    head_lr: float = opt(1e-3, "AdamW learning rate of the scalar head.")
+    max_length: int = opt(1024, "Prompt + solution tokens kept (longer solutions are cut from the end).")
+
+
+@dataclass
+class ExperimentConfig:
+    arms: dict = opt({}, "The compared arms of `rlsf experiment`: name -> settings applied on top of this config "
+                     "(dotted keys, e.g. {ppo-sparse: {train.algorithm: ppo, task.options.dense: none}}; "
+                     "task.options.KEY sets one task option; reward.orm: orm uses the experiment's ORM).")
+    samples: int = opt(512, "Sampled training completions each arm may use (the fixed budget): train.steps = "
+                       "samples / (rollout.prompts_per_step x rollout.samples_per_prompt).")
+    evaluations: int = opt(4, "Held-out evaluations along each arm, evenly spaced in samples (the SFT model's "
+                           "evaluation is every arm's point at 0 samples).")
+    orm: bool = opt(True, "Train an outcome reward model on the SFT model's samples (orm settings) first: the "
+                    "reward of arms with reward.orm: orm, and the rerank selector of every evaluation.")
 
 
 @dataclass
@@ -209,6 +245,8 @@ class Config:
     optim: OptimConfig = field(default_factory=OptimConfig)
     sft: SFTConfig = field(default_factory=SFTConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
+    orm: ORMConfig = field(default_factory=ORMConfig)
+    experiment: ExperimentConfig = field(default_factory=ExperimentConfig)
     run: RunConfig = field(default_factory=RunConfig)
     extra: dict[str, Any] = field(default_factory=dict, repr=False)  # registered sections, made on first use
 
@@ -321,6 +359,17 @@ class Config:
 
         bad = [x for x in self.eval.selectors if x not in SELECTORS]
         need(not bad, "eval.selectors", f"unknown selector(s) {bad}; choose from {sorted(SELECTORS)}")
+        need("rerank" not in self.eval.selectors or bool(self.eval.orm), "eval.selectors",
+             "'rerank' ranks samples by an outcome reward model: set eval.orm to one (`rlsf orm` trains one)")
+        need(r.checker_weight >= 0 and r.orm_weight >= 0, "reward", "checker_weight and orm_weight must be >= 0")
+        need(r.checker_weight > 0 or bool(r.orm), "reward.checker_weight",
+             "is 0 and reward.orm is empty: there would be no reward at all")
+        o = self.orm
+        need(o.prompts >= 0, "orm.prompts", "must be >= 0")
+        need(o.samples_per_prompt >= 1, "orm.samples_per_prompt", "must be >= 1")
+        need(0 <= o.val_fraction < 1, "orm.val_fraction", "must be in [0, 1)")
+        need(o.epochs > 0 and o.batch_size >= 1 and o.lr > 0 and o.head_lr > 0 and o.max_length > 0, "orm",
+             "epochs, batch_size, lr, head_lr and max_length must be > 0")
         bad = [x for x in self.run.loggers if x not in ("jsonl", "tensorboard", "wandb")]
         need(not bad, "run.loggers", f"unknown logger(s) {bad}; choose from jsonl, tensorboard, wandb")
         for sink in ("tensorboard", "wandb"):  # fail now, not after loading a model

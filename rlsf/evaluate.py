@@ -10,8 +10,12 @@ such as ``success``, some graded such as a similarity score). From one greedy co
   j samples succeeds" (Chen et al. 2021) (``pass@j/<m>`` for metrics other than success);
 * for graded metrics, ``mean@k/<m>`` (a random sample) and ``best@k/<m>`` (the best of k);
 * for every selector of ``eval.selectors`` (:mod:`rlsf.selectors`), ``<sel>@k`` (and
-  ``<sel>@k/<m>``): the metrics of the one sample it picks, e.g. maj@k for the majority vote.
-  A selector that abstains (no sample has an answer) scores 0.
+  ``<sel>@k/<m>``): the metrics of the one sample it picks, e.g. maj@k for the majority vote and
+  rerank@k for the sample the outcome reward model ``eval.orm`` scores highest. A selector that
+  abstains (no sample has an answer) scores 0.
+
+With ``eval.condition`` every prompt carries that outcome label (a return-conditioned model
+evaluated on the good outcome).
 
 Checking goes through the check service like training, with the task's evaluation certificate
 (:meth:`Task.judge`: held-out tests where a task has them). A check that fails counts as a failed
@@ -53,8 +57,9 @@ def _name(prefix: str, metric: str) -> str:
 
 def summarize(task: Task, examples: list[Example], greedy: list[Certificate],
               samples: list[list[Certificate]] | None = None, texts: list[list[str]] | None = None,
-              selectors: list[str] = ("maj",)) -> dict[str, Any]:
-    """The figures of the module docstring from certificates (``samples[j]``: the k of problem j)."""
+              selectors: list[str] = ("maj",), scores: list[list[float]] | None = None) -> dict[str, Any]:
+    """The figures of the module docstring from certificates (``samples[j]``: the k of problem j;
+    ``scores[j]``: an outcome reward model's scores of them, for ``rerank``)."""
     n = len(examples)
     per = [completion_metrics(task, ex, c) for ex, c in zip(examples, greedy, strict=True)]
     names = list(per[0]) if per else []
@@ -75,7 +80,8 @@ def summarize(task: Task, examples: list[Example], greedy: list[Certificate],
         out[f"mean@{k}/{m}"] = sum(sum(f[m] for f in figs) / k for figs in sample_figs) / n
         out[f"best@{k}/{m}"] = sum(max(f[m] for f in figs) for figs in sample_figs) / n
     for sel in selectors:
-        picks = [SELECTORS[sel](ex, txt, certs) for ex, txt, certs in zip(examples, texts or [[]] * n, samples)]
+        picks = [SELECTORS[sel](ex, txt, certs, sc) for ex, txt, certs, sc in
+                 zip(examples, texts or [[]] * n, samples, scores or [None] * n)]
         for m in names:
             out[_name(f"{sel}@{k}", m)] = sum(figs[i][m] if i is not None else 0.0
                                               for figs, i in zip(sample_figs, picks)) / n
@@ -110,20 +116,29 @@ def _evaluate(cfg: Config, model, tokenizer, output, runtime) -> dict[str, Any]:
     sampler = SamplingModel(model, rt.precision, fused=cfg.rollout.engine == "rlsf" and cfg.rollout.fused_step)
     gen = dict(max_new_tokens=e.max_new_tokens, batch_size=e.batch_size, precision=rt.precision,
                engine=cfg.rollout.engine, fused_step=cfg.rollout.fused_step)
+    condition = e.condition or None
     with CheckService.for_config(cfg, task, tokenizer) as checker:
         greedy = rollout_and_check(sampler.model, tokenizer, task, examples, checker, do_sample=False, judge=True,
-                                   **gen)
+                                   condition=condition, **gen)
         sampled = None
         if e.k > 0:
             sampled = rollout_and_check(sampler.model, tokenizer, task, examples, checker, samples=e.k,
-                                        temperature=e.temperature, top_p=1.0, judge=True, **gen)
+                                        temperature=e.temperature, top_p=1.0, judge=True, condition=condition, **gen)
     k = e.k
     samples = [sampled.certificates[j * k:(j + 1) * k] for j in range(len(examples))] if sampled else None
     texts = [sampled.texts[j * k:(j + 1) * k] for j in range(len(examples))] if sampled else None
+    orm_scores = None
+    if sampled is not None and e.orm:  # the reranker's scores (rerank@k), and in the samples file
+        from rlsf.orm import OutcomeRewardModel
+
+        orm = OutcomeRewardModel.load(e.orm, rt.torch_device, cfg.model.dtype)
+        orm_scores = orm.score(task, sampled.examples, sampled.texts, precision=rt.precision)
+        del orm
+    scores = [orm_scores[j * k:(j + 1) * k] for j in range(len(examples))] if orm_scores else None
     failed = sum(c.failed for c in greedy.certificates) + (sum(c.failed for c in sampled.certificates) if sampled else 0)
     results: dict[str, Any] = {
         "task": task.name, "model": cfg.model.name, "split": e.split, "num_examples": len(examples),
-        **summarize(task, examples, greedy.certificates, samples, texts, e.selectors),
+        **summarize(task, examples, greedy.certificates, samples, texts, e.selectors, scores),
         **{f"greedy/{k_}": v for k_, v in task.corpus_metrics(examples, greedy.texts, greedy.certificates).items()},
         "verdicts": dict(Counter(c.verdict for c in greedy.certificates)),
         "checker_failed": failed,
@@ -133,6 +148,8 @@ def _evaluate(cfg: Config, model, tokenizer, output, runtime) -> dict[str, Any]:
     }
     if sampled is not None:
         results["k"], results["temperature"] = k, e.temperature
+    if condition:
+        results["condition"] = condition
     results["precision"] = rt.precision
     results["time_s"] = round(time.perf_counter() - t0, 1)
     if output is None:
@@ -142,9 +159,12 @@ def _evaluate(cfg: Config, model, tokenizer, output, runtime) -> dict[str, Any]:
     out.write_text(json.dumps(results, indent=2) + "\n")
     with out.with_name(out.stem + "_samples.jsonl").open("w") as f:
         for kind, exp in (("greedy", greedy), ("sample", sampled)):
-            for ex, text, cert in zip(exp.examples, exp.texts, exp.certificates) if exp is not None else ():
-                f.write(json.dumps({"id": ex.get("id"), "kind": kind, "completion": text, "certificate": cert.to_dict(),
-                                    "metrics": completion_metrics(task, ex, cert)}) + "\n")
+            for i, (ex, text, cert) in enumerate(zip(exp.examples, exp.texts, exp.certificates) if exp is not None else ()):
+                row = {"id": ex.get("id"), "kind": kind, "completion": text, "certificate": cert.to_dict(),
+                       "metrics": completion_metrics(task, ex, cert)}
+                if kind == "sample" and orm_scores:
+                    row["orm_score"] = orm_scores[i]
+                f.write(json.dumps(row) + "\n")
     if task.picture:
         draw_picture(task, greedy.examples, greedy.texts, greedy.certificates, out.with_name(f"{out.stem}_{task.picture}"))
     return results

@@ -17,6 +17,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from rlsf.algorithms import ALGORITHMS
 from rlsf.config import Config, ConfigError
 from rlsf.evaluate import evaluate
 from rlsf.runtime import note
@@ -67,7 +68,10 @@ def pipeline(cfg: Config) -> dict[str, Any]:
             continue
         t0 = time.perf_counter()
         note(f"[{2 if label == 'before' else 4}/4] evaluating {label} RL on {cfg.eval.split}")
-        results[label] = evaluate(_stage(cfg, **{"model.name": model_name, "model.lora": False}), output=out)
+        settings = {"model.name": model_name, "model.lora": False}
+        if label == "after" and not cfg.eval.condition:  # e.g. rcrl: ask for the good outcome
+            settings["eval.condition"] = ALGORITHMS[cfg.train.algorithm].evaluation_condition(cfg)
+        results[label] = evaluate(_stage(cfg, **settings), output=out)
         times[f"eval_{label}"] = time.perf_counter() - t0
 
     for stage in ("sft", "rl"):

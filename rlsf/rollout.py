@@ -112,8 +112,18 @@ def render_prompt(tokenizer, messages: list[dict[str, str]]) -> str:
     return "\n\n".join(m["content"] for m in messages) + "\n\n"
 
 
-def task_prompts(tokenizer, task: Task, examples: list[Example]) -> list[str]:
-    return [render_prompt(tokenizer, task.prompt(ex)) for ex in examples]
+def with_outcome(messages: list[dict[str, str]], label: str | None) -> list[dict[str, str]]:
+    """The task's messages with an outcome marker ``[LABEL]`` opening the first one: the prompt of
+    return-conditioned RL (``None`` or ``""``: unchanged)."""
+    if not label:
+        return messages
+    first = {**messages[0], "content": f"[{label}] {messages[0]['content']}"}
+    return [first, *messages[1:]]
+
+
+def task_prompts(tokenizer, task: Task, examples: list[Example], condition: str | None = None) -> list[str]:
+    """The rendered prompts, conditioned on the outcome label ``condition`` when one is given."""
+    return [render_prompt(tokenizer, with_outcome(task.prompt(ex), condition)) for ex in examples]
 
 
 def stop_token_ids(tokenizer, model=None) -> list[int]:
@@ -345,7 +355,8 @@ def generate(
 
 
 def rollout_and_check(model, tokenizer, task: Task, examples: list[Example], checker, *, samples: int = 1,
-                      reward=None, timer: Timer | None = None, judge: bool = False, **gen) -> Experience:
+                      reward=None, timer: Timer | None = None, judge: bool = False, condition: str | None = None,
+                      **gen) -> Experience:
     """Sample ``samples`` completions of every example and check them: the experience of one
     training step or one evaluation pass.
 
@@ -353,13 +364,14 @@ def rollout_and_check(model, tokenizer, task: Task, examples: list[Example], che
     and share the group id ``j``. Every row goes to ``checker`` (a
     :class:`~rlsf.checking.CheckService`) as soon as its last token is sampled, so checking
     overlaps sampling. With ``reward`` (the ``reward`` settings) the token rewards are made too;
-    with ``judge`` the checks are evaluation certificates (:meth:`Task.judge`). ``gen`` are
-    :func:`generate`'s keyword arguments.
+    with ``judge`` the checks are evaluation certificates (:meth:`Task.judge`); with ``condition``
+    the prompts carry that outcome marker (:func:`with_outcome`). ``gen`` are :func:`generate`'s
+    keyword arguments.
     """
     timer = timer or Timer()
     rows = [ex for ex in examples for _ in range(samples)]
     group = torch.arange(len(examples)).repeat_interleave(samples)
-    prompts = [p for p in task_prompts(tokenizer, task, examples) for _ in range(samples)]
+    prompts = [p for p in task_prompts(tokenizer, task, examples, condition) for _ in range(samples)]
     futures = {}
 
     def submit(row: int, ids: list[int]) -> None:

@@ -1,9 +1,10 @@
 """Choosing one of k sampled completions of a problem, for the ``SELECTOR@k`` figures.
 
-A selector sees the example, the k completion texts and their certificates and returns the
-index of the completion it picks (``None``: it abstains, which counts as a miss). ``maj`` is the
-majority vote of Havrilla et al. (maj@k); a reward-model reranker (rerank@k) registers itself
-the same way. Selectors must not read ``correct`` or ``score``: those are what is being measured.
+A selector sees the example, the k completion texts, their certificates and (when an outcome
+reward model is loaded, ``eval.orm``) its k scores, and returns the index of the completion it
+picks (``None``: it abstains, which counts as a miss). ``maj`` is the majority vote of Havrilla
+et al. (maj@k), ``rerank`` their reward-model reranking (rerank@k). Selectors must not read
+``correct`` or ``score``: those are what is being measured.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from typing import Any, Callable
 
 from rlsf.feedback.certificate import Certificate
 
-Selector = Callable[[dict[str, Any], Sequence[str], Sequence[Certificate]], "int | None"]
+Selector = Callable[..., "int | None"]  # (example, texts, certificates, scores=None) -> index or None
 
 SELECTORS: dict[str, Selector] = {}
 
@@ -30,7 +31,8 @@ def register_selector(name: str) -> Callable[[Selector], Selector]:
 
 
 @register_selector("maj")
-def majority_vote(example: dict[str, Any], texts: Sequence[str], certificates: Sequence[Certificate]) -> int | None:
+def majority_vote(example: dict[str, Any], texts: Sequence[str], certificates: Sequence[Certificate],
+                  scores: Sequence[float] | None = None) -> int | None:
     """The first completion whose canonical answer (``Certificate.answer``) is the most frequent.
 
     Ties go to the answer seen first; completions without an answer (and failed checks) do not
@@ -45,6 +47,21 @@ def majority_vote(example: dict[str, Any], texts: Sequence[str], certificates: S
 
 
 @register_selector("first")
-def first_sample(example: dict[str, Any], texts: Sequence[str], certificates: Sequence[Certificate]) -> int | None:
+def first_sample(example: dict[str, Any], texts: Sequence[str], certificates: Sequence[Certificate],
+                 scores: Sequence[float] | None = None) -> int | None:
     """The first sample: what one draw at the evaluation temperature scores."""
     return 0 if certificates else None
+
+
+@register_selector("rerank")
+def rerank(example: dict[str, Any], texts: Sequence[str], certificates: Sequence[Certificate],
+           scores: Sequence[float] | None = None) -> int | None:
+    """The sample the outcome reward model scores highest (ties: the first); failed checks are
+    passed over (they score 0 in every selector), ``None`` when every check failed."""
+    if scores is None:
+        raise ValueError("the rerank selector needs outcome reward model scores (eval.orm)")
+    best = None
+    for i, (s, c) in enumerate(zip(scores, certificates, strict=True)):
+        if not c.failed and (best is None or s > scores[best]):
+            best = i
+    return best

@@ -6,6 +6,7 @@ Read top to bottom, one step is::
     exp       = generate(policy, prompts x samples_per_prompt)            timing/generate
                   each row, as it ends, goes to the check service: ids -> text, offsets, certificate
     exp       = attach_checks(exp, ...) -> certificates, token rewards    timing/feedback (waiting)
+    exp       = + the outcome reward model's scores (reward.orm, if set)  timing/orm
     stats     = algorithm.step(exp)                                       timing/logprobs, timing/update
 
 The experience record (:class:`~rlsf.experience.Experience`) is the one thing handed from stage
@@ -20,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 from tqdm.auto import tqdm
 
 from rlsf.algorithms import ALGORITHMS
@@ -27,6 +29,7 @@ from rlsf.checking import CheckService
 from rlsf.checkpoint import Checkpointer, load_trainable_state, trainable_state
 from rlsf.config import Config
 from rlsf.experience import Experience
+from rlsf.feedback.token_rewards import mix_outcome_scores
 from rlsf.logging import MetricLogger, read_metrics
 from rlsf.metrics import certificate_summary
 from rlsf.models import save_model
@@ -63,6 +66,11 @@ class RLTrainer:
         self.algo = ALGORITHMS[cfg.train.algorithm](self.model, self.tokenizer, self.task, cfg, self.runtime)
         self.sampler = SamplingModel(self.model, self.runtime.precision,
                                      fused=cfg.rollout.engine == "rlsf" and cfg.rollout.fused_step)
+        self.orm = None
+        if cfg.reward.orm:
+            from rlsf.orm import OutcomeRewardModel
+
+            self.orm = OutcomeRewardModel.load(cfg.reward.orm, self.runtime.torch_device, cfg.model.dtype)
         self.checker: CheckService | None = None  # started by the first rollout, closed at the end of train()
         self.timer = Timer()
         self.run_dir = Path(cfg.run.output_dir)
@@ -83,12 +91,28 @@ class RLTrainer:
             self.sampler.model, self.tokenizer, self.task, batch, self.checker, samples=c.rollout.samples_per_prompt,
             reward=c.reward, timer=t, max_new_tokens=c.rollout.max_new_tokens, temperature=c.rollout.temperature,
             top_p=c.rollout.top_p, batch_size=c.rollout.generation_batch_size, precision=self.runtime.precision,
-            engine=c.rollout.engine, fused_step=c.rollout.fused_step, ignore_eos=c.rollout.ignore_eos)
+            engine=c.rollout.engine, fused_step=c.rollout.fused_step, ignore_eos=c.rollout.ignore_eos,
+            condition=self.algo.sampling_condition)
+
+    def outcome_scores(self, exp: Experience) -> dict[str, float]:
+        """Mix the ORM's scores into the token rewards (reward.orm / orm_weight / checker_weight)."""
+        r = self.cfg.reward
+        if self.orm is None and r.checker_weight == 1.0:
+            return {}
+        scores = torch.zeros(len(exp))
+        if self.orm is not None:
+            with self.timer("orm"):
+                scores = torch.tensor(self.orm.score(self.task, exp.examples, exp.texts,
+                                                     precision=self.runtime.precision))
+        exp.rewards = mix_outcome_scores(exp.rewards, exp.response_mask, scores * exp.valid.float(),
+                                         checker_weight=r.checker_weight, score_weight=r.orm_weight)
+        return {"reward/orm": float(scores[exp.valid].mean())} if self.orm is not None and exp.valid.any() else {}
 
     def train_step(self) -> dict[str, Any]:
         t0 = time.perf_counter()
         exp = self.rollout_step()
-        stats = self.algo.step(exp, self.timer)
+        orm_stats = self.outcome_scores(exp)
+        stats = {**orm_stats, **self.algo.step(exp, self.timer)}
         self.samples += len(exp)
         metrics = {**experience_metrics(exp), "samples": self.samples, **stats, **self.timer.pop()}
         metrics["timing/step"] = time.perf_counter() - t0

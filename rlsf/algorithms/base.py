@@ -120,6 +120,13 @@ class Algorithm(ABC):
 
     name = ""
     Config: type = object
+    #: Outcome label the training prompts carry (:func:`rlsf.rollout.with_outcome`); None: plain prompts.
+    sampling_condition: str | None = None
+
+    @classmethod
+    def evaluation_condition(cls, cfg) -> str:
+        """The outcome label held-out prompts carry after training with this algorithm ('' for none)."""
+        return ""
 
     def __init__(self, model, tokenizer, task, cfg, runtime) -> None:
         """``model`` is the policy (trained in place), ``task`` the task being trained on (its

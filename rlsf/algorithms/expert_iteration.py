@@ -44,10 +44,11 @@ class ExpertIterationConfig:
     lr: float = opt(1e-5, "AdamW learning rate of the fine-tuning (constant within a round).")
 
     def validate(self, cfg) -> None:
-        require(self.epochs > 0, "expert_iteration.epochs", "must be > 0")
-        require(self.max_steps >= 1, "expert_iteration.max_steps", "must be >= 1")
-        require(self.batch_size >= 1, "expert_iteration.batch_size", "must be >= 1")
-        require(self.lr > 0, "expert_iteration.lr", "must be > 0")
+        name = cfg.train.algorithm
+        require(self.epochs > 0, f"{name}.epochs", "must be > 0")
+        require(self.max_steps >= 1, f"{name}.max_steps", "must be >= 1")
+        require(self.batch_size >= 1, f"{name}.batch_size", "must be >= 1")
+        require(self.lr > 0, f"{name}.lr", "must be > 0")
 
 
 def verified_pairs(exp: Experience) -> list[tuple[list[int], list[int]]]:
@@ -79,9 +80,13 @@ class ExpertIteration(Algorithm):
     def _optimizer(self) -> torch.optim.Optimizer:
         return make_adamw([{"params": self.params, "lr": self.acfg.lr}], weight_decay=self.cfg.optim.weight_decay)
 
+    def select(self, exp: Experience) -> list[tuple[list[int], list[int]]]:
+        """R_i: the (prompt ids, completion ids) this round adds to the data set."""
+        return verified_pairs(exp)
+
     def step(self, exp: Experience, timer: Timer) -> dict[str, float]:
         a = self.acfg
-        kept = verified_pairs(exp)
+        kept = self.select(exp)
         added = 0
         for prompt, completion in kept:
             key = (tuple(prompt), tuple(completion))

@@ -357,3 +357,17 @@ def token_reward_tensor(
         r = certificate_token_rewards(cert, offs, **kwargs)
         out[i, : len(r)] = torch.tensor(r, dtype=torch.float32)
     return out
+
+
+def mix_outcome_scores(rewards: torch.Tensor, response_mask: torch.Tensor, scores: torch.Tensor, *,
+                       checker_weight: float = 1.0, score_weight: float = 1.0) -> torch.Tensor:
+    """``checker_weight * rewards`` plus ``score_weight * scores[i]`` on row ``i``'s last response
+    token: a learned outcome reward model's score beside (or, with ``checker_weight=0``, instead
+    of) the checker's token rewards. Rows without response tokens get nothing."""
+    import torch
+
+    out = rewards * checker_weight
+    lengths = response_mask.sum(1).long()
+    rows = torch.nonzero(lengths > 0).squeeze(1)
+    out[rows, lengths[rows] - 1] += score_weight * scores.to(out.dtype)[rows]
+    return out

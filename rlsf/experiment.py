@@ -1,0 +1,207 @@
+"""A comparison of RL algorithms and rewards from one SFT checkpoint under one sample budget
+(``rlsf experiment --config configs/havrilla.yaml``): Havrilla et al.'s main table, re-run here.
+
+Top to bottom::
+
+    sft/              SFT on the task's demonstrations (skipped with sft.steps 0: model.name is the start)
+    eval/sft.json     the start's held-out figures: every arm's point at 0 samples
+    orm/              an outcome reward model on the start's samples (experiment.orm): the reward of
+                      the arms that name it (reward.orm: orm) and the rerank@k of every evaluation
+    arms/<name>/      each arm trained from the start, experiment.samples sampled completions in all,
+                      stopping experiment.evaluations times to be evaluated: eval/<name>@<samples>.json
+    results.json, table.md, plot.png
+
+Every stage is skipped when its output exists, and an arm's training resumes from its last
+checkpoint, so the command resumes where it stopped (``--resume`` is implied). Every evaluation
+uses the same held-out problems, seed, k and selectors.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+import time
+from pathlib import Path
+from typing import Any
+
+from rlsf.algorithms import ALGORITHMS
+from rlsf.config import Config, ConfigError, require
+from rlsf.evaluate import evaluate
+from rlsf.runtime import note
+from rlsf.sft import sft
+from rlsf.trainer import train
+
+#: Figures of the table and the plot, when the evaluation has them.
+TABLE_KEYS = ("maj@1", "maj@{k}", "rerank@{k}", "pass@{k}", "first@{k}", "greedy/calc_accuracy")
+
+
+def arm_config(cfg: Config, settings: dict[str, Any]) -> Config:
+    """``cfg`` with an arm's settings; ``task.options.KEY`` sets one task option."""
+    out = copy.deepcopy(cfg)
+    for key, value in (settings or {}).items():
+        if key.startswith("task.options."):
+            out.task.options = {**out.task.options, key.split(".", 2)[2]: value}
+        else:
+            out.set(key, value)
+    return out
+
+
+def eval_points(samples: int, batch: int, evaluations: int) -> list[int]:
+    """Training steps at which an arm is evaluated: ``evaluations`` evenly spaced, the last at the budget."""
+    steps = samples // batch
+    return sorted({max(1, round(steps * (i + 1) / evaluations)) for i in range(evaluations)})
+
+
+def check_experiment(cfg: Config) -> None:
+    x, ro = cfg.experiment, cfg.rollout
+    batch = ro.prompts_per_step * ro.samples_per_prompt
+    require(bool(x.arms) and isinstance(x.arms, dict), "experiment.arms", "name at least one arm: {name: {settings}}")
+    require(x.samples >= batch and x.samples % batch == 0, "experiment.samples",
+            f"must be a positive multiple of rollout.prompts_per_step x rollout.samples_per_prompt = {batch}")
+    require(1 <= x.evaluations <= x.samples // batch, "experiment.evaluations",
+            f"must be between 1 and the {x.samples // batch} training steps")
+    for name, settings in x.arms.items():
+        require(isinstance(settings, dict), f"experiment.arms.{name}", "must be a mapping of settings")
+        require("/" not in str(name), f"experiment.arms.{name}", "an arm's name is a folder name: no '/'")
+        uses_orm = (settings or {}).get("reward.orm") == "orm"
+        require(not uses_orm or x.orm, f"experiment.arms.{name}", "uses reward.orm: orm but experiment.orm is false")
+        try:
+            arm_config(cfg, settings).validate()
+        except ConfigError as e:
+            raise ConfigError(f"experiment.arms.{name}: {e}") from None
+
+
+def run_experiment(cfg: Config) -> dict[str, Any]:
+    cfg.validate()
+    check_experiment(cfg)
+    x = cfg.experiment
+    root = Path(cfg.run.output_dir)
+    (root / "eval").mkdir(parents=True, exist_ok=True)
+    cfg.save(root / "config.yaml")
+    times: dict[str, float] = _read(root / "times.json") or {}
+
+    def timed(name: str, fn, *args, **kw):
+        t0 = time.perf_counter()
+        out = fn(*args, **kw)
+        times[name] = times.get(name, 0.0) + time.perf_counter() - t0
+        (root / "times.json").write_text(json.dumps(times, indent=2) + "\n")
+        return out
+
+    def stage(base: Config, **settings: Any) -> Config:
+        out = copy.deepcopy(base)
+        for k, v in settings.items():
+            out.set(k, v)
+        return out
+
+    start = cfg.model.name
+    if cfg.sft.steps > 0:
+        start = str(root / "sft" / "model")
+        if not (root / "sft" / "model" / "config.json").is_file():
+            note(f"experiment: SFT of {cfg.model.name} for {cfg.sft.steps} steps")
+            timed("sft", sft, stage(cfg, **{"run.output_dir": str(root / "sft"), "run.resume": True}))
+    orm_dir = root / "orm"
+    eval_settings: dict[str, Any] = {"model.lora": False}
+    if x.orm:
+        if not (orm_dir / "head.pt").is_file():
+            note("experiment: outcome reward model")
+            from rlsf.orm import train_orm
+
+            timed("orm", train_orm, stage(cfg, **{"model.name": start, "model.lora": False,
+                                                  "run.output_dir": str(orm_dir), "run.resume": True}))
+        eval_settings.update({"eval.orm": str(orm_dir), "eval.selectors": _with(cfg.eval.selectors, "rerank")})
+
+    def held_out(name: str, model: str, base: Config, condition: str = "") -> dict[str, Any]:
+        path = root / "eval" / f"{name}.json"
+        if path.is_file():
+            return json.loads(path.read_text())
+        note(f"experiment: evaluating {name}")
+        return timed(f"eval:{name.split('@')[0]}", evaluate, stage(base, **{**eval_settings, "model.name": model,
+                                                                             "eval.condition": condition}), output=path)
+
+    results: dict[str, Any] = {"sft": held_out("sft", start, cfg), "arms": {}}
+    batch = cfg.rollout.prompts_per_step * cfg.rollout.samples_per_prompt
+    for name, settings in x.arms.items():
+        arm = arm_config(cfg, settings)
+        if arm.reward.orm == "orm":
+            arm.reward.orm = str(orm_dir)
+        arm_dir = root / "arms" / name
+        condition = ALGORITHMS[arm.train.algorithm].evaluation_condition(arm)
+        curve = [{"samples": 0, **results["sft"]}]
+        for steps in eval_points(x.samples, batch, x.evaluations):
+            label = f"{name}@{steps * batch}"
+            if not (root / "eval" / f"{label}.json").is_file():
+                note(f"experiment: arm {name}: training to {steps} steps ({steps * batch} samples)")
+                timed(f"train:{name}", train, stage(arm, **{"model.name": start, "run.output_dir": str(arm_dir),
+                                                            "run.resume": True, "train.steps": steps,
+                                                            "train.save_every": 0}))
+            curve.append({"samples": steps * batch, **held_out(label, str(arm_dir / "model"), arm, condition)})
+        results["arms"][name] = {"settings": settings, "curve": curve}
+    results["times_s"] = times
+    (root / "results.json").write_text(json.dumps(results, indent=2) + "\n")
+    (root / "table.md").write_text(format_table(results) + "\n")
+    try:
+        plot_experiment(results, root / "plot.png")
+    except ImportError as e:
+        note(f"experiment: no plot ({e})")
+    return results
+
+
+def _with(items: list[str], item: str) -> list[str]:
+    return list(items) + ([item] if item not in items else [])
+
+
+def _read(path: Path) -> dict[str, Any] | None:
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def _keys(figures: dict[str, Any]) -> list[str]:
+    k = figures.get("k", 0)
+    return [key.format(k=k) for key in TABLE_KEYS if key.format(k=k) in figures]
+
+
+def format_table(results: dict[str, Any]) -> str:
+    """Markdown: one row per arm (its last evaluation) and the SFT start; times per stage below."""
+    sft_figs = results["sft"]
+    keys = _keys(sft_figs)
+    head = "| arm | samples | " + " | ".join(keys) + " |"
+    rows = [head, "|" + "---|" * (len(keys) + 2), "| SFT (start) | 0 | " + " | ".join(f"{sft_figs[k]:.3f}" for k in keys) + " |"]
+    for name, arm in results["arms"].items():
+        last = arm["curve"][-1]
+        rows.append(f"| {name} | {last['samples']} | " + " | ".join(
+            f"{last.get(k, math.nan):.3f}" for k in keys) + " |")
+    rows.append("")
+    rows.append(f"Held-out: {sft_figs['num_examples']} problems of {sft_figs['task']} ({sft_figs['split']}), "
+                f"k = {sft_figs.get('k', 0)} samples at temperature {sft_figs.get('temperature', '-')}.")
+    times = results.get("times_s", {})
+    if times:
+        rows.append("Time: " + ", ".join(f"{k} {v / 60:.1f} min" for k, v in times.items())
+                    + f"; total {sum(times.values()) / 60:.1f} min.")
+    return "\n".join(rows)
+
+
+def plot_experiment(results: dict[str, Any], path: Path) -> Path:
+    """One panel per table figure: held-out value against sampled training completions, a line per arm."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    keys = _keys(results["sft"])
+    cols = min(3, len(keys))
+    rows = math.ceil(len(keys) / cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(4.4 * cols, 3.2 * rows), squeeze=False)
+    for ax, key in zip(axes.flat, keys):
+        for name, arm in results["arms"].items():
+            pts = [(p["samples"], p[key]) for p in arm["curve"] if key in p]
+            ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", label=name)
+        ax.set_title(key)
+        ax.set_xlabel("sampled training completions")
+        ax.grid(alpha=0.3)
+    for ax in list(axes.flat)[len(keys):]:
+        ax.axis("off")
+    axes.flat[0].legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path

@@ -1,0 +1,276 @@
+"""Outcome reward model (ORM; Cobbe et al. 2021, Havrilla et al. 2024): a language model with a
+scalar head that reads a problem and a solution and says how likely the solution is correct.
+
+``rlsf orm`` (:func:`train_orm`) builds one, top to bottom::
+
+    samples = orm.samples_per_prompt solutions of each of orm.prompts training problems, sampled
+              from model.name (the SFT model) and labelled correct / wrong by the task's checker
+    split   = the problems (not the samples) into training and held-out (orm.val_fraction)
+    loss    = binary cross-entropy of sigmoid(head(h_t)) against the solution's label at every
+              solution token t (the ORM predicts the outcome from every prefix, as in the paper)
+    figures = held-out loss, accuracy, AUC, and rerank@k against a random pick of the same samples
+    saved   = <output_dir>/model (language model + tokenizer), head.pt, orm.json, samples.jsonl
+
+A solution's score is the probability at its last token. The ORM is then a reward
+(``reward.orm``: on the last token, alone or mixed with the checker's) and the reranker of
+rerank@k (``eval.orm`` with the ``rerank`` selector). It reads text, so its tokenizer need not be
+the policy's.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from rlsf.config import Config, ConfigError
+from rlsf.errors import RlsfError
+from rlsf.models import ValueHead, hidden_size, is_peft_model, load_model, load_tokenizer, save_model
+from rlsf.tasks.base import Example, Task
+from rlsf.utils import autocast, make_adamw, model_device
+
+ORM_FILES = ("model/config.json", "head.pt")
+
+
+# ---- the math: pure functions over token-level tensors ----------------------------------------------
+def orm_loss(logits: torch.Tensor, labels: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Mean binary cross-entropy of every masked position's logit ``[B, T]`` against its row's
+    label ``[B]`` (1: the solution is correct)."""
+    target = labels.float()[:, None].expand_as(logits)
+    per_token = torch.nn.functional.binary_cross_entropy_with_logits(logits.float(), target, reduction="none")
+    return (per_token * mask).sum() / mask.sum().clamp(min=1)
+
+
+def last_position_scores(logits: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """``[B]`` probability at each row's last masked position (the end of the solution)."""
+    last = mask.shape[1] - 1 - mask.flip(1).float().argmax(1)
+    return torch.sigmoid(logits.float()[torch.arange(len(logits)), last])
+
+
+def auc(scores: Sequence[float], labels: Sequence[bool]) -> float:
+    """Area under the ROC curve: the chance that a random correct solution outscores a random
+    wrong one (ties count half); ``nan`` without both kinds."""
+    pos = [s for s, y in zip(scores, labels, strict=True) if y]
+    neg = [s for s, y in zip(scores, labels, strict=True) if not y]
+    if not pos or not neg:
+        return float("nan")
+    wins = sum((p > n) + 0.5 * (p == n) for p in pos for n in neg)
+    return wins / (len(pos) * len(neg))
+
+
+# ---- the model ------------------------------------------------------------------------------------
+def encode(tokenizer, prompt: str, completion: str, max_length: int) -> tuple[list[int], int]:
+    """Token ids of prompt + solution and how many of them are the solution's (at least one
+    position is scored: an empty solution is scored at the prompt's last token)."""
+    p = tokenizer(prompt, add_special_tokens=False)["input_ids"]
+    c = tokenizer(completion, add_special_tokens=False)["input_ids"] if completion else []
+    c = c[: max(max_length - 1, 1)]
+    p = p[-max(max_length - len(c), 1):]
+    return p + c, max(len(c), 1)
+
+
+def collate_scored(rows: list[tuple[list[int], int]], pad_id: int) -> dict[str, torch.Tensor]:
+    """Right-padded ids, attention mask and the mask of the scored (solution) positions."""
+    L = max(len(ids) for ids, _ in rows)
+    ids = torch.full((len(rows), L), pad_id, dtype=torch.long)
+    attn = torch.zeros((len(rows), L), dtype=torch.long)
+    scored = torch.zeros((len(rows), L))
+    for i, (x, n) in enumerate(rows):
+        ids[i, : len(x)] = torch.tensor(x)
+        attn[i, : len(x)] = 1
+        scored[i, len(x) - n: len(x)] = 1
+    return {"input_ids": ids, "attention_mask": attn, "scored": scored}
+
+
+class OutcomeRewardModel(torch.nn.Module):
+    """A causal language model's last hidden states through a scalar head: one logit per position."""
+
+    def __init__(self, lm, tokenizer, head: ValueHead | None = None) -> None:
+        super().__init__()
+        self.lm, self.tokenizer = lm, tokenizer
+        self.head = head if head is not None else ValueHead(hidden_size(lm), init_scale=1.0)
+        self.pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        base = self.lm.get_base_model() if is_peft_model(self.lm) else self.lm
+        body = getattr(base, getattr(base, "base_model_prefix", ""), None)
+        if body is not None and body is not base:  # the decoder alone: no [B, T, vocab] logits
+            hidden = body(input_ids=input_ids, attention_mask=attention_mask, use_cache=False).last_hidden_state
+        else:
+            hidden = self.lm(input_ids=input_ids, attention_mask=attention_mask, output_hidden_states=True,
+                             use_cache=False).hidden_states[-1]
+        return self.head(hidden).float()
+
+    @torch.no_grad()
+    def score_texts(self, prompts: Sequence[str], completions: Sequence[str], *, batch_size: int = 16,
+                    precision: str = "none", max_length: int = 1024) -> list[float]:
+        """Probability of being correct of each (rendered prompt, solution text) pair."""
+        rows = [encode(self.tokenizer, p, c, max_length) for p, c in zip(prompts, completions, strict=True)]
+        order = sorted(range(len(rows)), key=lambda i: len(rows[i][0]))  # similar lengths batch together
+        out = [0.0] * len(rows)
+        device = model_device(self.lm)
+        was_training = self.training
+        self.eval()
+        for start in range(0, len(order), batch_size):
+            idx = order[start:start + batch_size]
+            batch = {k: v.to(device) for k, v in collate_scored([rows[i] for i in idx], self.pad).items()}
+            with autocast(precision, device):
+                logits = self(batch["input_ids"], batch["attention_mask"])
+            for i, s in zip(idx, last_position_scores(logits, batch["scored"]).tolist()):
+                out[i] = s
+        self.train(was_training)
+        return out
+
+    def score(self, task: Task, examples: Sequence[Example], completions: Sequence[str], **kw: Any) -> list[float]:
+        """Scores of solutions to ``examples`` (one each), prompts rendered with the ORM's tokenizer."""
+        from rlsf.rollout import render_prompt
+
+        prompts = [render_prompt(self.tokenizer, task.prompt(ex)) for ex in examples]
+        return self.score_texts(prompts, completions, **kw)
+
+    def save(self, path: str | Path, info: dict[str, Any]) -> Path:
+        path = Path(path)
+        save_model(self.lm, self.tokenizer, path / "model")
+        torch.save(self.head.state_dict(), path / "head.pt")
+        (path / "orm.json").write_text(json.dumps(info, indent=2) + "\n")
+        return path
+
+    @classmethod
+    def load(cls, path: str | Path, device: torch.device | str = "cpu", dtype: str = "float32") -> "OutcomeRewardModel":
+        path = Path(path)
+        missing = [f for f in ORM_FILES if not (path / f).is_file()]
+        if missing:
+            raise ConfigError(f"{path} is not an outcome reward model folder (no {', '.join(missing)}); "
+                              "`rlsf orm` trains one")
+        lm = load_model(path / "model", dtype=dtype)
+        orm = cls(lm, load_tokenizer(path / "model"))
+        orm.head.load_state_dict(torch.load(path / "head.pt", map_location="cpu", weights_only=True))
+        return orm.to(device).eval()
+
+
+# ---- `rlsf orm` -----------------------------------------------------------------------------------
+def _labelled_samples(cfg: Config, rt, task: Task, examples: list[Example], model, tokenizer,
+                      path: Path) -> list[dict[str, Any]]:
+    """Sample and label solutions, or read them back from ``path`` when resuming."""
+    from rlsf.checking import CheckService
+    from rlsf.rollout import SamplingModel, rollout_and_check
+    from rlsf.runtime import note
+
+    if cfg.run.resume and path.is_file():
+        rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+        note(f"orm: resume: {len(rows)} labelled samples read from {path}")
+        return rows
+    ro = cfg.rollout
+    sampler = SamplingModel(model, rt.precision, fused=ro.engine == "rlsf" and ro.fused_step)
+    note(f"orm: sampling {cfg.orm.samples_per_prompt} solutions of {len(examples)} problems from {cfg.model.name}")
+    with CheckService.for_config(cfg, task, tokenizer) as checker:
+        exp = rollout_and_check(sampler.model, tokenizer, task, examples, checker, samples=cfg.orm.samples_per_prompt,
+                                max_new_tokens=ro.max_new_tokens, temperature=ro.temperature, top_p=ro.top_p,
+                                batch_size=ro.generation_batch_size, precision=rt.precision, engine=ro.engine,
+                                fused_step=ro.fused_step)
+    rows = [{"id": ex["id"], "completion": text, "correct": bool(cert.correct)}
+            for ex, text, cert in zip(exp.examples, exp.texts, exp.certificates) if not cert.failed]
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return rows
+
+
+def held_out_figures(rows: list[dict[str, Any]], scores: list[float]) -> dict[str, float]:
+    """What the ORM's scores of held-out samples are worth: accuracy at 0.5, AUC, and over the
+    problems with several samples, how often the top-scored one is correct (``rerank``) against
+    the expected share of a random pick (``random``)."""
+    labels = [bool(r["correct"]) for r in rows]
+    by_problem: dict[Any, list[int]] = {}
+    for i, r in enumerate(rows):
+        by_problem.setdefault(r["id"], []).append(i)
+    groups = [ix for ix in by_problem.values() if len(ix) > 1]
+    out = {"samples": float(len(rows)), "correct_share": float(np.mean(labels)) if rows else 0.0,
+           "accuracy": float(np.mean([(s > 0.5) == y for s, y in zip(scores, labels)])) if rows else 0.0,
+           "auc": auc(scores, labels)}
+    if groups:
+        out["rerank"] = float(np.mean([labels[max(ix, key=lambda i: scores[i])] for ix in groups]))
+        out["random"] = float(np.mean([np.mean([labels[i] for i in ix]) for ix in groups]))
+    return out
+
+
+def train_orm(cfg: Config) -> dict[str, Any]:
+    """Sample, label, train and measure an ORM; saves it in ``run.output_dir`` (module docstring)."""
+    from rlsf.logging import MetricLogger
+    from rlsf.runtime import load_policy, load_split, load_task, note, prepare_run_dir, setup
+    from rlsf.utils import seed_everything
+
+    cfg.validate()
+    rt = setup(cfg)
+    seed_everything(cfg.run.seed)
+    o = cfg.orm
+    task = load_task(cfg)
+    examples = load_split(cfg, task, task.splits[0], o.prompts or cfg.task.train_examples)
+    by_id = {ex["id"]: ex for ex in examples}
+    run_dir = prepare_run_dir(cfg, rt, resume=cfg.run.resume)
+    lm, tokenizer = load_policy(cfg, rt, lora=False)
+    rows = [r for r in _labelled_samples(cfg, rt, task, examples, lm, tokenizer, run_dir / "samples.jsonl")
+            if r["id"] in by_id]
+    positives = sum(r["correct"] for r in rows)
+    note(f"orm: {len(rows)} labelled samples, {positives} correct")
+    if positives in (0, len(rows)):
+        raise RlsfError(f"every one of the {len(rows)} sampled solutions is {'wrong' if not positives else 'right'}: "
+                        "an ORM cannot learn from one label (sample more problems or solutions, or start from a "
+                        "model that solves some of them)")
+    ids = sorted({r["id"] for r in rows}, key=str)
+    held = set(np.random.default_rng(cfg.run.seed).permutation(len(ids))[: int(round(o.val_fraction * len(ids)))])
+    val_ids = {ids[i] for i in held}
+    train_rows = [r for r in rows if r["id"] not in val_ids]
+    val_rows = [r for r in rows if r["id"] in val_ids]
+
+    from rlsf.rollout import render_prompt
+
+    prompt_of = {i: render_prompt(tokenizer, task.prompt(ex)) for i, ex in by_id.items()}
+    data = [(encode(tokenizer, prompt_of[r["id"]], r["completion"], o.max_length), float(r["correct"]))
+            for r in train_rows]
+    orm = OutcomeRewardModel(lm, tokenizer).to(rt.torch_device)
+    optimizer = make_adamw([{"params": [p for p in lm.parameters() if p.requires_grad], "lr": o.lr},
+                            {"params": list(orm.head.parameters()), "lr": o.head_lr}],
+                           weight_decay=cfg.optim.weight_decay)
+    steps = max(1, math.ceil(o.epochs * len(data) / o.batch_size))
+    rng = np.random.default_rng(cfg.run.seed)
+    order = np.concatenate([rng.permutation(len(data)) for _ in range(math.ceil(steps * o.batch_size / len(data)))])
+    logger = MetricLogger(run_dir, cfg.run.loggers, {**cfg.to_dict(), "runtime": rt.as_dict()})
+    device = rt.torch_device
+    params = [p for g in optimizer.param_groups for p in g["params"]]
+    orm.train()
+    bar = tqdm(total=steps, desc="orm", unit="step", disable=not cfg.run.progress, dynamic_ncols=True)
+    try:
+        for step in range(steps):
+            picked = [data[i] for i in order[step * o.batch_size:(step + 1) * o.batch_size]]
+            batch = {k: v.to(device) for k, v in collate_scored([x for x, _ in picked], orm.pad).items()}
+            labels = torch.tensor([y for _, y in picked], device=device)
+            with autocast(rt.precision, device):
+                logits = orm(batch["input_ids"], batch["attention_mask"])
+            loss = orm_loss(logits, labels, batch["scored"])
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            if cfg.optim.max_grad_norm > 0:
+                torch.nn.utils.clip_grad_norm_(params, cfg.optim.max_grad_norm)
+            optimizer.step()
+            with torch.no_grad():
+                acc = ((last_position_scores(logits, batch["scored"]) > 0.5).float() == labels).float().mean()
+            logger.log(step + 1, {"loss/orm": float(loss.detach()), "orm/train_accuracy": float(acc)})
+            bar.update(1)
+            bar.set_postfix(loss=f"{float(loss):.3f}")
+    finally:
+        bar.close()
+        logger.close()
+    figures: dict[str, Any] = {"train_samples": len(train_rows), "train_correct_share": float(
+        np.mean([r["correct"] for r in train_rows])), "steps": steps}
+    if val_rows:
+        scores = orm.score_texts([prompt_of[r["id"]] for r in val_rows], [r["completion"] for r in val_rows],
+                                 precision=rt.precision, max_length=o.max_length)
+        figures.update({f"held_out/{k}": v for k, v in held_out_figures(val_rows, scores).items()})
+    info = {"task": task.name, "task_options": dict(cfg.task.options), "base_model": cfg.model.name, **figures}
+    orm.save(run_dir, info)
+    return info
