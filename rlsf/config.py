@@ -183,6 +183,11 @@ class ExperimentConfig:
                            "evaluation is every arm's point at 0 samples).")
     orm: bool = opt(True, "Train an outcome reward model on the SFT model's samples (orm settings) first: the "
                     "reward of arms with reward.orm: orm, and the rerank selector of every evaluation.")
+    table: list = opt(["maj@1", "maj@{k}", "rerank@{k}", "pass@{k}", "first@{k}", "greedy/calc_accuracy"],
+                      "Held-out figures in table.md and plot.png, those the evaluations have ({k}: eval.k), e.g. "
+                      "greedy/reward, mean@{k}/reward, greedy/answer_mode_share.")
+    examples: int = opt(0, "List the greedy completions of the first N held-out problems in table.md: the "
+                        "start's beside each arm's last.")
 
 
 @dataclass

@@ -7,7 +7,8 @@ Top to bottom::
     eval/sft.json     the start's held-out figures: every arm's point at 0 samples
     orm/              an outcome reward model on the start's samples (experiment.orm): the reward of
                       the arms that name it (reward.orm: orm) and the rerank@k of every evaluation
-    arms/<name>/      each arm trained from the start, experiment.samples sampled completions in all,
+    arms/<name>/      each arm trained from the start (or from its own model.name, e.g. the base
+                      model), experiment.samples sampled completions in all,
                       stopping experiment.evaluations times to be evaluated: eval/<name>@<samples>.json
     results.json, table.md, plot.png
 
@@ -21,6 +22,7 @@ from __future__ import annotations
 import copy
 import json
 import math
+import re
 import time
 from pathlib import Path
 from typing import Any
@@ -31,10 +33,6 @@ from rlsf.evaluate import evaluate
 from rlsf.runtime import note
 from rlsf.sft import sft
 from rlsf.trainer import train
-
-#: Figures of the table and the plot, when the evaluation has them.
-TABLE_KEYS = ("maj@1", "maj@{k}", "rerank@{k}", "pass@{k}", "first@{k}", "greedy/calc_accuracy")
-
 
 def arm_config(cfg: Config, settings: dict[str, Any]) -> Config:
     """``cfg`` with an arm's settings; ``task.options.KEY`` sets one task option."""
@@ -119,29 +117,37 @@ def run_experiment(cfg: Config) -> dict[str, Any]:
         return timed(f"eval:{name.split('@')[0]}", evaluate, stage(base, **{**eval_settings, "model.name": model,
                                                                              "eval.condition": condition}), output=path)
 
-    results: dict[str, Any] = {"sft": held_out("sft", start, cfg), "arms": {}}
+    results: dict[str, Any] = {"sft": held_out("sft", start, cfg), "arms": {}, "table": list(x.table),
+                               "start": "SFT (start)" if cfg.sft.steps > 0 else f"{cfg.model.name} (start)"}
     batch = cfg.rollout.prompts_per_step * cfg.rollout.samples_per_prompt
     for name, settings in x.arms.items():
         arm = arm_config(cfg, settings)
         if arm.reward.orm == "orm":
             arm.reward.orm = str(orm_dir)
         arm_dir = root / "arms" / name
+        arm_start = settings.get("model.name", start)  # an arm may start elsewhere, e.g. the base model
         condition = ALGORITHMS[arm.train.algorithm].evaluation_condition(arm)
         curve = [{"samples": 0, **results["sft"]}]
         for steps in eval_points(x.samples, batch, x.evaluations):
             label = f"{name}@{steps * batch}"
             if not (root / "eval" / f"{label}.json").is_file():
                 note(f"experiment: arm {name}: training to {steps} steps ({steps * batch} samples)")
-                timed(f"train:{name}", train, stage(arm, **{"model.name": start, "run.output_dir": str(arm_dir),
+                timed(f"train:{name}", train, stage(arm, **{"model.name": arm_start, "run.output_dir": str(arm_dir),
                                                             "run.resume": True, "train.steps": steps,
                                                             "train.save_every": 0}))
             curve.append({"samples": steps * batch, **held_out(label, str(arm_dir / "model"), arm, condition)})
+        if arm_start != start:  # its own start is its point at 0 samples (shared by arms starting there)
+            curve[0] = {"samples": 0, **held_out("start-" + re.sub(r"[^\w.-]+", "_", arm_start), arm_start, cfg)}
         results["arms"][name] = {"settings": settings, "curve": curve}
     results["times_s"] = times
     (root / "results.json").write_text(json.dumps(results, indent=2) + "\n")
-    (root / "table.md").write_text(format_table(results) + "\n")
+    table = format_table(results)
+    if x.examples:
+        table += "\n\n" + format_examples(root, results, x.examples)
+    (root / "table.md").write_text(table + "\n")
     try:
         plot_experiment(results, root / "plot.png")
+        plot_reward_kl(root, list(x.arms), root / "plot_kl.png")
     except ImportError as e:
         note(f"experiment: no plot ({e})")
     return results
@@ -155,17 +161,20 @@ def _read(path: Path) -> dict[str, Any] | None:
     return json.loads(path.read_text()) if path.is_file() else None
 
 
-def _keys(figures: dict[str, Any]) -> list[str]:
+def _keys(results: dict[str, Any]) -> list[str]:
+    figures = results["sft"]
     k = figures.get("k", 0)
-    return [key.format(k=k) for key in TABLE_KEYS if key.format(k=k) in figures]
+    return [key.format(k=k) for key in results["table"] if key.format(k=k) in figures]
 
 
 def format_table(results: dict[str, Any]) -> str:
     """Markdown: one row per arm (its last evaluation) and the SFT start; times per stage below."""
     sft_figs = results["sft"]
-    keys = _keys(sft_figs)
+    keys = _keys(results)
     head = "| arm | samples | " + " | ".join(keys) + " |"
-    rows = [head, "|" + "---|" * (len(keys) + 2), "| SFT (start) | 0 | " + " | ".join(f"{sft_figs[k]:.3f}" for k in keys) + " |"]
+    start = results.get("start", "SFT (start)")
+    rows = [head, "|" + "---|" * (len(keys) + 2),
+            f"| {start} | 0 | " + " | ".join(f"{sft_figs[k]:.3f}" for k in keys) + " |"]
     for name, arm in results["arms"].items():
         last = arm["curve"][-1]
         rows.append(f"| {name} | {last['samples']} | " + " | ".join(
@@ -180,6 +189,66 @@ def format_table(results: dict[str, Any]) -> str:
     return "\n".join(rows)
 
 
+def _samples(path: Path, n: int) -> list[dict[str, Any]]:
+    """The first ``n`` greedy completions of an evaluation's samples file."""
+    if not path.is_file():
+        return []
+    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    return [r for r in rows if r.get("kind") == "greedy"][:n]
+
+
+def format_examples(root: Path, results: dict[str, Any], n: int) -> str:
+    """Markdown: for the first ``n`` held-out problems, the start's greedy completion and each arm's
+    last, with its score."""
+    def cell(row: dict[str, Any] | None) -> str:
+        if row is None:
+            return "-"
+        text = " ".join(row["completion"].split()).replace("|", "\\|")
+        return f"{text[:120]} ({row['certificate']['score']:+.2f})"
+
+    start = results.get("start", "SFT (start)")
+    columns = {start: _samples(root / "eval" / "sft_samples.jsonl", n)}
+    for name, arm in results["arms"].items():
+        columns[name] = _samples(root / "eval" / f"{name}@{arm['curve'][-1]['samples']}_samples.jsonl", n)
+    ids = [r["id"] for r in columns[start]]
+    lines = ["| problem | " + " | ".join(columns) + " |", "|" + "---|" * (len(columns) + 1)]
+    for i, pid in enumerate(ids):
+        lines.append(f"| {pid} | " + " | ".join(cell(rows[i] if i < len(rows) else None) for rows in columns.values())
+                     + " |")
+    return "Greedy completions (score in brackets):\n\n" + "\n".join(lines)
+
+
+def plot_reward_kl(root: Path, arms: list[str], path: Path) -> Path | None:
+    """Each arm's training reward (certificate score) against its KL to the start, step by step."""
+    from rlsf.logging import read_metrics
+
+    curves = {}
+    for name in arms:
+        metrics = root / "arms" / name / "metrics.jsonl"
+        rows = read_metrics(metrics) if metrics.is_file() else []
+        pts = [(r["kl"], r["reward/score"]) for r in rows if "kl" in r and "reward/score" in r]
+        if pts:
+            curves[name] = pts
+    if not curves:
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(5.5, 4.0))
+    for name, pts in curves.items():
+        ax.plot([p[0] for p in pts], [p[1] for p in pts], marker=".", label=name)
+    ax.set_xlabel("KL to the start (nats per completion)")
+    ax.set_ylabel("training reward (score)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
 def plot_experiment(results: dict[str, Any], path: Path) -> Path:
     """One panel per table figure: held-out value against sampled training completions, a line per arm."""
     import matplotlib
@@ -187,7 +256,7 @@ def plot_experiment(results: dict[str, Any], path: Path) -> Path:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    keys = _keys(results["sft"])
+    keys = _keys(results)
     cols = min(3, len(keys))
     rows = math.ceil(len(keys) / cols)
     fig, axes = plt.subplots(rows, cols, figsize=(4.4 * cols, 3.2 * rows), squeeze=False)

@@ -43,3 +43,13 @@ def certificate_summary(certs: Sequence[Certificate], prefix: str = "feedback/")
     for verdict, n in Counter(c.verdict for c in certs).items():
         out[f"{prefix}verdict/{verdict}"] = n / len(certs)
     return out
+
+
+def answer_mode_share(certs: Sequence[Certificate]) -> float:
+    """Share of the completions whose canonical answer (``Certificate.answer``) is the most common
+    one: 1.0 when every completion gives the same answer (the collapse Padula & Soemers report),
+    1/n when all differ. Completions without an answer, and failed checks, count as all different."""
+    if not certs:
+        return 0.0
+    counts = Counter(c.answer for c in certs if c.answer is not None and not c.failed)
+    return (max(counts.values()) if counts else 1) / len(certs)

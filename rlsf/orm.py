@@ -163,7 +163,17 @@ def _labelled_samples(cfg: Config, rt, task: Task, examples: list[Example], mode
     from rlsf.runtime import note
 
     if cfg.run.resume and path.is_file():
-        rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+        rows = []
+        for n, line in enumerate(path.read_text().splitlines(), 1):
+            try:
+                row = json.loads(line) if line.strip() else None
+                if row is not None and not (isinstance(row, dict) and {"id", "completion", "correct"} <= set(row)
+                                            and isinstance(row["completion"], str)):
+                    raise ValueError('expected {"id", "completion", "correct"}')
+            except ValueError as e:
+                raise RlsfError(f"{path}, line {n}: not a labelled sample ({e})") from None
+            if row is not None:
+                rows.append(row)
         note(f"orm: resume: {len(rows)} labelled samples read from {path}")
         return rows
     ro = cfg.rollout
@@ -211,6 +221,10 @@ def train_orm(cfg: Config) -> dict[str, Any]:
     task = load_task(cfg)
     examples = load_split(cfg, task, task.splits[0], o.prompts or cfg.task.train_examples)
     by_id = {ex["id"]: ex for ex in examples}
+    out = Path(cfg.run.output_dir)
+    if not cfg.run.resume and any((out / f).exists() for f in ("samples.jsonl", "head.pt")):
+        raise ConfigError(f"run.output_dir: {out} already holds an ORM or its samples; pass --resume to reuse the "
+                          "samples (the ORM is trained again) or choose another --output-dir (nothing was overwritten)")
     run_dir = prepare_run_dir(cfg, rt, resume=cfg.run.resume)
     lm, tokenizer = load_policy(cfg, rt, lora=False)
     rows = [r for r in _labelled_samples(cfg, rt, task, examples, lm, tokenizer, run_dir / "samples.jsonl")
@@ -261,7 +275,7 @@ def train_orm(cfg: Config) -> dict[str, Any]:
                 acc = ((last_position_scores(logits, batch["scored"]) > 0.5).float() == labels).float().mean()
             logger.log(step + 1, {"loss/orm": float(loss.detach()), "orm/train_accuracy": float(acc)})
             bar.update(1)
-            bar.set_postfix(loss=f"{float(loss):.3f}")
+            bar.set_postfix(loss=f"{float(loss.detach()):.3f}")
     finally:
         bar.close()
         logger.close()

@@ -8,7 +8,7 @@ from rlsf.config import ConfigError
 from rlsf.logging import read_metrics
 
 DEFAULT_KEYS = ("reward/total", "reward/success", "feedback/step_accuracy", "kl", "loss/policy", "loss/value",
-                "entropy", "response/length", "loss/sft")
+                "entropy", "batch_entropy", "batch/answer_mode_share", "response/length", "loss/sft")
 
 
 def plot_metrics(run_dir: str | Path, keys: list[str] | None = None, output: str | Path | None = None) -> Path:

@@ -31,7 +31,7 @@ from rlsf.config import Config
 from rlsf.experience import Experience
 from rlsf.feedback.token_rewards import mix_outcome_scores
 from rlsf.logging import MetricLogger, read_metrics
-from rlsf.metrics import certificate_summary
+from rlsf.metrics import answer_mode_share, certificate_summary
 from rlsf.models import save_model
 from rlsf.rollout import SamplingModel, rollout_and_check
 from rlsf.runtime import load_policy, load_split, load_task, note, prepare_run_dir, setup
@@ -185,6 +185,7 @@ def experience_metrics(exp: Experience) -> dict[str, float]:
         "response/length": float(exp.response_mask.float().sum(1).mean()),
         "response/truncated": float(np.mean(exp.truncated)),
         "check/failed": 1.0 - float(valid.float().mean()),
+        "batch/answer_mode_share": answer_mode_share(certs),
         **certificate_summary(certs),
     }
     return out

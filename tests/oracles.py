@@ -308,3 +308,75 @@ def math_oracle(example: dict[str, Any], text: str) -> bool:
         if len(digits) <= 40 and Fraction(digits) == want:
             return True
     return False
+
+
+# ---------------------------------------------------------------------------------------------
+# Arithmetic chains
+#
+# The rule (rlsf/tasks/arith.py, module docstring): a completion is correct iff its first
+# non-blank line (lines split on "\n"), with every whitespace character removed, split on "=",
+# gives exactly one statement per operator of the expression; statement i (from 0) is digits
+# joined by + and * with exactly (operators - i - 1) operators and the expression's value; every
+# statement is at most 1000 characters; and only whitespace follows that line.
+
+
+def _arith_value(statement: str) -> int | None:
+    """Value of digits joined by + and * (products first), or None if it is not such a thing."""
+    if not statement or len(statement) > 1000 or any(ch not in "0123456789+*" for ch in statement):
+        return None
+    total = 0
+    for term in statement.split("+"):
+        factors = term.split("*")
+        if any(f == "" for f in factors):
+            return None
+        product = 1
+        for f in factors:
+            product *= int(f)
+        total += product
+    return total
+
+
+def arith_oracle(example: dict[str, Any], text: str) -> bool:
+    expression = example["expression"]
+    want = _arith_value(expression)
+    n = sum(expression.count(op) for op in "+*")
+    lines = text.split("\n")
+    first = next((k for k, line in enumerate(lines) if line.strip()), None)
+    if want is None or first is None or any(line.strip() for line in lines[first + 1:]):
+        return False
+    statements = "".join(ch for ch in lines[first] if not ch.isspace()).split("=")
+    if len(statements) != n:
+        return False
+    for i, statement in enumerate(statements):
+        if _arith_value(statement) != want or statement.count("+") + statement.count("*") != n - i - 1:
+            return False
+    return True
+
+
+# ---------------------------------------------------------------------------------------------
+# Sentiment alignment
+#
+# The rule (rlsf/tasks/sentiment.py, module docstring): a completion is correct iff it is not
+# blank and VADER's compound score of "<prompt> <completion>", the completion cut to its first
+# 2000 characters (and back to a whole word when the cut falls inside one), times +1 (positive)
+# or -1 (negative), is at least the threshold (0.05). Scored here by VADER's public
+# polarity_scores, not the checker's word-by-word replay of it.
+
+_VADER: list[Any] = []
+
+
+def sentiment_oracle(example: dict[str, Any], text: str, direction: str = "positive", threshold: float = 0.05,
+                     max_chars: int = 2000) -> bool:
+    if not text.strip():
+        return False
+    if not _VADER:
+        from vaderSentiment.vaderSentiment import SentimentIntensityAnalyzer
+
+        _VADER.append(SentimentIntensityAnalyzer())
+    if len(text) > max_chars:
+        inside_word = not text[max_chars].isspace()
+        text = text[:max_chars]
+        while inside_word and text and not text[-1].isspace():
+            text = text[:-1]
+    compound = _VADER[0].polarity_scores(example["prompt"] + " " + text)["compound"]
+    return (compound if direction == "positive" else -compound) >= threshold

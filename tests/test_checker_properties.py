@@ -30,9 +30,12 @@ from rlsf.tasks.game24 import VERDICTS as GAME24_VERDICTS
 from rlsf.tasks.chem import VERDICTS as CHEM_VERDICTS
 from rlsf.tasks.math_word import VERDICTS as MATH_VERDICTS
 from rlsf.tasks.spoc import VERDICTS as SPOC_VERDICTS
+from rlsf.tasks.arith import VERDICTS as ARITH_VERDICTS
+from rlsf.tasks.sentiment import VERDICTS as SENTIMENT_VERDICTS
 from rlsf.testing import STRATEGIES, check_checker, mutations, non_ascii_insertions
 
 from oracles import chem_oracle, game24_oracle, math_oracle, spoc_oracle
+from oracles import arith_oracle, sentiment_oracle
 
 Example = dict[str, Any]
 
@@ -79,6 +82,11 @@ CHECKERS = [
       for name in ("molgen", "forward", "retro")],
     *[pytest.param(name, sample_of_test_split, no_extra, lambda task: math_oracle, MATH_VERDICTS, False, 400, 5.0, id=name)
       for name in ("gsm8k", "svamp")],
+    # Programmed rewards (Padula & Soemers): both oracles state the whole rule, so they must agree exactly.
+    pytest.param("arith", sample_of_test_split, no_extra, lambda task: arith_oracle, ARITH_VERDICTS, True, 400, 2.0,
+                 id="arith"),
+    pytest.param("sentiment", sample_of_test_split, no_extra, lambda task: sentiment_oracle, SENTIMENT_VERDICTS, True,
+                 400, 5.0, id="sentiment"),
 ]
 FIELDS = "name, pick, extra, oracle, verdicts, exact, quick, time_limit"
 

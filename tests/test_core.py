@@ -184,3 +184,13 @@ def test_pass_at_k_and_majority():
     failed = [Certificate.checker_failed("timeout"), Certificate(1, "c", True, answer="y")]
     failed[0].answer = "x"
     assert majority_vote({}, [], failed) == 1  # a failed check does not vote
+
+
+def test_answer_mode_share_measures_collapse():
+    from rlsf.metrics import answer_mode_share
+
+    certs = [Certificate(0, "x", answer=a) for a in ("9", "9", "7", None)]
+    assert answer_mode_share(certs) == 0.5
+    assert answer_mode_share([Certificate(0, "x", answer="3")] * 4) == 1.0
+    assert answer_mode_share([Certificate(0, "x")] * 4) == 0.25  # no answers: all different
+    assert answer_mode_share([]) == 0.0

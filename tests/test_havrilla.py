@@ -270,6 +270,7 @@ def test_experiment_runs_every_arm_and_resumes(tiny_model_dir, tmp_path) -> None
 
     cfg = tiny_cfg(tiny_model_dir, tmp_path, **{
         "experiment.samples": 8, "experiment.evaluations": 2, "experiment.orm": False, "eval.selectors": ["maj"],
+        "experiment.examples": 2,
         "experiment.arms": {"ppo": {"train.algorithm": "ppo"}, "ei": {"train.algorithm": "expert_iteration"},
                             "rcrl": {"train.algorithm": "rcrl"}}})
     results = run_experiment(cfg)
@@ -280,9 +281,95 @@ def test_experiment_runs_every_arm_and_resumes(tiny_model_dir, tmp_path) -> None
     assert steps == [1, 2]  # trained to the first evaluation, then resumed to the budget
     table = (root / "table.md").read_text()
     assert "| SFT (start) | 0 |" in table and "| rcrl | 8 |" in table and "maj@1" in table
-    assert (root / "plot.png").stat().st_size > 0
+    assert (root / "plot.png").stat().st_size > 0 and (root / "plot_kl.png").stat().st_size > 0  # ppo logs KL
+    listed = [line for line in table.split("Greedy completions")[1].splitlines() if line.startswith("| ")]
+    assert len(listed) == 3 and listed[0].startswith("| problem | SFT (start) | ppo | ei | rcrl |")
     times = json.loads((root / "times.json").read_text())
     again = run_experiment(cfg)
     assert json.loads((root / "times.json").read_text()) == times  # nothing was redone
     assert again["arms"]["ei"]["curve"] == results["arms"]["ei"]["curve"]
-    assert format_table(again) + "\n" == table
+    assert (root / "table.md").read_text() == table and format_table(again) in table
+
+
+# ---- learning: EI and RCRL change the policy the way they should ----------------------------------------
+@pytest.fixture
+def space_first():
+    """A toy task for the tiny random model: a completion is correct when its text starts with a
+    space (about 2 in 3 of its samples do), so its success rate can move within a few rounds."""
+    from rlsf.tasks.base import _REGISTRY, Task, register
+
+    @register("test_space_first")
+    class SpaceFirst(Task):
+        def load(self, split):
+            return [{"id": i, "q": f"Write anything, number {i}."} for i in range(16)]
+
+        def prompt(self, ex):
+            return [{"role": "user", "content": ex["q"]}]
+
+        def check(self, ex, completion):
+            ok = completion.startswith(" ")
+            return Certificate(float(ok), "correct" if ok else "wrong", ok, answer=completion[:1])
+
+    yield "test_space_first"
+    _REGISTRY.pop("test_space_first")
+
+
+def test_expert_iteration_raises_the_success_rate(space_first, tiny_model_dir, tmp_path) -> None:
+    from rlsf.trainer import RLTrainer
+
+    cfg = tiny_cfg(tiny_model_dir, tmp_path, **{
+        "task.name": space_first, "train.algorithm": "expert_iteration", "train.steps": 4,
+        "expert_iteration.lr": 1e-2, "expert_iteration.batch_size": 8, "expert_iteration.restart": False,
+        "rollout.prompts_per_step": 4, "rollout.samples_per_prompt": 4, "rollout.max_new_tokens": 3,
+        "rollout.ignore_eos": True})  # every completion is cut by design: EI keeps them
+    trainer = RLTrainer(cfg)
+
+    def success() -> float:
+        return sum(sum(c.correct for c in trainer.rollout_step().certificates) for _ in range(8)) / (8 * 16)
+
+    before = success()
+    metrics = trainer.train()
+    after = success()
+    assert metrics["ei/dataset"] > 0
+    assert after >= before + 0.08, (before, after)
+
+
+def test_rcrl_learns_to_tell_the_outcomes_apart(space_first, tiny_model_dir, tmp_path) -> None:
+    """After rounds on one good and one bad completion, each is likelier under its own label."""
+    from rlsf.models import load_model, load_tokenizer
+    from rlsf.runtime import setup
+    from rlsf.sft import collate, completion_loss
+
+    cfg = tiny_cfg(tiny_model_dir, tmp_path, **{"task.name": space_first, "train.algorithm": "rcrl",
+                                                "rcrl.lr": 1e-2, "rcrl.batch_size": 2, "rcrl.dedupe": False})
+    task = get_task(space_first)
+    ex = task.load("train")[0]
+    model, tok = load_model(tiny_model_dir), load_tokenizer(tiny_model_dir)
+    algo = ALGORITHMS["rcrl"](model, tok, task, cfg, setup(cfg))
+    good, bad = tok(" fine", add_special_tokens=False)["input_ids"], tok("no", add_special_tokens=False)["input_ids"]
+    n = max(len(good), len(bad))
+    resp = torch.tensor([good + [0] * (n - len(good)), bad + [0] * (n - len(bad))])
+    mask = torch.tensor([[1] * len(good) + [0] * (n - len(good)), [1] * len(bad) + [0] * (n - len(bad))])
+    exp = Experience(torch.full((2, 2), 7), torch.ones(2, 2, dtype=torch.long), resp, mask, [False, False],
+                     examples=[ex, ex], certificates=[task.check(ex, " fine"), task.check(ex, "no")], texts=[""] * 2)
+
+    def nll(completion: list[int], label: str) -> float:
+        with torch.no_grad():
+            return float(completion_loss(model, collate([(algo.labelled_prompt(ex, label), completion)], 0)))
+
+    for _ in range(6):
+        algo.step(exp, Timer())
+    assert nll(good, "good") < nll(good, "bad") and nll(bad, "bad") < nll(bad, "good")
+
+
+def test_rlsf_orm_never_overwrites_and_names_a_bad_samples_line(tiny_model_dir, tmp_path, shared_data) -> None:
+    from rlsf.errors import RlsfError
+    from rlsf.orm import train_orm
+
+    (tmp_path / "samples.jsonl").write_text('{"id": 1, "completion": "x", "correct": true}\n{"id": 2\n')
+    base = {"model.name": tiny_model_dir, "model.autocast": "none", "task.name": "svamp", "orm.prompts": 5,
+            "run.output_dir": str(tmp_path), "run.progress": False}
+    with pytest.raises(ConfigError, match="already holds an ORM"):
+        train_orm(Config.load(None, base))
+    with pytest.raises(RlsfError, match="line 2: not a labelled sample"):
+        train_orm(Config.load(None, {**base, "run.resume": True}))

@@ -4,8 +4,9 @@ verifies, fine-tune on everything kept so far.
 One training step is one round ``i``. The trainer samples ``rollout.samples_per_prompt`` (K)
 completions for each of ``rollout.prompts_per_step`` prompts and checks them; then::
 
-    R_i = the completions certified correct (not cut by max_new_tokens; with ``dedupe``, each
-          distinct (prompt, completion) once over the whole run)
+    R_i = the completions certified correct (not cut by max_new_tokens, unless rollout.ignore_eos
+          makes every completion that long; with ``dedupe``, each distinct (prompt, completion)
+          once over the whole run)
     D_i = R_i + D_(i-1)
     policy = the model training started from (``restart: true``, as in the paper), or the
              current policy (``restart: false``), fine-tuned on D_i for ``epochs`` passes of
@@ -51,11 +52,12 @@ class ExpertIterationConfig:
         require(self.lr > 0, f"{name}.lr", "must be > 0")
 
 
-def verified_pairs(exp: Experience) -> list[tuple[list[int], list[int]]]:
-    """(prompt ids, completion ids) of the rows certified correct and not truncated, padding removed."""
+def verified_pairs(exp: Experience, keep_truncated: bool = False) -> list[tuple[list[int], list[int]]]:
+    """(prompt ids, completion ids) of the rows certified correct and not truncated (unless
+    ``keep_truncated``: sampling with ``rollout.ignore_eos`` cuts every row by design), padding removed."""
     out = []
     for i, cert in enumerate(exp.certificates):
-        if cert.correct and not cert.failed and not exp.truncated[i]:
+        if cert.correct and not cert.failed and (keep_truncated or not exp.truncated[i]):
             prompt = exp.prompt_ids[i][exp.prompt_mask[i].bool()].tolist()
             out.append((prompt, exp.response_ids[i][exp.response_mask[i].bool()].tolist()))
     return out
@@ -82,7 +84,7 @@ class ExpertIteration(Algorithm):
 
     def select(self, exp: Experience) -> list[tuple[list[int], list[int]]]:
         """R_i: the (prompt ids, completion ids) this round adds to the data set."""
-        return verified_pairs(exp)
+        return verified_pairs(exp, keep_truncated=self.cfg.rollout.ignore_eos)
 
     def step(self, exp: Experience, timer: Timer) -> dict[str, float]:
         a = self.acfg
