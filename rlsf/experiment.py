@@ -30,6 +30,7 @@ from typing import Any
 from rlsf.algorithms import ALGORITHMS
 from rlsf.config import Config, ConfigError, require
 from rlsf.evaluate import evaluate
+from rlsf.pipeline import with_settings
 from rlsf.runtime import note
 from rlsf.sft import sft
 from rlsf.trainer import train
@@ -86,18 +87,12 @@ def run_experiment(cfg: Config) -> dict[str, Any]:
         (root / "times.json").write_text(json.dumps(times, indent=2) + "\n")
         return out
 
-    def stage(base: Config, **settings: Any) -> Config:
-        out = copy.deepcopy(base)
-        for k, v in settings.items():
-            out.set(k, v)
-        return out
-
     start = cfg.model.name
     if cfg.sft.steps > 0:
         start = str(root / "sft" / "model")
         if not (root / "sft" / "model" / "config.json").is_file():
             note(f"experiment: SFT of {cfg.model.name} for {cfg.sft.steps} steps")
-            timed("sft", sft, stage(cfg, **{"run.output_dir": str(root / "sft"), "run.resume": True}))
+            timed("sft", sft, with_settings(cfg, **{"run.output_dir": str(root / "sft"), "run.resume": True}))
     orm_dir = root / "orm"
     eval_settings: dict[str, Any] = {"model.lora": False}
     if x.orm:
@@ -105,7 +100,7 @@ def run_experiment(cfg: Config) -> dict[str, Any]:
             note("experiment: outcome reward model")
             from rlsf.orm import train_orm
 
-            timed("orm", train_orm, stage(cfg, **{"model.name": start, "model.lora": False,
+            timed("orm", train_orm, with_settings(cfg, **{"model.name": start, "model.lora": False,
                                                   "run.output_dir": str(orm_dir), "run.resume": True}))
         eval_settings.update({"eval.orm": str(orm_dir), "eval.selectors": _with(cfg.eval.selectors, "rerank")})
 
@@ -114,8 +109,8 @@ def run_experiment(cfg: Config) -> dict[str, Any]:
         if path.is_file():
             return json.loads(path.read_text())
         note(f"experiment: evaluating {name}")
-        return timed(f"eval:{name.split('@')[0]}", evaluate, stage(base, **{**eval_settings, "model.name": model,
-                                                                             "eval.condition": condition}), output=path)
+        settings = {**eval_settings, "model.name": model, "eval.condition": condition}
+        return timed(f"eval:{name.split('@')[0]}", evaluate, with_settings(base, **settings), output=path)
 
     results: dict[str, Any] = {"sft": held_out("sft", start, cfg), "arms": {}, "table": list(x.table),
                                "start": "SFT (start)" if cfg.sft.steps > 0 else f"{cfg.model.name} (start)"}
@@ -132,9 +127,9 @@ def run_experiment(cfg: Config) -> dict[str, Any]:
             label = f"{name}@{steps * batch}"
             if not (root / "eval" / f"{label}.json").is_file():
                 note(f"experiment: arm {name}: training to {steps} steps ({steps * batch} samples)")
-                timed(f"train:{name}", train, stage(arm, **{"model.name": arm_start, "run.output_dir": str(arm_dir),
-                                                            "run.resume": True, "train.steps": steps,
-                                                            "train.save_every": 0}))
+                timed(f"train:{name}", train, with_settings(arm, **{
+                    "model.name": arm_start, "run.output_dir": str(arm_dir), "run.resume": True, "train.steps": steps,
+                    "train.save_every": 0}))
             curve.append({"samples": steps * batch, **held_out(label, str(arm_dir / "model"), arm, condition)})
         if arm_start != start:  # its own start is its point at 0 samples (shared by arms starting there)
             curve[0] = {"samples": 0, **held_out("start-" + re.sub(r"[^\w.-]+", "_", arm_start), arm_start, cfg)}

@@ -353,6 +353,15 @@ def is_peft_model(model: Any) -> bool:
     return isinstance(model, PeftModel)
 
 
+def decoder_body(model: Any) -> Any:
+    """The decoder under a causal LM's head (``model.model`` for Llama), through a peft wrapper,
+    whose ``last_hidden_state`` avoids the ``[B, T, vocab]`` logits; ``None`` for an
+    architecture without a separate body."""
+    base = model.get_base_model() if is_peft_model(model) else model
+    body = getattr(base, getattr(base, "base_model_prefix", ""), None)
+    return body if body is not None and body is not base else None
+
+
 def _contiguous_input(module: torch.nn.Module, args: tuple) -> tuple:
     """Make the LM head's input contiguous.
 

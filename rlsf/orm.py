@@ -31,7 +31,7 @@ from tqdm.auto import tqdm
 
 from rlsf.config import Config, ConfigError
 from rlsf.errors import RlsfError
-from rlsf.models import ValueHead, hidden_size, is_peft_model, load_model, load_tokenizer, save_model
+from rlsf.models import ValueHead, decoder_body, hidden_size, load_model, load_tokenizer, save_model
 from rlsf.tasks.base import Example, Task
 from rlsf.utils import autocast, make_adamw, model_device
 
@@ -98,9 +98,8 @@ class OutcomeRewardModel(torch.nn.Module):
         self.pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        base = self.lm.get_base_model() if is_peft_model(self.lm) else self.lm
-        body = getattr(base, getattr(base, "base_model_prefix", ""), None)
-        if body is not None and body is not base:  # the decoder alone: no [B, T, vocab] logits
+        body = decoder_body(self.lm)
+        if body is not None:  # the decoder alone: no [B, T, vocab] logits
             hidden = body(input_ids=input_ids, attention_mask=attention_mask, use_cache=False).last_hidden_state
         else:
             hidden = self.lm(input_ids=input_ids, attention_mask=attention_mask, output_hidden_states=True,
@@ -129,10 +128,9 @@ class OutcomeRewardModel(torch.nn.Module):
 
     def score(self, task: Task, examples: Sequence[Example], completions: Sequence[str], **kw: Any) -> list[float]:
         """Scores of solutions to ``examples`` (one each), prompts rendered with the ORM's tokenizer."""
-        from rlsf.rollout import render_prompt
+        from rlsf.rollout import task_prompts
 
-        prompts = [render_prompt(self.tokenizer, task.prompt(ex)) for ex in examples]
-        return self.score_texts(prompts, completions, **kw)
+        return self.score_texts(task_prompts(self.tokenizer, task, list(examples)), completions, **kw)
 
     def save(self, path: str | Path, info: dict[str, Any]) -> Path:
         path = Path(path)
@@ -241,9 +239,9 @@ def train_orm(cfg: Config) -> dict[str, Any]:
     train_rows = [r for r in rows if r["id"] not in val_ids]
     val_rows = [r for r in rows if r["id"] in val_ids]
 
-    from rlsf.rollout import render_prompt
+    from rlsf.rollout import task_prompts
 
-    prompt_of = {i: render_prompt(tokenizer, task.prompt(ex)) for i, ex in by_id.items()}
+    prompt_of = dict(zip(by_id, task_prompts(tokenizer, task, list(by_id.values())), strict=True))
     data = [(encode(tokenizer, prompt_of[r["id"]], r["completion"], o.max_length), float(r["correct"]))
             for r in train_rows]
     orm = OutcomeRewardModel(lm, tokenizer).to(rt.torch_device)

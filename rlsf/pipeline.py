@@ -25,7 +25,8 @@ from rlsf.sft import sft
 from rlsf.trainer import train
 
 
-def _stage(cfg: Config, **settings: Any) -> Config:
+def with_settings(cfg: Config, **settings: Any) -> Config:
+    """A copy of ``cfg`` with ``settings`` (dotted keys) set: the config of one stage of a job."""
     out = copy.deepcopy(cfg)
     for k, v in settings.items():
         out.set(k, v)
@@ -49,7 +50,7 @@ def pipeline(cfg: Config) -> dict[str, Any]:
         if not done(sft_dir / "model" / "config.json"):
             t0 = time.perf_counter()
             note(f"[1/4] supervised fine-tuning {cfg.model.name} for {cfg.sft.steps} steps")
-            sft(_stage(cfg, **{"run.output_dir": str(sft_dir)}))
+            sft(with_settings(cfg, **{"run.output_dir": str(sft_dir)}))
             times["sft"] = time.perf_counter() - t0
         start_model = str(sft_dir / "model")
 
@@ -59,7 +60,7 @@ def pipeline(cfg: Config) -> dict[str, Any]:
             if not done(stage_dir / "model" / "config.json"):
                 t0 = time.perf_counter()
                 note(f"[3/4] RL ({cfg.train.algorithm}, {cfg.reward.mode}-level rewards) for {cfg.train.steps} steps")
-                train(_stage(cfg, **{"run.output_dir": str(stage_dir), "model.name": start_model}))
+                train(with_settings(cfg, **{"run.output_dir": str(stage_dir), "model.name": start_model}))
                 times["rl"] = time.perf_counter() - t0
             model_name = str(stage_dir / "model")
         out = root / ("eval_sft.json" if label == "before" else "eval_rl.json")
@@ -71,7 +72,7 @@ def pipeline(cfg: Config) -> dict[str, Any]:
         settings = {"model.name": model_name, "model.lora": False}
         if label == "after" and not cfg.eval.condition:  # e.g. rcrl: ask for the good outcome
             settings["eval.condition"] = ALGORITHMS[cfg.train.algorithm].evaluation_condition(cfg)
-        results[label] = evaluate(_stage(cfg, **settings), output=out)
+        results[label] = evaluate(with_settings(cfg, **settings), output=out)
         times[f"eval_{label}"] = time.perf_counter() - t0
 
     for stage in ("sft", "rl"):

@@ -18,7 +18,7 @@ from tqdm.auto import tqdm
 from rlsf.checkpoint import Checkpointer, load_trainable_state, trainable_state
 from rlsf.config import Config
 from rlsf.logging import MetricLogger
-from rlsf.models import is_peft_model, save_model
+from rlsf.models import decoder_body, is_peft_model, save_model
 from rlsf.rollout import render_prompt
 from rlsf.runtime import load_policy, load_split, load_task, note, prepare_run_dir, setup
 from rlsf.tasks.base import Task, TaskError
@@ -59,11 +59,10 @@ def completion_loss(model, batch: dict[str, torch.Tensor]) -> torch.Tensor:
     the LM head applied only to the positions that predict a label: a long prompt's logits
     (``[B, T, vocab]``, 49k wide for SmolLM2) are never made. Falls back to the model's own loss
     for architectures without a separate decoder body."""
-    base = model.get_base_model() if is_peft_model(model) else model
-    body = getattr(base, getattr(base, "base_model_prefix", ""), None)
-    head = base.get_output_embeddings()
+    body = decoder_body(model)
+    head = (model.get_base_model() if is_peft_model(model) else model).get_output_embeddings()
     labels = batch["labels"]
-    if body is None or body is base or head is None:
+    if body is None or head is None:
         return model(**batch, use_cache=False).loss
     hidden = body(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], use_cache=False).last_hidden_state
     target = labels[:, 1:]

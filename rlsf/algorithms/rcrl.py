@@ -24,7 +24,7 @@ from rlsf.algorithms import register
 from rlsf.algorithms.expert_iteration import ExpertIteration, ExpertIterationConfig
 from rlsf.config import opt, require
 from rlsf.experience import Experience
-from rlsf.rollout import render_prompt, with_outcome
+from rlsf.rollout import task_prompts
 
 
 @dataclass
@@ -75,7 +75,7 @@ class ReturnConditioned(ExpertIteration):
     def labelled_prompt(self, example: dict, label: str) -> list[int]:
         key = (str(example.get("id")), label)
         if key not in self._prompt_ids:
-            text = render_prompt(self.tokenizer, with_outcome(self.task.prompt(example), label))
+            text = task_prompts(self.tokenizer, self.task, [example], condition=label)[0]
             self._prompt_ids[key] = self.tokenizer(text, add_special_tokens=False)["input_ids"]
         return self._prompt_ids[key]
 
