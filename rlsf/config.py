@@ -188,6 +188,8 @@ class ExperimentConfig:
                       "greedy/reward, mean@{k}/reward, greedy/answer_mode_share.")
     examples: int = opt(0, "List the greedy completions of the first N held-out problems in table.md: the "
                         "start's beside each arm's last.")
+    seeds: list = opt([], "Run every arm once per seed (run.seed), named ARM-sSEED, seed-major (all arms of the "
+                      "first seed first); table.md and the plots then give each arm's mean and spread over seeds.")
 
 
 @dataclass

@@ -10,9 +10,12 @@ Top to bottom::
     arms/<name>/      each arm trained from the start (or from its own model.name, e.g. the base
                       model), experiment.samples sampled completions in all,
                       stopping experiment.evaluations times to be evaluated: eval/<name>@<samples>.json
-    results.json, table.md, plot.png
+    results.json, table.md, plot.png (held-out figures against samples), plot_kl.png (training
+    reward against KL), plot_training.png (training reward, entropies, collapse and KL by step);
+    rewritten after every arm, so a long run can be read before it ends
 
-Every stage is skipped when its output exists, and an arm's training resumes from its last
+With experiment.seeds every arm runs once per seed (ARM-sSEED) and the table and plots give its
+mean and spread over seeds. Every stage is skipped when its output exists, and an arm's training resumes from its last
 checkpoint, so the command resumes where it stopped (``--resume`` is implied). Every evaluation
 uses the same held-out problems, seed, k and selectors.
 """
@@ -52,8 +55,19 @@ def eval_points(samples: int, batch: int, evaluations: int) -> list[int]:
     return sorted({max(1, round(steps * (i + 1) / evaluations)) for i in range(evaluations)})
 
 
+def expand_arms(arms: dict[str, Any], seeds: list[int]) -> dict[str, tuple[str, dict[str, Any]]]:
+    """Run name -> (arm, settings): each arm once, or once per seed (``ARM-sSEED``, seed-major, so a
+    run stopped early has every arm at its first seeds)."""
+    if not seeds:
+        return {name: (name, dict(settings or {})) for name, settings in arms.items()}
+    return {f"{name}-s{seed}": (name, {**(settings or {}), "run.seed": seed}) for seed in seeds
+            for name, settings in arms.items()}
+
+
 def check_experiment(cfg: Config) -> None:
     x, ro = cfg.experiment, cfg.rollout
+    require(isinstance(x.seeds, list) and all(isinstance(s, int) and not isinstance(s, bool) for s in x.seeds)
+            and len(set(x.seeds)) == len(x.seeds), "experiment.seeds", "must be a list of distinct integers")
     batch = ro.prompts_per_step * ro.samples_per_prompt
     require(bool(x.arms) and isinstance(x.arms, dict), "experiment.arms", "name at least one arm: {name: {settings}}")
     require(x.samples >= batch and x.samples % batch == 0, "experiment.samples",
@@ -63,6 +77,8 @@ def check_experiment(cfg: Config) -> None:
     for name, settings in x.arms.items():
         require(isinstance(settings, dict), f"experiment.arms.{name}", "must be a mapping of settings")
         require("/" not in str(name), f"experiment.arms.{name}", "an arm's name is a folder name: no '/'")
+        require(not (x.seeds and "run.seed" in (settings or {})), f"experiment.arms.{name}",
+                "sets run.seed, but experiment.seeds gives every arm its seeds")
         uses_orm = (settings or {}).get("reward.orm") == "orm"
         require(not uses_orm or x.orm, f"experiment.arms.{name}", "uses reward.orm: orm but experiment.orm is false")
         try:
@@ -115,7 +131,7 @@ def run_experiment(cfg: Config) -> dict[str, Any]:
     results: dict[str, Any] = {"sft": held_out("sft", start, cfg), "arms": {}, "table": list(x.table),
                                "start": "SFT (start)" if cfg.sft.steps > 0 else f"{cfg.model.name} (start)"}
     batch = cfg.rollout.prompts_per_step * cfg.rollout.samples_per_prompt
-    for name, settings in x.arms.items():
+    for name, (group, settings) in expand_arms(x.arms, x.seeds).items():
         arm = arm_config(cfg, settings)
         if arm.reward.orm == "orm":
             arm.reward.orm = str(orm_dir)
@@ -133,19 +149,25 @@ def run_experiment(cfg: Config) -> dict[str, Any]:
             curve.append({"samples": steps * batch, **held_out(label, str(arm_dir / "model"), arm, condition)})
         if arm_start != start:  # its own start is its point at 0 samples (shared by arms starting there)
             curve[0] = {"samples": 0, **held_out("start-" + re.sub(r"[^\w.-]+", "_", arm_start), arm_start, cfg)}
-        results["arms"][name] = {"settings": settings, "curve": curve}
-    results["times_s"] = times
+        results["arms"][name] = {"arm": group, "settings": settings, "curve": curve}
+        results["times_s"] = times
+        write_results(root, results, x.examples)
+    return results
+
+
+def write_results(root: Path, results: dict[str, Any], examples: int = 0) -> None:
+    """results.json, table.md and the plots of the arms run so far."""
     (root / "results.json").write_text(json.dumps(results, indent=2) + "\n")
     table = format_table(results)
-    if x.examples:
-        table += "\n\n" + format_examples(root, results, x.examples)
+    if examples:
+        table += "\n\n" + format_examples(root, results, examples)
     (root / "table.md").write_text(table + "\n")
     try:
         plot_experiment(results, root / "plot.png")
-        plot_reward_kl(root, list(x.arms), root / "plot_kl.png")
+        plot_reward_kl(root, list(results["arms"]), root / "plot_kl.png")
+        plot_training(root, results, root / "plot_training.png")
     except ImportError as e:
         note(f"experiment: no plot ({e})")
-    return results
 
 
 def _with(items: list[str], item: str) -> list[str]:
@@ -170,11 +192,15 @@ def format_table(results: dict[str, Any]) -> str:
     start = results.get("start", "SFT (start)")
     rows = [head, "|" + "---|" * (len(keys) + 2),
             f"| {start} | 0 | " + " | ".join(f"{sft_figs[k]:.3f}" for k in keys) + " |"]
-    for name, arm in results["arms"].items():
-        last = arm["curve"][-1]
-        rows.append(f"| {name} | {last['samples']} | " + " | ".join(
-            f"{last.get(k, math.nan):.3f}" for k in keys) + " |")
+    groups = arm_groups(results)
+    for group, names in groups.items():
+        lasts = [results["arms"][n]["curve"][-1] for n in names]
+        label = group if len(groups) == len(results["arms"]) else f"{group} ({len(names)} seeds)"
+        rows.append(f"| {label} | {lasts[0]['samples']} | " + " | ".join(
+            _mean_sd([last.get(k, math.nan) for last in lasts]) for k in keys) + " |")
     rows.append("")
+    if len(groups) < len(results["arms"]):
+        rows.append("Mean ± standard deviation over seeds (results.json has every run).")
     rows.append(f"Held-out: {sft_figs['num_examples']} problems of {sft_figs['task']} ({sft_figs['split']}), "
                 f"k = {sft_figs.get('k', 0)} samples at temperature {sft_figs.get('temperature', '-')}.")
     times = results.get("times_s", {})
@@ -182,6 +208,22 @@ def format_table(results: dict[str, Any]) -> str:
         rows.append("Time: " + ", ".join(f"{k} {v / 60:.1f} min" for k, v in times.items())
                     + f"; total {sum(times.values()) / 60:.1f} min.")
     return "\n".join(rows)
+
+
+def arm_groups(results: dict[str, Any]) -> dict[str, list[str]]:
+    """Arm -> its runs (one per seed), in run order."""
+    groups: dict[str, list[str]] = {}
+    for name, arm in results["arms"].items():
+        groups.setdefault(arm.get("arm", name), []).append(name)
+    return groups
+
+
+def _mean_sd(values: list[float]) -> str:
+    if len(values) == 1:
+        return f"{values[0]:.3f}"
+    mean = sum(values) / len(values)
+    sd = math.sqrt(sum((v - mean) ** 2 for v in values) / (len(values) - 1))
+    return f"{mean:.3f} ± {sd:.3f}"
 
 
 def _samples(path: Path, n: int) -> list[dict[str, Any]]:
@@ -194,7 +236,7 @@ def _samples(path: Path, n: int) -> list[dict[str, Any]]:
 
 def format_examples(root: Path, results: dict[str, Any], n: int) -> str:
     """Markdown: for the first ``n`` held-out problems, the start's greedy completion and each arm's
-    last, with its score."""
+    last (its first seed's), with its score."""
     def cell(row: dict[str, Any] | None) -> str:
         if row is None:
             return "-"
@@ -203,8 +245,9 @@ def format_examples(root: Path, results: dict[str, Any], n: int) -> str:
 
     start = results.get("start", "SFT (start)")
     columns = {start: _samples(root / "eval" / "sft_samples.jsonl", n)}
-    for name, arm in results["arms"].items():
-        columns[name] = _samples(root / "eval" / f"{name}@{arm['curve'][-1]['samples']}_samples.jsonl", n)
+    for group, names in arm_groups(results).items():  # with seeds, an arm's first seed
+        last = results["arms"][names[0]]["curve"][-1]["samples"]
+        columns[group] = _samples(root / "eval" / f"{names[0]}@{last}_samples.jsonl", n)
     ids = [r["id"] for r in columns[start]]
     lines = ["| problem | " + " | ".join(columns) + " |", "|" + "---|" * (len(columns) + 1)]
     for i, pid in enumerate(ids):
@@ -256,9 +299,9 @@ def plot_experiment(results: dict[str, Any], path: Path) -> Path:
     rows = math.ceil(len(keys) / cols)
     fig, axes = plt.subplots(rows, cols, figsize=(4.4 * cols, 3.2 * rows), squeeze=False)
     for ax, key in zip(axes.flat, keys):
-        for name, arm in results["arms"].items():
-            pts = [(p["samples"], p[key]) for p in arm["curve"] if key in p]
-            ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", label=name)
+        for group, names in arm_groups(results).items():
+            runs = [{p["samples"]: p[key] for p in results["arms"][n]["curve"] if key in p} for n in names]
+            _band(ax, runs, group, marker="o")
         ax.set_title(key)
         ax.set_xlabel("sampled training completions")
         ax.grid(alpha=0.3)
@@ -269,3 +312,53 @@ def plot_experiment(results: dict[str, Any], path: Path) -> Path:
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
+
+
+TRAINING_KEYS = ("reward/score", "batch/answer_mode_share", "entropy", "batch_entropy", "kl", "reward/success")
+
+
+def plot_training(root: Path, results: dict[str, Any], path: Path, keys: tuple[str, ...] = TRAINING_KEYS) -> Path | None:
+    """One panel per training metric against the step: each arm's mean over its seeds, its range shaded.
+    batch/answer_mode_share is collapse: the share of a batch giving its most common answer."""
+    from rlsf.logging import read_metrics
+
+    runs: dict[str, list[dict[str, Any]]] = {}
+    for name in results["arms"]:
+        metrics = root / "arms" / name / "metrics.jsonl"
+        runs[name] = read_metrics(metrics) if metrics.is_file() else []
+    keys = tuple(k for k in keys if any(k in r for rows in runs.values() for r in rows))
+    if not keys:
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    cols = min(3, len(keys))
+    rows = math.ceil(len(keys) / cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(4.4 * cols, 3.2 * rows), squeeze=False)
+    for ax, key in zip(axes.flat, keys):
+        for group, names in arm_groups(results).items():
+            _band(ax, [{r["step"]: r[key] for r in runs[n] if key in r} for n in names], group)
+        ax.set_title(key)
+        ax.set_xlabel("training step")
+        ax.grid(alpha=0.3)
+    for ax in list(axes.flat)[len(keys):]:
+        ax.axis("off")
+    axes.flat[0].legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def _band(ax, runs: list[dict[float, float]], label: str, **style) -> None:
+    """The mean over ``runs`` (x -> y) at the x every run has, and their min-max range shaded."""
+    xs = sorted(set.intersection(*(set(r) for r in runs))) if runs else []
+    if not xs:
+        return
+    mean = [sum(r[x] for r in runs) / len(runs) for x in xs]
+    (line,) = ax.plot(xs, mean, label=label, **style)
+    if len(runs) > 1:
+        ax.fill_between(xs, [min(r[x] for r in runs) for x in xs], [max(r[x] for r in runs) for x in xs],
+                        color=line.get_color(), alpha=0.15)

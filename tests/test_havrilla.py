@@ -14,7 +14,7 @@ from rlsf.algorithms.rcrl import outcome_label, outcome_labels
 from rlsf.config import Config, ConfigError
 from rlsf.evaluate import summarize
 from rlsf.experience import Experience
-from rlsf.experiment import arm_config, check_experiment, eval_points, format_table
+from rlsf.experiment import arm_config, check_experiment, eval_points, expand_arms, format_table
 from rlsf.feedback.certificate import Certificate
 from rlsf.feedback.token_rewards import mix_outcome_scores
 from rlsf.orm import (OutcomeRewardModel, auc, collate_scored, encode, held_out_figures, last_position_scores,
@@ -289,6 +289,43 @@ def test_experiment_runs_every_arm_and_resumes(tiny_model_dir, tmp_path) -> None
     assert json.loads((root / "times.json").read_text()) == times  # nothing was redone
     assert again["arms"]["ei"]["curve"] == results["arms"]["ei"]["curve"]
     assert (root / "table.md").read_text() == table and format_table(again) in table
+
+
+def test_seeds_expand_every_arm_seed_major_and_the_table_gives_mean_and_sd() -> None:
+    arms = {"a": {"reward.mode": "token"}, "b": {}}
+    assert expand_arms(arms, []) == {"a": ("a", {"reward.mode": "token"}), "b": ("b", {})}
+    runs = expand_arms(arms, [0, 1])
+    assert list(runs) == ["a-s0", "b-s0", "a-s1", "b-s1"]  # seed-major: a stopped run has every arm
+    assert runs["a-s1"] == ("a", {"reward.mode": "token", "run.seed": 1})
+    start = {"maj@1": 0.25, "num_examples": 10, "task": "arith", "split": "test", "k": 4}
+    results = {"sft": start, "table": ["maj@1"], "arms": {
+        name: {"arm": arm, "curve": [{"samples": 0, **start}, {"samples": 8, "maj@1": v}]}
+        for (name, (arm, _)), v in zip(runs.items(), [0.4, 0.1, 0.6, 0.1])}}
+    table = format_table(results)
+    assert "| a (2 seeds) | 8 | 0.500 ± 0.141 |" in table and "| b (2 seeds) | 8 | 0.100 ± 0.000 |" in table
+    assert "Mean ± standard deviation over seeds" in table
+    for seeds, match in [([0, 0], "distinct"), (["1"], "integers"), ([True], "integers")]:
+        with pytest.raises(ConfigError, match=match):
+            check_experiment(Config.load(None, {"experiment.arms": {"a": {}}, "experiment.seeds": seeds,
+                                                "experiment.orm": False}))
+    with pytest.raises(ConfigError, match="sets run.seed"):
+        check_experiment(Config.load(None, {"experiment.arms": {"a": {"run.seed": 3}}, "experiment.seeds": [0],
+                                            "experiment.orm": False}))
+
+
+def test_experiment_with_seeds_trains_each_seed_and_plots_training(tiny_model_dir, tmp_path) -> None:
+    from rlsf.experiment import run_experiment
+
+    cfg = tiny_cfg(tiny_model_dir, tmp_path, **{
+        "sft.steps": 0, "experiment.samples": 4, "experiment.evaluations": 1, "experiment.orm": False,
+        "eval.selectors": ["maj"], "experiment.seeds": [0, 1], "experiment.arms": {"ppo": {"ppo.batch_entropy_coef": 0.3}}})
+    results = run_experiment(cfg)
+    root = tmp_path / "run"
+    assert list(results["arms"]) == ["ppo-s0", "ppo-s1"]
+    seeds = [Config.load(root / "arms" / n / "config.yaml", {}).run.seed for n in results["arms"]]
+    assert seeds == [0, 1]
+    assert "| ppo (2 seeds) | 4 |" in (root / "table.md").read_text()
+    assert (root / "plot_training.png").stat().st_size > 0
 
 
 # ---- learning: EI and RCRL change the policy the way they should ----------------------------------------
