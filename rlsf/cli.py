@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -175,7 +176,7 @@ def main(argv: list[str] | None = None) -> int:
             run_experiment(cfg)
             root = Path(cfg.run.output_dir)
             print((root / "table.md").read_text(), end="")
-            print(f"figures: {root / 'results.json'}, plot: {root / 'plot.png'}")
+            print(f"figures: {root / 'results.json'}, plots: {root / 'plot.png'}, {root / 'plot_training.png'}")
         elif args.command == "orm":
             from rlsf.orm import train_orm
 
@@ -194,6 +195,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("rlsf: interrupted; continue with --resume from the last checkpoint", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # `rlsf check --json ... | head`: the reader left; say nothing more
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141
     return 0
 
 

@@ -219,3 +219,16 @@ def test_rlsf_check(tmp_path, capsys) -> None:
     assert out["example"] == "3+4+2" and out["certificate"]["verdict"] == "wrong_value"
     assert main(["check", "--task", "arith", "--example", "3-4", "--completion", str(f)]) == 2
     assert "neither an example id" in capsys.readouterr().err
+
+
+def test_check_output_piped_into_head_ends_quietly(tmp_path) -> None:
+    """`rlsf check --input ... --json | head -1`: the reader leaves early; no BrokenPipeError traceback."""
+    import subprocess
+    import sys
+
+    rows = tmp_path / "in.jsonl"
+    rows.write_text('{"example": "3+4+2=", "completion": "7+2=9"}\n' * 5000)
+    cmd = f"'{sys.executable}' -m rlsf.cli check --task arith --input '{rows}' --json | head -1"
+    out = subprocess.run(["bash", "-c", cmd], capture_output=True, text=True, timeout=120)
+    assert json.loads(out.stdout)["certificate"]["correct"] is True
+    assert "Traceback" not in out.stderr and "BrokenPipe" not in out.stderr, out.stderr
