@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from rlsf.algorithms.core import (
-    GROUP_ESTIMATORS, batch_entropy, clipped_policy_loss, clipped_value_loss, dr_grpo_advantages, entropy_from_logits,
+    GROUP_ESTIMATORS, batch_entropy, batch_entropy_index, clipped_policy_loss, clipped_value_loss, dr_grpo_advantages, entropy_from_logits,
     gae, grpo_advantages, group_sum, kl_penalty, last_token_index, logprobs_from_logits, masked_mean, masked_whiten,
     returns_to_go, rloo_advantages,
 )
@@ -166,6 +166,40 @@ def test_logprobs_entropy_batch_entropy():
 
 def test_last_token_index():
     close(last_token_index(T([[1, 1, 0], [1, 1, 1], [0, 0, 0]])), [1, 2, 0])
+
+
+def test_batch_entropy_index_steps_back_over_the_end_token():
+    mask = T([[1, 1, 0], [1, 1, 1], [1, 0, 0], [0, 0, 0]])
+    close(batch_entropy_index(mask, T([1, 1, 1, 1])), [0, 1, 0, 0])  # a one-token row keeps its only token
+    close(batch_entropy_index(mask, T([0, 1, 0, 0])), [1, 1, 0, 0])  # truncated rows keep their last
+
+
+def test_regularisers_by_hand():
+    """The bonus c_H * mean token entropy + c_B * batch entropy, at the last position or before the end."""
+    from types import SimpleNamespace
+
+    from rlsf.algorithms.base import PolicyGradient
+
+    big = 60.0
+    logits = T([[[0, 0], [big, 0], [0, 0]],     # row 0: 2 tokens (pad after), ends with [1, 0]
+                [[big, 0], [0, big], [0, 0]]])  # row 1: 3 tokens
+    mask = T([[1, 1, 0], [1, 1, 1]])
+    fo = SimpleNamespace(logits=logits)
+    h = lambda *p: -sum(x * math.log(x) for x in p if x > 0)  # noqa: E731
+    token_entropy = (math.log(2) + 0 + 0 + 0 + math.log(2)) / 5
+    for position, truncated, probs in [("last", [False, False], [(1, 0), (0.5, 0.5)]),
+                                       ("before_end", [False, False], [(0.5, 0.5), (0, 1)]),
+                                       ("before_end", [True, False], [(1, 0), (0, 1)])]:
+        acfg = SimpleNamespace(entropy_coef=0.1, batch_entropy_coef=0.3, batch_entropy_temperature=1.0,
+                               batch_entropy_position=position)
+        bonus, stats = PolicyGradient.regularisers(SimpleNamespace(acfg=acfg), fo, mask, truncated)
+        mean = [(a + b) / 2 for a, b in zip(*probs)]
+        close(stats["entropy"], token_entropy, tol=1e-5)
+        close(stats["batch_entropy"], h(*mean), tol=1e-5)
+        close(bonus, 0.1 * token_entropy + 0.3 * h(*mean), tol=1e-5)
+    acfg.batch_entropy_temperature = 1e9  # a huge temperature flattens every distribution: log 2
+    close(PolicyGradient.regularisers(SimpleNamespace(acfg=acfg), fo, mask, truncated)[1]["batch_entropy"],
+          math.log(2), tol=1e-5)
 
 
 def test_pass_at_k_and_majority():

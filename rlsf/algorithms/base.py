@@ -24,7 +24,8 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 from transformers import DynamicCache
 
 from rlsf.algorithms.core import (
-    batch_entropy, entropy_from_logits, kl_penalty, last_token_index, logprobs_from_logits, masked_mean, masked_sum,
+    batch_entropy, batch_entropy_index, entropy_from_logits, kl_penalty, last_token_index, logprobs_from_logits,
+    masked_mean, masked_sum,
 )
 from rlsf.config import opt, require
 from rlsf.experience import Experience
@@ -160,6 +161,9 @@ class PolicyUpdateConfig:
                                     "over the minibatch, of each sample's next-token distribution at its last "
                                     "response position (softmax at batch_entropy_temperature).")
     batch_entropy_temperature: float = opt(1.0, "Softmax temperature of the batch-entropy term.")
+    batch_entropy_position: str = opt("last", "Each sample's position in the batch entropy: last (its last "
+                                      "response token, the end-of-turn token when it stopped) or before_end "
+                                      "(the token before a final end-of-turn token: where completions differ).")
 
     def validate(self, cfg) -> None:
         name = cfg.train.algorithm
@@ -170,6 +174,8 @@ class PolicyUpdateConfig:
         require(self.clip_range > 0, f"{name}.clip_range", "must be > 0")
         require(self.kl_coef >= 0, f"{name}.kl_coef", "must be >= 0")
         require(self.batch_entropy_temperature > 0, f"{name}.batch_entropy_temperature", "must be > 0")
+        require(self.batch_entropy_position in ("last", "before_end"), f"{name}.batch_entropy_position",
+                "must be last or before_end")
 
 
 class PolicyGradient(Algorithm):
@@ -241,13 +247,18 @@ class PolicyGradient(Algorithm):
     def _chunks(self, n: int) -> list[torch.Tensor]:
         return list(torch.arange(n).split(self.acfg.minibatch_size))
 
-    def regularisers(self, fo: ForwardOut, mask: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        """Token-entropy and batch-entropy bonuses (subtracted from the loss); both always logged."""
+    def regularisers(self, fo: ForwardOut, mask: torch.Tensor, truncated: list[bool] | None = None
+                     ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """Token-entropy and batch-entropy bonuses (subtracted from the loss); both always logged.
+        ``truncated``: rows cut by max_new_tokens (the others ended with an end-of-turn token)."""
         with torch.set_grad_enabled(torch.is_grad_enabled() and self.acfg.entropy_coef != 0):
             ent = masked_mean(entropy_from_logits(fo.logits), mask)
         rows = mask.sum(1) > 0
         with torch.set_grad_enabled(torch.is_grad_enabled() and self.acfg.batch_entropy_coef != 0):
-            last = fo.logits[torch.arange(mask.shape[0], device=mask.device), last_token_index(mask)][rows]
+            index = last_token_index(mask)
+            if self.acfg.batch_entropy_position == "before_end" and truncated is not None:
+                index = batch_entropy_index(mask, torch.tensor([not t for t in truncated], device=mask.device))
+            last = fo.logits[torch.arange(mask.shape[0], device=mask.device), index][rows]
             bent = batch_entropy(last, self.acfg.batch_entropy_temperature) if len(last) else torch.zeros(())
         bonus = self.acfg.entropy_coef * ent + self.acfg.batch_entropy_coef * bent
         return bonus, {"entropy": ent.detach(), "batch_entropy": bent.detach()}

@@ -80,6 +80,14 @@ def last_token_index(mask: torch.Tensor) -> torch.Tensor:
     return (mask.sum(1).long() - 1).clamp(min=0)
 
 
+def batch_entropy_index(mask: torch.Tensor, ended: torch.Tensor) -> torch.Tensor:
+    """The response position whose distribution enters the batch entropy: the last token, or for a
+    row that ``ended`` with an end-of-turn token (and has another token) the one before it, where
+    completions differ (the answer's last token) rather than all predicting the end."""
+    last = last_token_index(mask)
+    return last - (ended.bool() & (mask.sum(1) > 1)).long()
+
+
 def gae(
     rewards: torch.Tensor, values: torch.Tensor, mask: torch.Tensor, gamma: float, lam: float
 ) -> tuple[torch.Tensor, torch.Tensor]:

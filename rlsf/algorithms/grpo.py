@@ -59,7 +59,7 @@ class GRPO(PolicyGradient):
         if "ref_logp" in data:
             kl = masked_mean(kl_penalty(fo.logp, data["ref_logp"], "k3"), mask)
             loss, extra = loss + c.kl_coef * kl, {"kl_k3": kl.detach()}
-        bonus, rstats = self.regularisers(fo, mask)
+        bonus, rstats = self.regularisers(fo, mask, mb.truncated)
         return loss - bonus, {"policy": pg.detach(), **extra, **pstats, **rstats}
 
 

@@ -87,7 +87,7 @@ class PPO(PolicyGradient):
         values = self.value_head(hidden)
         pg, pstats = clipped_policy_loss(fo.logp, data["old_logp"], data["adv"], mask, c.clip_range)
         vf, vstats = clipped_value_loss(values, data["values"], data["returns"], mask, c.value_clip_range)
-        bonus, rstats = self.regularisers(fo, mask)
+        bonus, rstats = self.regularisers(fo, mask, mb.truncated)
         # Policy terms are left out during the warm-up: the policy's parameters get no gradient and
         # AdamW leaves them unchanged.
         loss = c.vf_coef * vf if self.warming_up else pg + c.vf_coef * vf - bonus
