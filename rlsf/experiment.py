@@ -16,7 +16,8 @@ Top to bottom::
 
 With experiment.seeds every arm runs once per seed (ARM-sSEED) and the table and plots give its
 mean and spread over seeds. Every stage is skipped when its output exists, and an arm's training resumes from its last
-checkpoint, so the command resumes where it stopped (``--resume`` is implied). Every evaluation
+checkpoint, so the command resumes where it stopped (``--resume`` is implied); settings.json
+records the settings of the start and of each arm, and a resumed run that changed them is refused. Every evaluation
 uses the same held-out problems, seed, k and selectors.
 """
 
@@ -87,6 +88,34 @@ def check_experiment(cfg: Config) -> None:
             raise ConfigError(f"experiment.arms.{name}: {e}") from None
 
 
+# Settings that may change between two runs of one experiment without making its results stale.
+FREE = {"run.output_dir", "run.resume", "run.loggers", "run.progress", "train.steps", "train.save_every",
+        "model.threads", "eval.batch_size", "rollout.generation_batch_size", "check.workers"}
+START_SECTIONS = ("model.", "task.", "sft.", "eval.", "orm.", "run.seed")
+
+
+def settings_of(cfg: Config, prefixes: tuple[str, ...] | None = None) -> dict[str, Any]:
+    """A run's settings as dotted keys, those that change its results (``prefixes``: only these)."""
+    flat = {f"{sec}.{k}": v for sec, d in cfg.to_dict().items() if sec != "experiment" for k, v in d.items()}
+    return {k: v for k, v in flat.items() if k not in FREE and (prefixes is None or k.startswith(prefixes))}
+
+
+def guard_settings(root: Path, key: str, settings: dict[str, Any], remedy: str) -> None:
+    """Refuse to reuse what ``key`` (the start, or an arm) made under other settings: a resumed
+    experiment must not mix results of two configurations. Records the settings the first time."""
+    path = root / "settings.json"
+    recorded = _read(path) or {}
+    before = recorded.get(key)
+    if before is None:
+        path.write_text(json.dumps({**recorded, key: settings}, indent=1, default=str) + "\n")
+        return
+    changed = [f"{k}: {before.get(k)!r} -> {settings.get(k)!r}" for k in sorted(set(before) | set(settings))
+               if json.dumps(before.get(k), default=str) != json.dumps(settings.get(k), default=str)]
+    if changed:
+        raise ConfigError(f"{root}: {key} was run with other settings ({'; '.join(changed[:4])}"
+                          f"{'; ...' if len(changed) > 4 else ''}): {remedy}")
+
+
 def run_experiment(cfg: Config) -> dict[str, Any]:
     cfg.validate()
     check_experiment(cfg)
@@ -103,6 +132,8 @@ def run_experiment(cfg: Config) -> dict[str, Any]:
         (root / "times.json").write_text(json.dumps(times, indent=2) + "\n")
         return out
 
+    guard_settings(root, "start", settings_of(cfg, START_SECTIONS),
+                   "the start (SFT, ORM, evaluation settings) is shared by every arm; use another run.output_dir")
     start = cfg.model.name
     if cfg.sft.steps > 0:
         start = str(root / "sft" / "model")
@@ -136,6 +167,8 @@ def run_experiment(cfg: Config) -> dict[str, Any]:
         if arm.reward.orm == "orm":
             arm.reward.orm = str(orm_dir)
         arm_dir = root / "arms" / name
+        guard_settings(root, f"arm {name}", settings_of(arm),
+                       f"delete {arm_dir} and its evaluations {root / 'eval' / (name + '@*')}, or rename the arm")
         arm_start = settings.get("model.name", start)  # an arm may start elsewhere, e.g. the base model
         condition = ALGORITHMS[arm.train.algorithm].evaluation_condition(arm)
         curve = [{"samples": 0, **results["sft"]}]

@@ -326,6 +326,11 @@ def test_experiment_with_seeds_trains_each_seed_and_plots_training(tiny_model_di
     assert seeds == [0, 1]
     assert "| ppo (2 seeds) | 4 |" in (root / "table.md").read_text()
     assert (root / "plot_training.png").stat().st_size > 0
+    # Resuming with other settings would mix two configurations in one table: refused, saying what changed.
+    with pytest.raises(ConfigError, match=r"arm ppo-s0 was run with other settings \(ppo.kl_coef: 0.05 -> 0.2\)"):
+        run_experiment(arm_config(cfg, {"ppo.kl_coef": 0.2}))
+    with pytest.raises(ConfigError, match="the start .* use another run.output_dir"):
+        run_experiment(arm_config(cfg, {"eval.k": 3}))
 
 
 # ---- learning: EI and RCRL change the policy the way they should ----------------------------------------
