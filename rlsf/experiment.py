@@ -322,29 +322,10 @@ def plot_reward_kl(root: Path, arms: list[str], path: Path) -> Path | None:
 
 def plot_experiment(results: dict[str, Any], path: Path) -> Path:
     """One panel per table figure: held-out value against sampled training completions, a line per arm."""
-    import matplotlib
+    def runs(key: str, names: list[str]) -> list[dict[float, float]]:
+        return [{p["samples"]: p[key] for p in results["arms"][n]["curve"] if key in p} for n in names]
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    keys = _keys(results)
-    cols = min(3, len(keys))
-    rows = math.ceil(len(keys) / cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(4.4 * cols, 3.2 * rows), squeeze=False)
-    for ax, key in zip(axes.flat, keys):
-        for group, names in arm_groups(results).items():
-            runs = [{p["samples"]: p[key] for p in results["arms"][n]["curve"] if key in p} for n in names]
-            _band(ax, runs, group, marker="o")
-        ax.set_title(key)
-        ax.set_xlabel("sampled training completions")
-        ax.grid(alpha=0.3)
-    for ax in list(axes.flat)[len(keys):]:
-        ax.axis("off")
-    axes.flat[0].legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _panels(results, _keys(results), runs, "sampled training completions", path, marker="o")
 
 
 TRAINING_KEYS = ("reward/score", "batch/answer_mode_share", "entropy", "batch_entropy", "kl", "reward/success")
@@ -355,13 +336,23 @@ def plot_training(root: Path, results: dict[str, Any], path: Path, keys: tuple[s
     batch/answer_mode_share is collapse: the share of a batch giving its most common answer."""
     from rlsf.logging import read_metrics
 
-    runs: dict[str, list[dict[str, Any]]] = {}
+    metrics: dict[str, list[dict[str, Any]]] = {}
     for name in results["arms"]:
-        metrics = root / "arms" / name / "metrics.jsonl"
-        runs[name] = read_metrics(metrics) if metrics.is_file() else []
-    keys = tuple(k for k in keys if any(k in r for rows in runs.values() for r in rows))
-    if not keys:
+        file = root / "arms" / name / "metrics.jsonl"
+        metrics[name] = read_metrics(file) if file.is_file() else []
+    present = [k for k in keys if any(k in r for rows in metrics.values() for r in rows)]
+    if not present:
         return None
+
+    def runs(key: str, names: list[str]) -> list[dict[float, float]]:
+        return [{r["step"]: r[key] for r in metrics[n] if key in r} for n in names]
+
+    return _panels(results, present, runs, "training step", path)
+
+
+def _panels(results: dict[str, Any], keys: list[str], runs, xlabel: str, path: Path, **style) -> Path:
+    """A grid of panels, one per key; in each, one line per arm: ``runs(key, names)`` gives its
+    runs (one per seed) as {x: y}."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -372,9 +363,9 @@ def plot_training(root: Path, results: dict[str, Any], path: Path, keys: tuple[s
     fig, axes = plt.subplots(rows, cols, figsize=(4.4 * cols, 3.2 * rows), squeeze=False)
     for ax, key in zip(axes.flat, keys):
         for group, names in arm_groups(results).items():
-            _band(ax, [{r["step"]: r[key] for r in runs[n] if key in r} for n in names], group)
+            _band(ax, runs(key, names), group, **style)
         ax.set_title(key)
-        ax.set_xlabel("training step")
+        ax.set_xlabel(xlabel)
         ax.grid(alpha=0.3)
     for ax in list(axes.flat)[len(keys):]:
         ax.axis("off")
