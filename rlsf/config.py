@@ -185,7 +185,9 @@ class ExperimentConfig:
                     "reward of arms with reward.orm: orm, and the rerank selector of every evaluation.")
     table: list = opt(["maj@1", "maj@{k}", "rerank@{k}", "pass@{k}", "first@{k}", "greedy/calc_accuracy"],
                       "Held-out figures in table.md and plot.png, those the evaluations have ({k}: eval.k), e.g. "
-                      "greedy/reward, mean@{k}/reward, greedy/answer_mode_share.")
+                      "greedy/reward, mean@{k}/reward, greedy/answer_mode_share; train/KEY: a training metric's "
+                      "mean over the steps since the previous evaluation, e.g. train/kl, "
+                      "train/batch/answer_mode_share.")
     examples: int = opt(0, "List the greedy completions of the first N held-out problems in table.md: the "
                         "start's beside each arm's last.")
     seeds: list = opt([], "Run every arm once per seed (run.seed), named ARM-sSEED, seed-major (all arms of the "

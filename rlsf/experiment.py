@@ -172,6 +172,7 @@ def run_experiment(cfg: Config) -> dict[str, Any]:
         arm_start = settings.get("model.name", start)  # an arm may start elsewhere, e.g. the base model
         condition = ALGORITHMS[arm.train.algorithm].evaluation_condition(arm)
         curve = [{"samples": 0, **results["sft"]}]
+        previous = 0
         for steps in eval_points(x.samples, batch, x.evaluations):
             label = f"{name}@{steps * batch}"
             if not (root / "eval" / f"{label}.json").is_file():
@@ -179,7 +180,9 @@ def run_experiment(cfg: Config) -> dict[str, Any]:
                 timed(f"train:{name}", train, with_settings(arm, **{
                     "model.name": arm_start, "run.output_dir": str(arm_dir), "run.resume": True, "train.steps": steps,
                     "train.save_every": 0}))
-            curve.append({"samples": steps * batch, **held_out(label, str(arm_dir / "model"), arm, condition)})
+            curve.append({"samples": steps * batch, **held_out(label, str(arm_dir / "model"), arm, condition),
+                          **training_figures(arm_dir / "metrics.jsonl", previous, steps)})
+            previous = steps
         if arm_start != start:  # its own start is its point at 0 samples (shared by arms starting there)
             curve[0] = {"samples": 0, **held_out("start-" + re.sub(r"[^\w.-]+", "_", arm_start), arm_start, cfg)}
         results["arms"][name] = {"arm": group, "settings": settings, "curve": curve}
@@ -212,9 +215,10 @@ def _read(path: Path) -> dict[str, Any] | None:
 
 
 def _keys(results: dict[str, Any]) -> list[str]:
-    figures = results["sft"]
-    k = figures.get("k", 0)
-    return [key.format(k=k) for key in results["table"] if key.format(k=k) in figures]
+    """The table's figures that some evaluation has (train/KEY: those of the arms' training)."""
+    k = results["sft"].get("k", 0)
+    points = [results["sft"]] + [p for arm in results["arms"].values() for p in arm["curve"]]
+    return [key.format(k=k) for key in results["table"] if any(key.format(k=k) in p for p in points)]
 
 
 def format_table(results: dict[str, Any]) -> str:
@@ -224,7 +228,7 @@ def format_table(results: dict[str, Any]) -> str:
     head = "| arm | samples | " + " | ".join(keys) + " |"
     start = results.get("start", "SFT (start)")
     rows = [head, "|" + "---|" * (len(keys) + 2),
-            f"| {start} | 0 | " + " | ".join(f"{sft_figs[k]:.3f}" for k in keys) + " |"]
+            f"| {start} | 0 | " + " | ".join(_mean_sd([sft_figs.get(k, math.nan)]) for k in keys) + " |"]
     groups = arm_groups(results)
     for group, names in groups.items():
         lasts = [results["arms"][n]["curve"][-1] for n in names]
@@ -243,6 +247,16 @@ def format_table(results: dict[str, Any]) -> str:
     return "\n".join(rows)
 
 
+def training_figures(metrics: Path, after: int, upto: int) -> dict[str, float]:
+    """``train/KEY``: the mean of each training metric over the steps after ``after`` up to ``upto``
+    (those since the previous evaluation), e.g. train/kl, train/batch/answer_mode_share."""
+    from rlsf.logging import read_metrics
+
+    rows = [r for r in (read_metrics(metrics) if metrics.is_file() else []) if after < r.get("step", 0) <= upto]
+    keys = sorted({k for r in rows for k, v in r.items() if isinstance(v, (int, float)) and k not in ("step", "time")})
+    return {f"train/{k}": sum(r[k] for r in rows if k in r) / sum(k in r for r in rows) for k in keys}
+
+
 def arm_groups(results: dict[str, Any]) -> dict[str, list[str]]:
     """Arm -> its runs (one per seed), in run order."""
     groups: dict[str, list[str]] = {}
@@ -252,6 +266,8 @@ def arm_groups(results: dict[str, Any]) -> dict[str, list[str]]:
 
 
 def _mean_sd(values: list[float]) -> str:
+    if any(math.isnan(v) for v in values):
+        return "-"
     if len(values) == 1:
         return f"{values[0]:.3f}"
     mean = sum(values) / len(values)

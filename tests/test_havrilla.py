@@ -318,13 +318,18 @@ def test_experiment_with_seeds_trains_each_seed_and_plots_training(tiny_model_di
 
     cfg = tiny_cfg(tiny_model_dir, tmp_path, **{
         "sft.steps": 0, "experiment.samples": 4, "experiment.evaluations": 1, "experiment.orm": False,
-        "eval.selectors": ["maj"], "experiment.seeds": [0, 1], "experiment.arms": {"ppo": {"ppo.batch_entropy_coef": 0.3}}})
+        "eval.selectors": ["maj"], "experiment.seeds": [0, 1], "experiment.arms": {"ppo": {"ppo.batch_entropy_coef": 0.3}},
+        "experiment.table": ["maj@1", "train/kl", "train/batch_entropy"]})
     results = run_experiment(cfg)
     root = tmp_path / "run"
     assert list(results["arms"]) == ["ppo-s0", "ppo-s1"]
     seeds = [Config.load(root / "arms" / n / "config.yaml", {}).run.seed for n in results["arms"]]
     assert seeds == [0, 1]
-    assert "| ppo (2 seeds) | 4 |" in (root / "table.md").read_text()
+    table = (root / "table.md").read_text()
+    assert "| arm | samples | maj@1 | train/kl | train/batch_entropy |" in table and "| ppo (2 seeds) | 4 |" in table
+    assert table.split("\n")[2].endswith("| - | - |")  # the start has no training figures
+    last = [json.loads(x) for x in (root / "arms" / "ppo-s1" / "metrics.jsonl").read_text().splitlines()][-1]
+    assert results["arms"]["ppo-s1"]["curve"][-1]["train/batch_entropy"] == pytest.approx(last["batch_entropy"])
     assert (root / "plot_training.png").stat().st_size > 0
     # Resuming with other settings would mix two configurations in one table: refused, saying what changed.
     with pytest.raises(ConfigError, match=r"arm ppo-s0 was run with other settings \(ppo.kl_coef: 0.05 -> 0.2\)"):
