@@ -13,6 +13,12 @@ from typing import Any
 
 import torch
 
+from rlsf.errors import RlsfError
+
+
+class CheckpointError(RlsfError):
+    """A checkpoint could not be written (a full disk, a read-only folder)."""
+
 
 class Checkpointer:
     def __init__(self, run_dir: str | Path, keep: int = 2) -> None:
@@ -32,8 +38,15 @@ class Checkpointer:
         final = self.dir / f"step_{step:06d}"
         tmp = self.dir / f".tmp_step_{step:06d}"
         shutil.rmtree(tmp, ignore_errors=True)
-        tmp.mkdir(parents=True)
-        torch.save({"step": step, **state}, tmp / "state.pt")
+        try:
+            tmp.mkdir(parents=True)
+            torch.save({"step": step, **state}, tmp / "state.pt")
+        except (OSError, RuntimeError) as e:  # a full disk shows as either, from deep in torch's zip writer
+            shutil.rmtree(tmp, ignore_errors=True)
+            free = shutil.disk_usage(self.dir.parent).free / 2**30 if self.dir.parent.exists() else float("nan")
+            raise CheckpointError(f"could not write the checkpoint of step {step} to {self.dir} ({free:.1f} GiB free "
+                                  f"there): {str(e).strip().splitlines()[0]}; the previous checkpoint is intact, "
+                                  f"free space and continue with --resume") from e
         shutil.rmtree(final, ignore_errors=True)
         tmp.rename(final)
         for old in self.all()[: -self.keep]:

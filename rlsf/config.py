@@ -190,6 +190,8 @@ class ExperimentConfig:
                       "train/batch/answer_mode_share.")
     examples: int = opt(0, "List the greedy completions of the first N held-out problems in table.md: the "
                         "start's beside each arm's last.")
+    keep_checkpoints: bool = opt(False, "Keep each arm's training checkpoints after its last evaluation (by default "
+                                 "they are deleted then, keeping arms/<name>/model: ~3x smaller per arm).")
     seeds: list = opt([], "Run every arm once per seed (run.seed), named ARM-sSEED, seed-major (all arms of the "
                       "first seed first); table.md and the plots then give each arm's mean and spread over seeds.")
 

@@ -27,6 +27,7 @@ import copy
 import json
 import math
 import re
+import shutil
 import time
 from pathlib import Path
 from typing import Any
@@ -183,6 +184,8 @@ def run_experiment(cfg: Config) -> dict[str, Any]:
             curve.append({"samples": steps * batch, **held_out(label, str(arm_dir / "model"), arm, condition),
                           **training_figures(arm_dir / "metrics.jsonl", previous, steps)})
             previous = steps
+        if not x.keep_checkpoints:  # the arm is done: its model stays, its optimiser state is not needed
+            shutil.rmtree(arm_dir / "checkpoints", ignore_errors=True)
         if arm_start != start:  # its own start is its point at 0 samples (shared by arms starting there)
             curve[0] = {"samples": 0, **held_out("start-" + re.sub(r"[^\w.-]+", "_", arm_start), arm_start, cfg)}
         results["arms"][name] = {"arm": group, "settings": settings, "curve": curve}

@@ -331,6 +331,7 @@ def test_experiment_with_seeds_trains_each_seed_and_plots_training(tiny_model_di
     last = [json.loads(x) for x in (root / "arms" / "ppo-s1" / "metrics.jsonl").read_text().splitlines()][-1]
     assert results["arms"]["ppo-s1"]["curve"][-1]["train/batch_entropy"] == pytest.approx(last["batch_entropy"])
     assert (root / "plot_training.png").stat().st_size > 0
+    assert not (root / "arms" / "ppo-s0" / "checkpoints").exists() and (root / "arms" / "ppo-s0" / "model").is_dir()
     # Resuming with other settings would mix two configurations in one table: refused, saying what changed.
     with pytest.raises(ConfigError, match=r"arm ppo-s0 was run with other settings \(ppo.kl_coef: 0.05 -> 0.2\)"):
         run_experiment(arm_config(cfg, {"ppo.kl_coef": 0.2}))

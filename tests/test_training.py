@@ -1,6 +1,7 @@
 """Short real runs on a tiny random model with the real tokenizer and the real Game of 24 checker."""
 
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -121,6 +122,24 @@ def test_lora_reference_is_the_base(tiny_model_dir, tmp_path):
     assert trainer.algo.reference.is_shared
     trainer.train()
     assert (tmp_path / "run" / "model" / "config.json").is_file()
+
+
+def test_a_failed_checkpoint_write_is_a_clear_error_and_keeps_the_previous_one(tmp_path, monkeypatch):
+    from rlsf.checkpoint import CheckpointError
+
+    ckpt = Checkpointer(tmp_path)
+    ckpt.save(1, {"w": torch.ones(2)})
+
+    def full_disk(obj, path, *a, **kw):  # what torch's zip writer raises when the disk fills mid-write
+        Path(path).write_bytes(b"partial")
+        raise RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 325771456 vs 325771408")
+
+    monkeypatch.setattr(torch, "save", full_disk)
+    with pytest.raises(CheckpointError, match=r"could not write the checkpoint of step 2 .* GiB free .* --resume"):
+        ckpt.save(2, {"w": torch.zeros(2)})
+    assert ckpt.latest().name == "step_000001" and not list(ckpt.dir.glob(".tmp*"))
+    monkeypatch.undo()
+    assert ckpt.load(ckpt.latest())["w"].tolist() == [1.0, 1.0]
 
 
 def test_resume_equals_uninterrupted(tiny_model_dir, tmp_path, monkeypatch):
