@@ -190,16 +190,16 @@ def run_experiment(cfg: Config) -> dict[str, Any]:
             curve[0] = {"samples": 0, **held_out("start-" + re.sub(r"[^\w.-]+", "_", arm_start), arm_start, cfg)}
         results["arms"][name] = {"arm": group, "settings": settings, "curve": curve}
         results["times_s"] = times
-        write_results(root, results, x.examples)
+        write_results(root, results, x.examples, cfg)
     return results
 
 
-def write_results(root: Path, results: dict[str, Any], examples: int = 0) -> None:
-    """results.json, table.md and the plots of the arms run so far."""
+def write_results(root: Path, results: dict[str, Any], examples: int = 0, cfg: Config | None = None) -> None:
+    """results.json, table.md and the plots of the arms run so far (``cfg``: to show the examples' prompts)."""
     (root / "results.json").write_text(json.dumps(results, indent=2) + "\n")
     table = format_table(results)
     if examples:
-        table += "\n\n" + format_examples(root, results, examples)
+        table += "\n\n" + format_examples(root, results, examples, prompt_texts(cfg) if cfg else None)
     (root / "table.md").write_text(table + "\n")
     try:
         plot_experiment(results, root / "plot.png")
@@ -286,14 +286,24 @@ def _samples(path: Path, n: int) -> list[dict[str, Any]]:
     return [r for r in rows if r.get("kind") == "greedy"][:n]
 
 
-def format_examples(root: Path, results: dict[str, Any], n: int) -> str:
-    """Markdown: for the first ``n`` held-out problems, the start's greedy completion and each arm's
-    last (its first seed's), with its score."""
+def prompt_texts(cfg: Config) -> dict[str, str]:
+    """Held-out example id -> the text of its last prompt message (the problem as the model saw it)."""
+    from rlsf.runtime import load_split, load_task
+
+    task = load_task(cfg)
+    return {str(ex["id"]): task.prompt(ex)[-1]["content"] for ex in load_split(cfg, task, cfg.eval.split)}
+
+
+def format_examples(root: Path, results: dict[str, Any], n: int, prompts: dict[str, str] | None = None) -> str:
+    """Markdown: for the first ``n`` held-out problems (with their prompt text, when ``prompts`` has
+    it), the start's greedy completion and each arm's last (its first seed's), with its score."""
+    def text(s: str, limit: int) -> str:
+        return " ".join(s.split()).replace("|", "\\|")[:limit]
+
     def cell(row: dict[str, Any] | None) -> str:
         if row is None:
             return "-"
-        text = " ".join(row["completion"].split()).replace("|", "\\|")
-        return f"{text[:120]} ({row['certificate']['score']:+.2f})"
+        return f"{text(row['completion'], 120)} ({row['certificate']['score']:+.2f})"
 
     start = results.get("start", "SFT (start)")
     columns = {start: _samples(root / "eval" / "sft_samples.jsonl", n)}
@@ -303,7 +313,8 @@ def format_examples(root: Path, results: dict[str, Any], n: int) -> str:
     ids = [r["id"] for r in columns[start]]
     lines = ["| problem | " + " | ".join(columns) + " |", "|" + "---|" * (len(columns) + 1)]
     for i, pid in enumerate(ids):
-        lines.append(f"| {pid} | " + " | ".join(cell(rows[i] if i < len(rows) else None) for rows in columns.values())
+        problem = f"{pid}: {text(prompts[str(pid)], 80)}" if prompts and str(pid) in prompts else str(pid)
+        lines.append(f"| {problem} | " + " | ".join(cell(rows[i] if i < len(rows) else None) for rows in columns.values())
                      + " |")
     return "Greedy completions (score in brackets):\n\n" + "\n".join(lines)
 

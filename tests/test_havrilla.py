@@ -284,6 +284,10 @@ def test_experiment_runs_every_arm_and_resumes(tiny_model_dir, tmp_path) -> None
     assert (root / "plot.png").stat().st_size > 0 and (root / "plot_kl.png").stat().st_size > 0  # ppo logs KL
     listed = [line for line in table.split("Greedy completions")[1].splitlines() if line.startswith("| ")]
     assert len(listed) == 3 and listed[0].startswith("| problem | SFT (start) | ppo | ei | rcrl |")
+    first = json.loads((root / "eval" / "sft_samples.jsonl").read_text().splitlines()[0])
+    task = get_task(cfg.task.name, **cfg.task.options)
+    shown = " ".join(task.prompt(task.example(first["id"]))[-1]["content"].split())[:80]
+    assert listed[1].startswith(f"| {first['id']}: {shown} |")  # the problem as the model saw it
     times = json.loads((root / "times.json").read_text())
     again = run_experiment(cfg)
     assert json.loads((root / "times.json").read_text()) == times  # nothing was redone
