@@ -66,3 +66,12 @@ class MetricLogger:
 
 def read_metrics(path: str | Path) -> list[dict[str, Any]]:
     return [json.loads(line) for line in Path(path).read_text().splitlines() if line.strip()]
+
+
+def truncate_metrics(path: str | Path, step: int) -> None:
+    """Drop the records of steps after ``step`` (a resumed run's checkpoint; 0: all): they are about
+    to be redone, and two records of one step would corrupt every curve and mean."""
+    path = Path(path)
+    if path.is_file():
+        kept = [r for r in read_metrics(path) if r.get("step", 0) <= step]
+        path.write_text("".join(json.dumps(r) + "\n" for r in kept))

@@ -208,7 +208,7 @@ def held_out_figures(rows: list[dict[str, Any]], scores: list[float]) -> dict[st
 
 def train_orm(cfg: Config) -> dict[str, Any]:
     """Sample, label, train and measure an ORM; saves it in ``run.output_dir`` (module docstring)."""
-    from rlsf.logging import MetricLogger
+    from rlsf.logging import MetricLogger, truncate_metrics
     from rlsf.runtime import load_policy, load_split, load_task, note, prepare_run_dir, setup
     from rlsf.utils import seed_everything
 
@@ -251,6 +251,7 @@ def train_orm(cfg: Config) -> dict[str, Any]:
     steps = max(1, math.ceil(o.epochs * len(data) / o.batch_size))
     rng = np.random.default_rng(cfg.run.seed)
     order = np.concatenate([rng.permutation(len(data)) for _ in range(math.ceil(steps * o.batch_size / len(data)))])
+    truncate_metrics(run_dir / "metrics.jsonl", 0)  # a resumed ORM reuses its samples, not its training
     logger = MetricLogger(run_dir, cfg.run.loggers, {**cfg.to_dict(), "runtime": rt.as_dict()})
     device = rt.torch_device
     params = [p for g in optimizer.param_groups for p in g["params"]]

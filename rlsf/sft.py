@@ -17,12 +17,12 @@ from tqdm.auto import tqdm
 
 from rlsf.checkpoint import Checkpointer, load_trainable_state, trainable_state
 from rlsf.config import Config
-from rlsf.logging import MetricLogger
+from rlsf.logging import MetricLogger, truncate_metrics
 from rlsf.models import decoder_body, is_peft_model, save_model
 from rlsf.rollout import render_prompt
 from rlsf.runtime import load_policy, load_split, load_task, note, prepare_run_dir, setup
 from rlsf.tasks.base import Task, TaskError
-from rlsf.trainer import _truncate_metrics, batch_indices
+from rlsf.trainer import batch_indices
 from rlsf.utils import autocast, make_adamw, model_device, rng_state, seed_everything, set_rng_state
 
 
@@ -128,8 +128,9 @@ def sft(cfg: Config) -> dict[str, Any]:
         opt.load_state_dict(state["optimizer"])
         set_rng_state(state["rng"])
         step = state["step"]
-        _truncate_metrics(run_dir / "metrics.jsonl", step)
         note(f"resume: continuing SFT from {path} (step {step})")
+    if cfg.run.resume:  # records past the checkpoint (all, with none) are about to be redone
+        truncate_metrics(run_dir / "metrics.jsonl", step)
     logger = MetricLogger(run_dir, cfg.run.loggers, {**cfg.to_dict(), "runtime": rt.as_dict()})
     device = model_device(model)
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0

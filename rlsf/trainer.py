@@ -15,7 +15,6 @@ to stage; the algorithm is whatever ``train.algorithm`` names in the registry.
 
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 from typing import Any
@@ -30,7 +29,7 @@ from rlsf.checkpoint import Checkpointer, load_trainable_state, trainable_state
 from rlsf.config import Config
 from rlsf.experience import Experience
 from rlsf.feedback.token_rewards import mix_outcome_scores
-from rlsf.logging import MetricLogger, read_metrics
+from rlsf.logging import MetricLogger, truncate_metrics
 from rlsf.metrics import answer_mode_share, certificate_summary
 from rlsf.models import save_model
 from rlsf.rollout import SamplingModel, rollout_and_check
@@ -141,8 +140,9 @@ class RLTrainer:
     def train(self) -> dict[str, Any]:
         c = self.cfg
         prepare_run_dir(c, self.runtime, resume=c.run.resume)
-        if c.run.resume and self.resume():
-            _truncate_metrics(self.run_dir / "metrics.jsonl", self.step)
+        if c.run.resume:  # records past the checkpoint (all, with none) are about to be redone
+            self.resume()
+            truncate_metrics(self.run_dir / "metrics.jsonl", self.step)
         logger = MetricLogger(self.run_dir, c.run.loggers, {**c.to_dict(), "runtime": self.runtime.as_dict()})
         last: dict[str, Any] = {}
         bar = tqdm(total=c.train.steps, initial=self.step, desc=f"rl/{c.train.algorithm}", unit="step",
@@ -189,13 +189,6 @@ def experience_metrics(exp: Experience) -> dict[str, float]:
         **certificate_summary(certs),
     }
     return out
-
-
-def _truncate_metrics(path: Path, step: int) -> None:
-    """Drop records of steps after the checkpoint: they are about to be redone."""
-    if path.is_file():
-        kept = [r for r in read_metrics(path) if r.get("step", 0) <= step]
-        path.write_text("".join(json.dumps(r) + "\n" for r in kept))
 
 
 def train(cfg: Config) -> dict[str, Any]:

@@ -142,6 +142,17 @@ def test_a_failed_checkpoint_write_is_a_clear_error_and_keeps_the_previous_one(t
     assert ckpt.load(ckpt.latest())["w"].tolist() == [1.0, 1.0]
 
 
+def test_resume_without_a_checkpoint_starts_a_clean_metrics_file(tiny_model_dir, tmp_path):
+    """A run killed before its first checkpoint is redone from step 0: its old records must go, or
+    every curve would carry each step twice."""
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "metrics.jsonl").write_text("".join(json.dumps({"step": s, "kl": 99.0}) + "\n" for s in (1, 2, 3)))
+    RLTrainer(tiny_cfg(tiny_model_dir, tmp_path, **{"train.steps": 1, "run.resume": True})).train()
+    rows = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows] == [1] and rows[0]["kl"] != 99.0
+
+
 def test_resume_equals_uninterrupted(tiny_model_dir, tmp_path, monkeypatch):
     common = {"train.steps": 4, "train.save_every": 2, "train.algorithm": "ppo"}
     full = RLTrainer(tiny_cfg(tiny_model_dir, tmp_path / "full", **common))
