@@ -15,10 +15,12 @@ Top to bottom::
     rewritten after every arm, so a long run can be read before it ends
 
 With experiment.seeds every arm runs once per seed (ARM-sSEED) and the table and plots give its
-mean and spread over seeds. Every stage is skipped when its output exists, and an arm's training resumes from its last
-checkpoint, so the command resumes where it stopped (``--resume`` is implied); settings.json
-records the settings of the start and of each arm, and a resumed run that changed them is refused. Every evaluation
-uses the same held-out problems, seed, k and selectors.
+mean and spread over seeds. Every stage is skipped when its output exists, and an arm's training
+resumes from its last checkpoint, so the command resumes where it stopped (``--resume`` is
+implied); settings.json records the settings of the start and of each arm, and a resumed run that
+changed them is refused. An arm's checkpoints are deleted after its last evaluation (its model
+stays) unless experiment.keep_checkpoints. Every evaluation uses the same held-out problems, seed,
+k and selectors.
 """
 
 from __future__ import annotations
