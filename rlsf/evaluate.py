@@ -37,7 +37,7 @@ from typing import Any
 from rlsf.checking import CheckService
 from rlsf.config import Config
 from rlsf.feedback.certificate import Certificate
-from rlsf.metrics import answer_mode_share, certificate_summary, ks_up_to, pass_at_k
+from rlsf.metrics import answer_mode_share, certificate_summary, distinct_n, ks_up_to, opening_share, pass_at_k
 from rlsf.rollout import SamplingModel, rollout_and_check
 from rlsf.runtime import Runtime, load_policy, load_split, load_task, setup
 from rlsf.selectors import SELECTORS
@@ -142,6 +142,8 @@ def _evaluate(cfg: Config, model, tokenizer, output, runtime) -> dict[str, Any]:
         **{f"greedy/{k_}": v for k_, v in task.corpus_metrics(examples, greedy.texts, greedy.certificates).items()},
         "verdicts": dict(Counter(c.verdict for c in greedy.certificates)),
         "greedy/answer_mode_share": answer_mode_share(greedy.certificates),
+        # Collapse of the text itself, for tasks without one answer (sentiment, molecule generation):
+        "greedy/distinct_2": distinct_n(greedy.texts, 2), "greedy/opening_share": opening_share(greedy.texts),
         "checker_failed": failed,
         # The checker's own figures (e.g. Game of 24 step accuracy) of the greedy completions:
         # finer-grained than success, so they move first in short runs.

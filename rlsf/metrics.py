@@ -53,3 +53,18 @@ def answer_mode_share(certs: Sequence[Certificate]) -> float:
         return 0.0
     counts = Counter(c.answer for c in certs if c.answer is not None and not c.failed)
     return (max(counts.values()) if counts else 1) / len(certs)
+
+
+def distinct_n(texts: Sequence[str], n: int) -> float:
+    """Distinct-n (Li et al. 2016): distinct word n-grams over all word n-grams of ``texts`` together;
+    falls as completions repeat one another (text collapse, where there is no single answer)."""
+    grams = [tuple(words[i:i + n]) for t in texts for words in [t.split()] for i in range(len(words) - n + 1)]
+    return len(set(grams)) / len(grams) if grams else 0.0
+
+
+def opening_share(texts: Sequence[str], words: int = 3) -> float:
+    """Share of ``texts`` opening with the most common first ``words`` words (case-folded): 1.0 when
+    every completion starts alike ("I'm glad you're ..."), about 1/n when all differ."""
+    if not texts:
+        return 0.0
+    return max(Counter(tuple(t.lower().split()[:words]) for t in texts).values()) / len(texts)

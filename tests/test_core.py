@@ -164,6 +164,17 @@ def test_logprobs_entropy_batch_entropy():
     close(batch_entropy(peaked[[0, 0]]), 0.0, tol=1e-4)  # collapsed batch: no diversity
 
 
+def test_distinct_n_and_opening_share_by_hand():
+    from rlsf.metrics import distinct_n, opening_share
+
+    texts = ["I am glad", "I am glad", "the film was bad"]
+    assert distinct_n(texts, 1) == 7 / 10  # I am glad the film was bad: 7 distinct of 10 words
+    assert distinct_n(texts, 2) == 5 / 7  # (I am) (am glad) twice each, 3 bigrams of the last text
+    assert distinct_n(["one"], 2) == 0.0 and distinct_n([], 1) == 0.0
+    assert opening_share(texts) == 2 / 3 and opening_share(["A b c d", "a B c e"]) == 1.0
+    assert opening_share([]) == 0.0
+
+
 def test_last_token_index():
     close(last_token_index(T([[1, 1, 0], [1, 1, 1], [0, 0, 0]])), [1, 2, 0])
 
