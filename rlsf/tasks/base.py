@@ -51,6 +51,7 @@ Messages = list[dict[str, str]]
 DATA_ENV = "RLSF_DATA_DIR"
 
 _REGISTRY: dict[str, type["Task"]] = {}
+_REPORTED: set[tuple] = set()  # malformed-row reports already printed (task, file, count, first)
 
 
 class TaskError(RlsfError):
@@ -96,7 +97,9 @@ class Task(ABC):
         if not examples:
             raise TaskError(f"task {self.name!r}: no usable {split} rows in {source}"
                             + (f" (first problem: {bad[0]})" if bad else ""))
-        if bad:
+        report = (self.name, source, len(bad), bad[0]) if bad else None
+        if report and report not in _REPORTED:  # once per process: every stage reloads its splits
+            _REPORTED.add(report)
             print(f"rlsf: {self.name}: {source}: {len(bad)} malformed rows skipped (first: {bad[0]})", file=sys.stderr)
         self.malformed[split] = bad
         return examples
