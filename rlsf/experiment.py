@@ -10,8 +10,8 @@ Top to bottom::
     arms/<name>/      each arm trained from the start (or from its own model.name, e.g. the base
                       model), experiment.samples sampled completions in all,
                       stopping experiment.evaluations times to be evaluated: eval/<name>@<samples>.json
-    results.json, table.md, plot.png (held-out figures against samples), plot_kl.png (training
-    reward against KL), plot_training.png (training reward, entropies, collapse and KL by step);
+    results.json, table.md, plot.png (held-out figures against samples), plot_kl.png (held-out
+    figure against training KL), plot_training.png (training reward, entropies, collapse and KL by step);
     rewritten after every arm, so a long run can be read before it ends
 
 With experiment.seeds every arm runs once per seed (ARM-sSEED) and the table and plots give its
@@ -205,7 +205,7 @@ def write_results(root: Path, results: dict[str, Any], examples: int = 0, cfg: C
     (root / "table.md").write_text(table + "\n")
     try:
         plot_experiment(results, root / "plot.png")
-        plot_reward_kl(root, list(results["arms"]), root / "plot_kl.png")
+        plot_reward_kl(results, root / "plot_kl.png")
         plot_training(root, results, root / "plot_training.png")
     except ImportError as e:
         note(f"experiment: no plot ({e})")
@@ -321,18 +321,25 @@ def format_examples(root: Path, results: dict[str, Any], n: int, prompts: dict[s
     return "Greedy completions (score in brackets):\n\n" + "\n".join(lines)
 
 
-def plot_reward_kl(root: Path, arms: list[str], path: Path) -> Path | None:
-    """Each arm's training reward (certificate score) against its KL to the start, step by step."""
-    from rlsf.logging import read_metrics
-
-    curves = {}
-    for name in arms:
-        metrics = root / "arms" / name / "metrics.jsonl"
-        rows = read_metrics(metrics) if metrics.is_file() else []
-        pts = [(r["kl"], r["reward/score"]) for r in rows if "kl" in r and "reward/score" in r]
-        if pts:
-            curves[name] = pts
-    if not curves:
+def plot_reward_kl(results: dict[str, Any], path: Path) -> Path | None:
+    """Each arm's held-out figure (the table's first) against its KL to the start (train/kl, the mean
+    over the training steps before that evaluation), one point per evaluation from the start at KL 0;
+    with seeds, the means over them."""
+    keys = _keys(results)
+    if not keys:
+        return None
+    key = keys[0]
+    lines = {}
+    for group, names in arm_groups(results).items():
+        curves = [results["arms"][n]["curve"] for n in names]
+        pts = [(0.0, sum(c[0][key] for c in curves) / len(curves))] if all(key in c[0] for c in curves) else []
+        for i in range(1, min(len(c) for c in curves)):
+            if all("train/kl" in c[i] and key in c[i] for c in curves):
+                pts.append((sum(c[i]["train/kl"] for c in curves) / len(curves),
+                            sum(c[i][key] for c in curves) / len(curves)))
+        if len(pts) > 1:
+            lines[group] = pts
+    if not lines:
         return None
     import matplotlib
 
@@ -340,10 +347,10 @@ def plot_reward_kl(root: Path, arms: list[str], path: Path) -> Path | None:
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(5.5, 4.0))
-    for name, pts in curves.items():
-        ax.plot([p[0] for p in pts], [p[1] for p in pts], marker=".", label=name)
-    ax.set_xlabel("KL to the start (nats per completion)")
-    ax.set_ylabel("training reward (score)")
+    for group, pts in lines.items():
+        ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", label=group)
+    ax.set_xlabel("KL to the start during training (nats per completion)")
+    ax.set_ylabel(f"held-out {key}")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7)
     fig.tight_layout()
