@@ -234,6 +234,13 @@ def format_table(results: dict[str, Any]) -> str:
     start = results.get("start", "SFT (start)")
     rows = [head, "|" + "---|" * (len(keys) + 2),
             f"| {start} | 0 | " + " | ".join(_mean_sd([sft_figs.get(k, math.nan)]) for k in keys) + " |"]
+    others = {}  # arms' own starts (e.g. the base model), each shown once
+    for arm in results["arms"].values():
+        name = (arm.get("settings") or {}).get("model.name")
+        if name and arm["curve"][0] != {"samples": 0, **sft_figs}:
+            others.setdefault(name, arm["curve"][0])
+    for name, figs in others.items():
+        rows.append(f"| {name} (start) | 0 | " + " | ".join(_mean_sd([figs.get(k, math.nan)]) for k in keys) + " |")
     groups = arm_groups(results)
     for group, names in groups.items():
         lasts = [results["arms"][n]["curve"][-1] for n in names]
