@@ -305,7 +305,8 @@ def test_seeds_expand_every_arm_seed_major_and_the_table_gives_mean_and_sd() -> 
     results = {"sft": start, "table": ["maj@1"], "arms": {
         name: {"arm": arm, "curve": [{"samples": 0, **start}, {"samples": 8, "maj@1": v}]}
         for (name, (arm, _)), v in zip(runs.items(), [0.4, 0.1, 0.6, 0.1])}}
-    results["arms"]["b-s0"].update(settings={"model.name": "base"}, curve=[{"samples": 0, "maj@1": 0.0}, {"samples": 8, "maj@1": 0.1}])
+    results["arms"]["b-s0"].update(settings={"model.name": "base"},
+                                   curve=[{"samples": 0, "maj@1": 0.0}, {"samples": 8, "maj@1": 0.1}])
     table = format_table(results)
     assert "| base (start) | 0 | 0.000 |" in table  # an arm's own start has its row
     assert "| a (2 seeds) | 8 | 0.500 ± 0.141 |" in table and "| b (2 seeds) | 8 | 0.100 ± 0.000 |" in table
