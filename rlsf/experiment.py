@@ -165,6 +165,7 @@ def run_experiment(cfg: Config) -> dict[str, Any]:
     results: dict[str, Any] = {"sft": held_out("sft", start, cfg), "arms": {}, "table": list(x.table),
                                "start": "SFT (start)" if cfg.sft.steps > 0 else f"{cfg.model.name} (start)"}
     batch = cfg.rollout.prompts_per_step * cfg.rollout.samples_per_prompt
+    prompts = prompt_texts(cfg) if x.examples else None  # read once: the table is rewritten after every arm
     for name, (group, settings) in expand_arms(x.arms, x.seeds).items():
         arm = arm_config(cfg, settings)
         if arm.reward.orm == "orm":
@@ -192,16 +193,18 @@ def run_experiment(cfg: Config) -> dict[str, Any]:
             curve[0] = {"samples": 0, **held_out("start-" + re.sub(r"[^\w.-]+", "_", arm_start), arm_start, cfg)}
         results["arms"][name] = {"arm": group, "settings": settings, "curve": curve}
         results["times_s"] = times
-        write_results(root, results, x.examples, cfg)
+        write_results(root, results, x.examples, prompts)
     return results
 
 
-def write_results(root: Path, results: dict[str, Any], examples: int = 0, cfg: Config | None = None) -> None:
-    """results.json, table.md and the plots of the arms run so far (``cfg``: to show the examples' prompts)."""
+def write_results(root: Path, results: dict[str, Any], examples: int = 0,
+                  prompts: dict[str, str] | None = None) -> None:
+    """results.json, table.md and the plots of the arms run so far (``prompts``: the examples' prompt
+    texts by id, see prompt_texts)."""
     (root / "results.json").write_text(json.dumps(results, indent=2) + "\n")
     table = format_table(results)
     if examples:
-        table += "\n\n" + format_examples(root, results, examples, prompt_texts(cfg) if cfg else None)
+        table += "\n\n" + format_examples(root, results, examples, prompts)
     (root / "table.md").write_text(table + "\n")
     try:
         plot_experiment(results, root / "plot.png")
