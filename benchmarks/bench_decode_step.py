@@ -5,7 +5,7 @@ rounds when neighbours take CPU time. This one times single decode steps of Smol
 (``--model``) at a given batch and cache length, in the precision rlsf samples in (the runtime's
 decision, ``--precision``: bf16 weights made from the float32 master weights, as the trainer
 does, where the CPU has fast bf16; float32 where it does not), for the steppers of
-``rlsf.decode_step``, interleaved round by round:
+``rlsf.rollout.fused_step``, interleaved round by round:
 
 * ``ModelStep``: the Hugging Face forward over a ``DynamicCache`` (in bf16: under bf16 autocast
   on a persistent bf16 copy, as sampling runs for architectures the fused step does not cover;
@@ -41,8 +41,8 @@ HF_SIDE = "model's own forward (HF)"
 
 def steppers(master, batch: int, length: int, precision: str) -> tuple[dict[str, Callable], list[str]]:
     """The sides for ``precision`` (name -> maker of a fresh stepper) and notes on sides left out."""
-    from rlsf.decode_step import FusedLlamaStep, ModelStep, _mkldnn_bf16
-    from rlsf.rollout import SamplingModel
+    from rlsf.rollout.fused_step import FusedLlamaStep, ModelStep, _mkldnn_bf16
+    from rlsf.rollout.engines import SamplingModel
 
     weights = SamplingModel(master, precision).model  # a bf16 copy in bf16, the master weights in float32
     makers = {
@@ -92,7 +92,7 @@ def main() -> None:
     args = ap.parse_args()
     precision, _ = start("bench_decode_step: one decode step, HF forward vs fused step", args)
 
-    from rlsf.models import load_model, resolve_model
+    from rlsf.models.loading import load_model, resolve_model
 
     master = load_model(resolve_model(args.model))  # float32, as the trainer holds it
     B, P = args.batch, args.prompt

@@ -28,7 +28,7 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--sft-model", required=True)
     p.add_argument("--lrs", nargs="+", type=float, default=[1e-5, 3e-6, 1e-6])
-    p.add_argument("--warmups", nargs="+", type=int, default=[0, 8], help="optim.warmup_steps values (updates).")
+    p.add_argument("--warmups", nargs="+", type=int, default=[0, 8], help="ppo.warmup_steps values (updates).")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--set", nargs="+", default=[], metavar="KEY=VALUE", help="Settings for every run (ablations), "
                    "e.g. ppo.vf_coef=0.")
@@ -36,8 +36,8 @@ def main() -> None:
 
     from rlsf.algorithms.base import response_forward
     from rlsf.config import Config
-    from rlsf.trainer import RLTrainer
-    from rlsf.utils import Timer, seed_everything
+    from rlsf.stages.train import RLTrainer
+    from rlsf.runtime.utils import Timer, seed_everything
 
     cfg = Config.load(ROOT / "configs" / "game24.yaml", {
         "model.name": args.sft_model, "run.output_dir": "/tmp/rlsf-first-update", "run.seed": args.seed,
@@ -65,7 +65,7 @@ def main() -> None:
     for warm in args.warmups:
         for lr in args.lrs:
             tr.model.load_state_dict(start)
-            cfg.optim.lr, cfg.optim.warmup_steps = lr, warm
+            cfg.ppo.lr, cfg.ppo.warmup_steps = lr, warm
             torch.manual_seed(args.seed)  # the same value-head initialisation and minibatch order each time
             algo = type(tr.algo)(tr.model, tr.tokenizer, tr.task, cfg, tr.runtime)
             stats = algo.step(exp, Timer())

@@ -12,7 +12,7 @@ The rlsf arms run engine v2's GRPO with the ``grpo`` advantage estimator (``grpo
 grpo``): group baselines over explicit group ids (each prompt's samples share one), each token's
 return-to-go minus its group's mean total reward, over the group's spread. With sequence rewards
 that is exactly GRPO's (and TRL's) advantage; with token rewards the spread is that of the
-centred returns-to-go (see ``rlsf.algorithms.core.grpo_advantages``).
+centred returns-to-go (see ``rlsf.algorithms.advantages.grpo_advantages``).
 
 Shared settings: ``--prompts`` prompts x ``--samples`` completions per step, one optimiser
 update per step, no KL term, temperature 1.0, ``--tokens`` new tokens at most, AdamW at
@@ -81,7 +81,7 @@ def eval_config(args, out: str, precision: str):
 def held_out(args, model, tokenizer) -> dict[str, float]:
     """Held-out greedy success and step accuracy of ``model`` (``evaluate`` leaves the caller's
     random state as it was, so a training run's sampling stream is not reset to ``run.seed`` 0)."""
-    from rlsf.evaluate import evaluate
+    from rlsf.stages.evaluate import evaluate
 
     with tempfile.TemporaryDirectory() as out:
         res = evaluate(eval_config(args, out, args.precision), model=model, tokenizer=tokenizer,
@@ -101,13 +101,13 @@ def rlsf_config(args, mode: str, seed: int, out: str):
         "rollout.max_new_tokens": args.tokens, "rollout.temperature": 1.0, "rollout.generation_batch_size": batch,
         "reward.mode": mode, "train.algorithm": "grpo", "train.steps": args.steps, "train.save_every": 0,
         "grpo.advantage": ADVANTAGE, "grpo.epochs": 1, "grpo.minibatch_size": batch, "grpo.kl_coef": 0.0,
-        "optim.lr": args.lr, "optim.weight_decay": 0.0, "optim.max_grad_norm": 1.0, "optim.warmup_steps": 0,
+        "grpo.lr": args.lr, "grpo.weight_decay": 0.0, "grpo.max_grad_norm": 1.0, "grpo.warmup_steps": 0,
         "run.seed": seed, "run.output_dir": out, "run.progress": False, "run.loggers": ["jsonl"],
     })
 
 
 def run_rlsf(args, mode: str, seed: int) -> list[dict]:
-    from rlsf.trainer import RLTrainer
+    from rlsf.stages.train import RLTrainer
 
     with tempfile.TemporaryDirectory() as out:
         trainer = RLTrainer(rlsf_config(args, mode, seed, out))
@@ -144,7 +144,7 @@ def run_trl(args, seed: int) -> list[dict]:
     from transformers import AutoModelForCausalLM, TrainerCallback
     from trl import GRPOTrainer
 
-    from rlsf.models import load_tokenizer
+    from rlsf.models.loading import load_tokenizer
     from rlsf.tasks import get_task
 
     task = get_task("game24", **({"data_path": args.data_path} if args.data_path else {}))
@@ -296,7 +296,7 @@ def main() -> None:
     start_file = out / "start.json"  # the SFT checkpoint's held-out figures (the curves' first point)
     initial = json.loads(start_file.read_text()) if start_file.is_file() else None
     if initial is None or initial.get("settings") != settings:
-        from rlsf.models import load_model, load_tokenizer
+        from rlsf.models.loading import load_model, load_tokenizer
 
         initial = {"settings": settings, **held_out(args, load_model(args.sft_model), load_tokenizer(args.sft_model))}
         start_file.write_text(json.dumps(initial) + "\n")

@@ -70,12 +70,12 @@ def descendant_peaks_mib(root: int | None = None) -> dict[int, float]:
 
 def run_rlsf(args, lora: bool) -> dict[int, float]:
     from bench_step_trl import rlsf_config  # sibling module
-    from rlsf.models import resolve_model
-    from rlsf.trainer import RLTrainer
+    from rlsf.models.loading import resolve_model
+    from rlsf.stages.train import RLTrainer
 
     with tempfile.TemporaryDirectory() as out:
         cfg = rlsf_config(resolve_model(args.model), args.data_path, args.tokens, args.steps, out,
-                          precision=args.precision, **({"model.lora": True, "optim.lr": 1e-4} if lora else {}))
+                          precision=args.precision, **({"model.lora": True, "grpo.lr": 1e-4} if lora else {}))
         trainer = RLTrainer(cfg)
         try:
             while trainer.step < args.steps:
@@ -88,7 +88,7 @@ def run_rlsf(args, lora: bool) -> dict[int, float]:
 
 def run_trl(args, lora: bool) -> dict[int, float]:
     from bench_step_trl import trl_step_times
-    from rlsf.models import resolve_model
+    from rlsf.models.loading import resolve_model
     from rlsf.tasks import get_task
 
     task = get_task("game24", **({"data_path": args.data_path} if args.data_path else {}))

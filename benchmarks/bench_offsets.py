@@ -56,8 +56,8 @@ def main() -> None:
     ap.add_argument("--lengths", type=int, nargs="+", default=[256, 1024, 2048])
     args = ap.parse_args()
 
-    from rlsf.feedback.token_rewards import Detokenizer, _decode_with_offsets_prefix, decode_with_offsets
-    from rlsf.models import load_tokenizer, resolve_model
+    from rlsf.feedback.offsets import Detokenizer, _decode_with_offsets_prefix, decode_with_offsets
+    from rlsf.models.loading import load_tokenizer, resolve_model
 
     tok = load_tokenizer(resolve_model("smollm2-135m"))
     detok = Detokenizer.from_tokenizer(tok)

@@ -4,10 +4,10 @@ Both sides load the same converted SmolLM2-135M-Instruct (``--model``), sample t
 24 prompts at the same batch size and temperature, and generate exactly ``--tokens`` new tokens
 per sequence (no end-of-turn id) so that both do the same work. The plain side is what a user
 gets from ``AutoModelForCausalLM.from_pretrained(...).generate(...)``; the rlsf side is
-``rlsf.rollout.generate`` as the trainer runs it, in the precision the trainer samples in (the
+``rlsf.rollout.engines.generate`` as the trainer runs it, in the precision the trainer samples in (the
 runtime's decision, ``--precision``): the rlsf sampling loop (each distinct prompt prefilled
 once, inverse-CDF sampling, per-token log-prob recording) on the fused step of
-``rlsf.decode_step``, which in bf16 makes bf16 weights from the float32 master weights at each
+``rlsf.rollout.fused_step``, which in bf16 makes bf16 weights from the float32 master weights at each
 call (that conversion is timed) and in float32 reads the master weights. Since engine v2
 ``generate`` returns ids and log-probs only: the text and token offsets are made by the check
 service, so neither side detokenises here. More sides show where the gain comes from: the
@@ -46,9 +46,9 @@ def make_sides(path: str, prompts: list[str], tokens: int, batch: int,
     """The sides (name -> one timed call returning the tokens it generated) and notes on sides left out."""
     from transformers import AutoModelForCausalLM, GenerationConfig
 
-    from rlsf.decode_step import _mkldnn_bf16
-    from rlsf.models import load_model, load_tokenizer
-    from rlsf.rollout import SamplingModel, generate
+    from rlsf.rollout.fused_step import _mkldnn_bf16
+    from rlsf.models.loading import load_model, load_tokenizer
+    from rlsf.rollout.engines import SamplingModel, generate
 
     tok = load_tokenizer(path)
     plain = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32).eval()
@@ -67,7 +67,7 @@ def make_sides(path: str, prompts: list[str], tokens: int, batch: int,
 
     def run_ours(engine: str, fused: bool = True, pack: bool = True) -> int:
         if not pack:  # the fused step with plain bf16 weights instead of oneDNN-prepacked ones
-            with mock.patch("rlsf.decode_step._mkldnn_bf16", return_value=False):
+            with mock.patch("rlsf.rollout.fused_step._mkldnn_bf16", return_value=False):
                 return run_ours(engine, fused)
         # The fused step reads the float32 master weights (and in bf16 makes its bf16 weights per
         # call: that conversion is timed); the other sides run on ``weights``.
@@ -102,8 +102,8 @@ def main() -> None:
     args = ap.parse_args()
     precision, _ = start("bench_sampling: rlsf rollout vs plain generate", args)
 
-    from rlsf.models import load_tokenizer, resolve_model
-    from rlsf.rollout import task_prompts
+    from rlsf.models.loading import load_tokenizer, resolve_model
+    from rlsf.rollout.collect import task_prompts
     from rlsf.tasks import get_task
 
     path = resolve_model(args.model)

@@ -2,7 +2,7 @@
 
 HF's causal-LM loss makes logits for every position, ``[batch, length, vocab]`` in float32 (SPoC
 prompts are ~250 tokens of numbered pseudo-code, the vocabulary 49k wide), then keeps the
-completion's. ``rlsf.sft.completion_loss`` applies the LM head only where a label is. Both sides
+completion's. ``rlsf.algorithms.supervised.completion_loss`` applies the LM head only where a label is. Both sides
 run the same batches (SmolLM2-135M, ``--batch`` seeded demonstrations of the train split) in
 turns, each in its own process so that its peak resident memory is its own.
 
@@ -24,10 +24,11 @@ from common import add_machine_flags, start
 def run_side(args) -> dict:
     import torch
 
-    from rlsf.models import load_model, load_tokenizer, resolve_model
-    from rlsf.sft import collate, completion_loss, demonstration_ids
+    from rlsf.models.loading import load_model, load_tokenizer, resolve_model
+    from rlsf.algorithms.supervised import collate, completion_loss
+    from rlsf.stages.sft import demonstration_ids
     from rlsf.tasks import get_task
-    from rlsf.utils import autocast
+    from rlsf.runtime.utils import autocast
 
     path = resolve_model("smollm2-135m")
     model, tok = load_model(path), load_tokenizer(path)

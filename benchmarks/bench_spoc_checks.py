@@ -55,7 +55,7 @@ def main() -> None:
     p.add_argument("--programs", type=int, default=40)
     p.add_argument("--workers", type=int, default=-1, help="rlsf check processes (-1: one per core).")
     args = p.parse_args()
-    from rlsf.checking import CheckService, cpu_count
+    from rlsf.feedback.service import CheckService, cpu_count
     from rlsf.tasks.spoc import SPoC
 
     task = SPoC()

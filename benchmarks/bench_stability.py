@@ -24,7 +24,7 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-BEFORE = {"optim.lr": 1e-5, "optim.warmup_steps": 0, "ppo.value_warmup_steps": 0}
+BEFORE = {"ppo.lr": 1e-5, "ppo.warmup_steps": 0, "ppo.value_warmup_steps": 0}
 KEYS = ("kl", "response/truncated", "reward/total", "reward/score", "feedback/step_accuracy", "loss/approx_kl",
         "advantage/truncated_minus_ended", "response/length")
 

@@ -21,7 +21,7 @@ weights and bf16 sampling weights where the CPU probe finds bf16 faster, float32
 The first ``--warmup`` steps of each side are reported separately (rlsf's first step also starts
 its check workers); the ratio uses the median of the steady-state steps.
 
-``--lora`` runs every side with the same LoRA adapters (``rlsf.models.LoraSpec``: r 16 on all
+``--lora`` runs every side with the same LoRA adapters (``rlsf.models.loading.LoraSpec``: r 16 on all
 projections, lr 1e-4) instead of full fine-tuning.
 
     pip install -e ".[bench]"        # TRL 1.16.0: a benchmark-only dependency
@@ -77,7 +77,7 @@ def trl_step_times(path: str, task, examples, args, bf16: bool, lora: bool = Fal
         if lora:
             from peft import LoraConfig
 
-            from rlsf.models import LoraSpec
+            from rlsf.models.loading import LoraSpec
 
             spec = LoraSpec()  # the same adapters rlsf trains with model.lora
             peft_config = LoraConfig(r=spec.r, lora_alpha=spec.alpha, lora_dropout=spec.dropout,
@@ -101,14 +101,14 @@ def rlsf_config(path: str, data_path: str | None, tokens: int, steps: int, out: 
         "rollout.prompts_per_step": 1, "rollout.samples_per_prompt": 8, "rollout.max_new_tokens": tokens,
         "rollout.generation_batch_size": 8, "rollout.ignore_eos": fixed_length, "train.algorithm": "grpo",
         "train.steps": steps, "train.save_every": 0, "grpo.epochs": 1, "grpo.minibatch_size": 8,
-        "grpo.kl_coef": 0.0, "optim.lr": 1e-6, "run.output_dir": out, "run.progress": False,
+        "grpo.kl_coef": 0.0, "grpo.lr": 1e-6, "run.output_dir": out, "run.progress": False,
         "run.loggers": ["jsonl"], **overrides,
     })
 
 
 def rlsf_step_times(path: str, data_path: str | None, args, precision: str,
                     **overrides) -> tuple[list[float], list[dict]]:
-    from rlsf.trainer import RLTrainer
+    from rlsf.stages.train import RLTrainer
 
     with tempfile.TemporaryDirectory() as out:
         cfg = rlsf_config(path, data_path, args.tokens, args.steps, out, args.fixed_length, precision, **overrides)
@@ -151,7 +151,7 @@ def main() -> None:
         f"TRL {trl.__version__}: fp32{' and bf16' if args.trl_bf16 else ''} (use_cpu=True)"
         + ("; rlsf plain path: float32" if args.plain else "")])
 
-    from rlsf.models import resolve_model
+    from rlsf.models.loading import resolve_model
     from rlsf.tasks import get_task
 
     path = resolve_model(args.model)
@@ -159,13 +159,13 @@ def main() -> None:
     examples = task.load("train")
 
     ours_name = "rlsf GRPO (fast path)"
-    lora = {"model.lora": True, "optim.lr": 1e-4} if args.lora else {}
+    lora = {"model.lora": True, "grpo.lr": 1e-4} if args.lora else {}
     times, stages = rlsf_step_times(path, args.data_path, args, precision, **lora)
     results = {ours_name: times}
     if args.plain:
         # The plain path: HF generate and a full prompt + response pass per sample, in float32.
         results["rlsf GRPO (plain path)"], _ = rlsf_step_times(path, args.data_path, args, "none", **{
-            "rollout.engine": "hf", "train.share_prompts": False, **lora})
+            "rollout.engine": "hf", "grpo.share_prompts": False, **lora})
     results["TRL GRPOTrainer fp32"] = trl_step_times(path, task, examples, args, bf16=False, lora=args.lora)
     if args.trl_bf16:
         results["TRL GRPOTrainer bf16"] = trl_step_times(path, task, examples, args, bf16=True, lora=args.lora)

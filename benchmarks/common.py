@@ -4,7 +4,7 @@ A benchmark's figures only mean something next to the machine they were taken on
 model, the torch version, the thread count and the precision rlsf ran in (and why). On a CPU
 with fast bf16 (AVX-512 bf16, AMX) bf16 sampling and updates are what rlsf does by default; on
 one without, bf16 runs 3-40x *slower* than float32 and rlsf runs in float32. So benchmarks take
-the precision from the runtime's decision (:func:`rlsf.runtime.resolve_precision`, the same
+the precision from the runtime's decision (:func:`rlsf.runtime.device.resolve_precision`, the same
 probe ``model.autocast: auto`` uses) unless ``--precision`` forces one, and print it.
 
 Scripts import this module as ``common``, putting their own folder first on ``sys.path`` (it
@@ -38,7 +38,7 @@ def resolve(setting: str, device: str = "cpu") -> tuple[str, str]:
 
     ``auto`` is exactly ``model.autocast: auto`` (the runtime's probe, cached per CPU model, torch
     version and thread count, so set the threads first)."""
-    from rlsf.runtime import resolve_precision
+    from rlsf.runtime.device import resolve_precision
 
     if setting not in PRECISIONS:
         raise ValueError(f"precision must be one of {PRECISIONS}, got {setting!r}")
@@ -53,7 +53,7 @@ def machine_lines(precision: str | None = None, reason: str | None = None, extra
     import torch
     import transformers
 
-    from rlsf.runtime import processor_name
+    from rlsf.runtime.device import processor_name
 
     lines = [f"CPU: {processor_name()} ({os.cpu_count()} logical CPUs)",
              f"torch {torch.__version__}, transformers {transformers.__version__}, "

@@ -21,7 +21,7 @@ from typing import Any
 import torch
 
 from rlsf.feedback.certificate import Certificate
-from rlsf.feedback.token_rewards import Offsets
+from rlsf.feedback.offsets import Offsets
 
 
 @dataclass
@@ -88,19 +88,3 @@ class Experience:
                        offsets=pick(self.offsets), certificates=pick(self.certificates), rewards=rw)
 
 
-def attach_checks(exp: Experience, examples: list[dict[str, Any]], group: torch.Tensor, checked: list,
-                  reward_cfg) -> Experience:
-    """Fill in what checking learned about each row (``checked[i]``: :class:`rlsf.checking.Checked`)
-    and, given ``reward_cfg`` (the ``reward`` settings), the token rewards of the certificates."""
-    from rlsf.feedback.token_rewards import token_reward_tensor
-
-    exp.examples, exp.group = list(examples), group
-    exp.texts = [c.text for c in checked]
-    exp.offsets = [c.offsets for c in checked]
-    exp.certificates = [c.certificate for c in checked]
-    if reward_cfg is None:
-        return exp
-    exp.rewards = token_reward_tensor(exp.certificates, exp.offsets, exp.response_mask, mode=reward_cfg.mode,
-                                      spread_spans=reward_cfg.spread_spans, span_weight=reward_cfg.span_weight)
-    exp.rewards *= exp.valid[:, None].float()  # a failed check is no reward at all, not a zero score
-    return exp

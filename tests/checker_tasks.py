@@ -12,7 +12,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from rlsf.config import opt
+from rlsf.settings import opt
 from rlsf.feedback.certificate import Certificate, Span
 from rlsf.tasks.base import Task, register
 

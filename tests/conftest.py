@@ -72,7 +72,7 @@ def shared_data() -> Path:
 @pytest.fixture(scope="session")
 def tokenizer():
     """The real SmolLM2 tokenizer (converts the embedded model into the user cache on first use)."""
-    from rlsf.models import ModelError, load_tokenizer, resolve_model
+    from rlsf.models.loading import ModelError, load_tokenizer, resolve_model
 
     try:
         path = resolve_model("smollm2-135m")
@@ -84,7 +84,7 @@ def tokenizer():
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory, tokenizer) -> str:
     """Folder with a tiny random Llama (SmolLM2 vocabulary) and the real tokenizer; load with ``load_model``."""
-    from rlsf.models import save_model, tiny_model_from_tokenizer
+    from rlsf.models.loading import save_model, tiny_model_from_tokenizer
 
     folder = tmp_path_factory.mktemp("tiny_model")
     save_model(tiny_model_from_tokenizer(tokenizer), tokenizer, folder)
@@ -94,6 +94,6 @@ def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory, tokenizer) -> str:
 @pytest.fixture
 def tiny_model(tiny_model_dir: str):
     """A fresh float32 instance of the tiny model for each test."""
-    from rlsf.models import load_model
+    from rlsf.models.loading import load_model
 
     return load_model(tiny_model_dir)

@@ -1,5 +1,5 @@
 """Independent oracles: second implementations of each task's correctness rule, for the
-property-based checker tests (:mod:`rlsf.testing`).
+property-based checker tests (:mod:`rlsf.tasks.harness`).
 
 An oracle shares no code with the checker it judges -- not its parser, regular expressions,
 line splitting or number handling -- so that a bug in one is unlikely to be repeated in the

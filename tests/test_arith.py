@@ -205,7 +205,7 @@ def test_hostile_text_is_quick(task) -> None:
 
 
 def test_rlsf_check(tmp_path, capsys) -> None:
-    from rlsf.cli import main
+    from rlsf.cli.main import main
 
     f = tmp_path / "c.txt"
     f.write_text("7+2=9\n")

@@ -56,7 +56,7 @@ def test_auto_precision_is_the_runtime_decision(monkeypatch, forced, precision):
 
 
 def test_forced_precision_and_the_header(capsys):
-    from rlsf.runtime import processor_name
+    from rlsf.runtime.device import processor_name
 
     common = load("common")
     assert common.resolve("none") == ("none", "forced by --precision none")
@@ -81,13 +81,13 @@ def test_step_benchmark_takes_the_precision_and_runs_on_the_cpu(tmp_path):
         cfg = bench.rlsf_config("some/model", None, 64, 3, str(tmp_path), precision=precision)
         assert cfg.model.autocast == precision and cfg.model.device == "cpu"
     plain = bench.rlsf_config("some/model", None, 64, 3, str(tmp_path), False, "none", **{
-        "rollout.engine": "hf", "train.share_prompts": False})
-    assert plain.rollout.engine == "hf" and not plain.train.share_prompts and plain.model.autocast == "none"
+        "rollout.engine": "hf", "grpo.share_prompts": False})
+    assert plain.rollout.engine == "hf" and not plain.grpo.share_prompts and plain.model.autocast == "none"
 
 
 def test_step_benchmark_rlsf_side_runs_and_closes_its_check_workers(tiny_model_dir, monkeypatch):
     bench = load("bench_step_trl")
-    from rlsf.checking import CheckService
+    from rlsf.feedback.service import CheckService
 
     closed, close = [], CheckService.close
 
@@ -104,7 +104,7 @@ def test_step_benchmark_rlsf_side_runs_and_closes_its_check_workers(tiny_model_d
 
 @pytest.mark.parametrize("precision", ["none", "bf16"])
 def test_decode_step_sides_follow_the_precision(tiny_model, precision):
-    from rlsf.decode_step import _mkldnn_bf16
+    from rlsf.rollout.fused_step import _mkldnn_bf16
 
     bench = load("bench_decode_step")
     makers, notes = bench.steppers(tiny_model, 2, 8 + 2, precision)
@@ -117,9 +117,9 @@ def test_decode_step_sides_follow_the_precision(tiny_model, precision):
 
 
 def test_sampling_sides_all_generate_the_same_tokens(tiny_model_dir):
-    from rlsf.decode_step import _mkldnn_bf16
-    from rlsf.models import load_tokenizer
-    from rlsf.rollout import task_prompts
+    from rlsf.rollout.fused_step import _mkldnn_bf16
+    from rlsf.models.loading import load_tokenizer
+    from rlsf.rollout.collect import task_prompts
     from rlsf.tasks import get_task
 
     bench = load("bench_sampling")
@@ -165,7 +165,7 @@ def test_learning_rlsf_arms_differ_only_in_the_reward_mode(tmp_path):
     assert token.train.algorithm == "grpo" and g.advantage == "grpo" and g.kl_coef == 0 and g.epochs == 1
     assert g.minibatch_size == 16 == token.rollout.prompts_per_step * token.rollout.samples_per_prompt  # one update
     assert (token.rollout.samples_per_prompt, token.rollout.max_new_tokens, token.rollout.temperature) == (4, 96, 1.0)
-    assert (token.optim.lr, token.optim.weight_decay, token.optim.max_grad_norm) == (5e-6, 0.0, 1.0)
+    assert (g.lr, g.weight_decay, g.max_grad_norm, g.warmup_steps) == (5e-6, 0.0, 1.0, 0)
     assert token.run.seed == 1 and token.model.autocast == "none" and token.model.device == "cpu"
 
 
@@ -179,7 +179,7 @@ def test_learning_trl_arm_matches_the_rlsf_arms(tmp_path):
     assert trl_cfg.num_generations == ours.rollout.samples_per_prompt
     assert trl_cfg.max_completion_length == ours.rollout.max_new_tokens and trl_cfg.temperature == 1.0
     assert trl_cfg.beta == 0.0 and trl_cfg.num_iterations == 1 and trl_cfg.gradient_accumulation_steps == 1
-    assert trl_cfg.learning_rate == ours.optim.lr
+    assert trl_cfg.learning_rate == ours.grpo.lr
     assert getattr(trl_cfg.lr_scheduler_type, "value", trl_cfg.lr_scheduler_type) == "constant"
     assert trl_cfg.max_grad_norm == 1.0 and trl_cfg.weight_decay == 0.0 and trl_cfg.seed == 2
 
@@ -198,7 +198,7 @@ def test_learning_study_counts_only_runs_of_its_own_settings(tmp_path):
 
 
 def test_learning_held_out_evaluation_leaves_the_random_state_alone(tiny_model_dir):
-    from rlsf.models import load_model, load_tokenizer
+    from rlsf.models.loading import load_model, load_tokenizer
 
     bench = load("bench_learning")
     args = learning_args(tiny_model_dir, tokens=4, eval_examples=2)

@@ -1,4 +1,4 @@
-"""Every checker against the property-based harness (rlsf.testing) and an independent oracle.
+"""Every checker against the property-based harness (rlsf.tasks.harness) and an independent oracle.
 
 * ``test_checker_properties``: a quick derandomized run (a few hundred inputs per checker).
 * ``test_checker_fuzz`` (marker ``fuzz``; ``--runfuzz`` or ``RLSF_RUN_FUZZ=1``, ``-s`` to see the
@@ -32,7 +32,7 @@ from rlsf.tasks.math_word import VERDICTS as MATH_VERDICTS
 from rlsf.tasks.spoc import VERDICTS as SPOC_VERDICTS
 from rlsf.tasks.arith import VERDICTS as ARITH_VERDICTS
 from rlsf.tasks.sentiment import VERDICTS as SENTIMENT_VERDICTS
-from rlsf.testing import STRATEGIES, check_checker, mutations, non_ascii_insertions
+from rlsf.tasks.harness import STRATEGIES, check_checker, mutations, non_ascii_insertions
 
 from oracles import chem_oracle, game24_oracle, math_oracle, spoc_oracle
 from oracles import arith_oracle, sentiment_oracle

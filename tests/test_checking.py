@@ -8,9 +8,9 @@ import pytest
 import torch
 
 from checker_tasks import Misbehaving
-from rlsf.checking import CheckService, run_check
+from rlsf.feedback.service import CheckService, run_check
 from rlsf.feedback.certificate import CHECKER_FAILED, Certificate
-from rlsf.feedback.token_rewards import Detokenizer, decode_with_offsets
+from rlsf.feedback.offsets import Detokenizer, decode_with_offsets
 from rlsf.tasks import get_task
 
 
@@ -98,8 +98,8 @@ def test_failed_checks_are_left_out_of_the_update(tiny_model_dir, tmp_path):
     """A failed check contributes no reward, no advantage and no gradient, and is counted."""
     from test_training import tiny_cfg
 
-    from rlsf.trainer import RLTrainer, experience_metrics
-    from rlsf.utils import Timer
+    from rlsf.stages.train import RLTrainer, experience_metrics
+    from rlsf.runtime.utils import Timer
 
     cfg = tiny_cfg(tiny_model_dir, tmp_path, **{"train.algorithm": "grpo", "grpo.kl_coef": 0.0,
                                                 "grpo.minibatch_size": 4, "rollout.samples_per_prompt": 2})

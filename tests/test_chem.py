@@ -363,7 +363,7 @@ def test_uspto_train_references_all_parse(shared_data) -> None:
 
 
 def test_check_cli_writes_a_picture(tmp_path: Path, capsys, shared_data) -> None:
-    from rlsf.cli import main
+    from rlsf.cli.main import main
 
     image = tmp_path / "quercetin.png"
     completion = tmp_path / "c.txt"
@@ -385,9 +385,9 @@ def test_sft_train_and_eval_run_on_chemistry(name: str, tiny_model_dir, tmp_path
     figures and the picture."""
     from test_training import tiny_cfg
 
-    from rlsf.evaluate import evaluate
-    from rlsf.sft import sft
-    from rlsf.trainer import RLTrainer
+    from rlsf.stages.evaluate import evaluate
+    from rlsf.stages.sft import sft
+    from rlsf.stages.train import RLTrainer
 
     common = {"task.name": name, "task.options": {"data_dir": str(shared_data)}, "rollout.max_new_tokens": 12,
               "eval.num_examples": 3, "eval.k": 2, "eval.max_new_tokens": 12, "sft.steps": 1, "sft.batch_size": 2}

@@ -4,8 +4,9 @@ from pathlib import Path
 
 import pytest
 
-from rlsf.cli import build_parser, main
-from rlsf.config import Config, ConfigError
+from rlsf.cli.main import build_parser, main
+from rlsf.config import Config
+from rlsf.settings import ConfigError
 
 
 def test_defaults_are_valid_and_round_trip(tmp_path):
@@ -37,7 +38,8 @@ def test_yaml_then_overrides(tmp_path):
     ({"train.algorithm": "grpo", "rollout.samples_per_prompt": 1, "grpo.minibatch_size": 1}, "rollout.samples_per_prompt"),
     ({"run.loggers": ["jsonl", "mlflow"]}, "run.loggers"),
     ({"model.lora": "maybe"}, "model.lora"),
-    ({"optim.lr": -1}, "optim.lr"),
+    ({"ppo.lr": -1}, "ppo.lr"),
+    ({"sft.max_grad_norm": -1}, "sft"),
 ])
 def test_invalid_settings_name_the_setting(overrides, setting):
     with pytest.raises(ConfigError, match=setting.replace(".", r"\.")):
@@ -107,3 +109,84 @@ def test_shipped_configs_are_valid(path: str) -> None:
 
     cfg = Config.load(path).validate()
     get_task(cfg.task.name, **cfg.task.options)
+
+
+# ---- each command offers the settings its stage reads, and no other ---------------------------
+
+def _offered_in_help(command: str) -> set[str]:
+    import re
+
+    from rlsf.cli.main import build_parser
+
+    sub = next(a for a in build_parser()._actions if a.dest == "command").choices[command]
+    return {m for m in re.findall(r"--([a-z_]+\.[a-z_]+)", sub.format_help())}
+
+
+def test_sft_help_lists_only_what_sft_reads():
+    offered = _offered_in_help("sft")
+    assert {s.split(".")[0] for s in offered} == {"model", "task", "sft", "run"}
+    assert {"sft.lr", "sft.warmup_steps", "sft.weight_decay", "sft.max_grad_norm"} <= offered
+    assert not any(s.startswith(("optim.", "ppo.", "rollout.", "train.")) for s in offered)
+
+
+def test_eval_and_check_offer_single_fields_of_shared_sections():
+    evaluated = _offered_in_help("eval")
+    assert {s for s in evaluated if s.startswith("rollout.")} == {"rollout.engine", "rollout.fused_step"}
+    assert "model.lora" not in evaluated and "run.loggers" not in evaluated  # evaluation loads no adapters, logs no steps
+    checked = _offered_in_help("check")
+    assert {s for s in checked if s.startswith("reward.")} == {"reward.mode", "reward.spread_spans", "reward.span_weight"}
+
+
+def test_stage_settings_name_real_settings():
+    from rlsf.cli.main import COMMANDS
+    from rlsf.config import iter_fields, sections
+    from rlsf.stages import STAGE_SETTINGS
+
+    names = {d for d, *_ in iter_fields()}
+    assert set(STAGE_SETTINGS) == set(COMMANDS)
+    for command, items in STAGE_SETTINGS.items():
+        for item in items:
+            assert item == "algorithm" or item in sections() or item in names, (command, item)
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["sft", "--ppo.lr", "1e-5"], "--ppo.lr is not a setting of `rlsf sft`, which does not read it; it belongs to "
+                                  "`rlsf pipeline`, `rlsf train`, `rlsf experiment`"),
+    (["eval", "--rollout.temperature", "1"], "--rollout.temperature is not a setting of `rlsf eval`"),
+    (["sft", "--optim.lr", "1e-5"], "--optim.lr: this setting moved; the optimiser settings belong to the stage"),
+    (["train", "--train.share_prompts", "false"], "ppo.share_prompts or grpo.share_prompts"),
+    (["train", "--ppo.lrr", "1"], "--ppo.lrr: no such setting"),
+])
+def test_a_flag_the_command_ignores_is_refused_with_where_it_belongs(argv, message, capsys):
+    from rlsf.cli.main import main
+
+    with pytest.raises(SystemExit) as e:
+        main(argv)
+    assert e.value.code == 2 and message in capsys.readouterr().err
+
+
+def test_a_flag_for_another_algorithm_is_refused(capsys):
+    from rlsf.cli.main import main
+
+    assert main(["train", "--algorithm", "grpo", "--ppo.lr", "1e-5", "--train.steps", "0"]) == 2
+    assert ("--ppo.lr is a setting of algorithm ppo, but train.algorithm is grpo: it would be ignored "
+            "(use --grpo.lr, or --algorithm ppo)") in capsys.readouterr().err
+
+
+def test_the_old_optim_section_says_where_its_settings_went(tmp_path):
+    old = tmp_path / "old.yaml"
+    old.write_text("optim:\n  lr: 1.0e-5\n")
+    with pytest.raises(ConfigError, match="config section 'optim' is gone: the optimiser settings belong to the stage "
+                                          "that trains: sft.lr"):
+        Config.load(old)
+    with pytest.raises(ConfigError, match=r"optim\.lr: this setting moved"):
+        Config.load(None, {"optim.lr": 1e-5})
+
+
+def test_each_trainable_stage_owns_its_optimiser():
+    cfg = Config.load(None, {"sft.lr": 2e-4, "sft.weight_decay": 0.1, "ppo.lr": 1e-6, "grpo.warmup_steps": 0,
+                             "expert_iteration.max_grad_norm": 0.5, "orm.weight_decay": 0.01})
+    assert (cfg.sft.lr, cfg.sft.weight_decay, cfg.ppo.lr, cfg.grpo.warmup_steps) == (2e-4, 0.1, 1e-6, 0)
+    assert cfg.expert_iteration.max_grad_norm == 0.5 and cfg.orm.weight_decay == 0.01
+    with pytest.raises(ConfigError, match="sft: weight_decay and max_grad_norm must be >= 0"):
+        Config.load(None, {"sft.weight_decay": -1})

@@ -5,14 +5,30 @@ import math
 import pytest
 import torch
 
+from rlsf.algorithms.advantages import (
+    GROUP_ESTIMATORS,
+    dr_grpo_advantages,
+    gae,
+    grpo_advantages,
+    group_sum,
+    returns_to_go,
+    rloo_advantages,
+)
 from rlsf.algorithms.core import (
-    GROUP_ESTIMATORS, batch_entropy, batch_entropy_index, clipped_policy_loss, clipped_value_loss, dr_grpo_advantages, entropy_from_logits,
-    gae, grpo_advantages, group_sum, kl_penalty, last_token_index, logprobs_from_logits, masked_mean, masked_whiten,
-    returns_to_go, rloo_advantages,
+    batch_entropy,
+    batch_entropy_index,
+    clipped_policy_loss,
+    clipped_value_loss,
+    entropy_from_logits,
+    kl_penalty,
+    last_token_index,
+    logprobs_from_logits,
+    masked_mean,
+    masked_whiten,
 )
 from rlsf.feedback import Certificate
-from rlsf.metrics import pass_at_k
-from rlsf.selectors import majority_vote
+from rlsf.evaluation.metrics import pass_at_k
+from rlsf.evaluation.selectors import majority_vote
 
 T = torch.tensor
 
@@ -165,7 +181,7 @@ def test_logprobs_entropy_batch_entropy():
 
 
 def test_distinct_n_and_opening_share_by_hand():
-    from rlsf.metrics import distinct_n, opening_share
+    from rlsf.evaluation.metrics import distinct_n, opening_share
 
     texts = ["I am glad", "I am glad", "the film was bad"]
     assert distinct_n(texts, 1) == 7 / 10  # I am glad the film was bad: 7 distinct of 10 words
@@ -232,7 +248,7 @@ def test_pass_at_k_and_majority():
 
 
 def test_answer_mode_share_measures_collapse():
-    from rlsf.metrics import answer_mode_share
+    from rlsf.evaluation.metrics import answer_mode_share
 
     certs = [Certificate(0, "x", answer=a) for a in ("9", "9", "7", None)]
     assert answer_mode_share(certs) == 0.5

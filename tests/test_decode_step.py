@@ -9,9 +9,9 @@ import pytest
 import torch
 from transformers import LlamaConfig, LlamaForCausalLM, Qwen2Config, Qwen2ForCausalLM
 
-from rlsf.decode_step import FusedLlamaStep, ModelStep, _mkldnn_bf16, fused_step_supported
-from rlsf.models import load_model, load_tokenizer
-from rlsf.rollout import generate
+from rlsf.rollout.fused_step import FusedLlamaStep, ModelStep, _mkldnn_bf16, fused_step_supported
+from rlsf.models.loading import load_model, load_tokenizer
+from rlsf.rollout.engines import generate
 
 SMALL = dict(vocab_size=101, hidden_size=64, intermediate_size=96, num_hidden_layers=3, num_attention_heads=4,
              num_key_value_heads=2, max_position_embeddings=256, tie_word_embeddings=False)
@@ -126,7 +126,7 @@ def test_fused_and_plain_sampling_loops_agree(tiny_model_dir):
 
 
 def test_fused_sampling_keeps_no_copy_and_reads_the_current_weights(tiny_model_dir):
-    from rlsf.rollout import SamplingModel
+    from rlsf.rollout.engines import SamplingModel
 
     model, tok = load_model(tiny_model_dir), load_tokenizer(tiny_model_dir)
     sampler = SamplingModel(model, "bf16", fused=True)

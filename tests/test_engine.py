@@ -10,9 +10,10 @@ import torch
 
 from rlsf.algorithms import ALGORITHMS, Algorithm, register
 from rlsf.algorithms.core import masked_mean
-from rlsf.cli import build_parser, main
-from rlsf.config import Config, ConfigError, opt, require
-from rlsf.evaluate import summarize
+from rlsf.cli.main import build_parser, main
+from rlsf.config import Config
+from rlsf.settings import ConfigError, opt, require
+from rlsf.stages.evaluate import summarize
 from rlsf.feedback.certificate import Certificate
 from rlsf.tasks import TaskError, get_task
 from rlsf.tasks.base import DATA_ENV, Task
@@ -23,6 +24,7 @@ from rlsf.tasks.base import DATA_ENV, Task
 @dataclass
 class ReinforceConfig:
     baseline: float = opt(0.0, "Constant subtracted from each completion's total reward.")
+    lr: float = opt(1e-3, "SGD learning rate.")
 
     def validate(self, cfg) -> None:
         require(self.baseline > -10, "reinforce.baseline", "must be > -10")
@@ -35,7 +37,7 @@ class Reinforce(Algorithm):
 
     def __init__(self, model, tokenizer, task, cfg, runtime):
         super().__init__(model, tokenizer, task, cfg, runtime)
-        self.opt = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=cfg.optim.lr)
+        self.opt = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=self.acfg.lr)
 
     def step(self, exp, timer):
         from rlsf.algorithms.base import response_forward
@@ -53,7 +55,7 @@ class Reinforce(Algorithm):
 @pytest.fixture
 def reinforce():
     """Register the plug-in for one test (other tests iterate over the built-in algorithms)."""
-    from rlsf.config import EXTRA_SECTIONS
+    from rlsf.settings import EXTRA_SECTIONS
 
     register("reinforce")(Reinforce)
     yield
@@ -64,10 +66,10 @@ def reinforce():
 def test_a_registered_algorithm_gets_its_section_flags_and_runs(reinforce, tiny_model_dir, tmp_path):
     from test_training import tiny_cfg
 
-    from rlsf.trainer import RLTrainer
+    from rlsf.stages.train import RLTrainer
 
     cfg = Config.load(None, {"train.algorithm": "reinforce", "reinforce.baseline": "0.5"})
-    assert cfg.reinforce.baseline == 0.5 and cfg.to_dict()["reinforce"] == {"baseline": 0.5}
+    assert cfg.reinforce.baseline == 0.5 and cfg.to_dict()["reinforce"] == {"baseline": 0.5, "lr": 1e-3}
     with pytest.raises(ConfigError, match="reinforce.baseline: must be > -10"):
         Config.load(None, {"train.algorithm": "reinforce", "reinforce.baseline": -20})
     with pytest.raises(ConfigError, match="train.algorithm: must be one of"):
@@ -204,7 +206,7 @@ def test_evaluate_leaves_the_callers_random_state_alone(tiny_model_dir, tmp_path
     """A held-out evaluation in the middle of a run must not reset the run's sampling stream."""
     from test_training import tiny_cfg
 
-    from rlsf.evaluate import evaluate
+    from rlsf.stages.evaluate import evaluate
 
     torch.manual_seed(123)
     state = torch.get_rng_state()

@@ -9,9 +9,9 @@ from rlsf.algorithms import ALGORITHMS
 from rlsf.algorithms.expert_iteration import verified_pairs
 from rlsf.experience import Experience
 from rlsf.feedback.certificate import Certificate
-from rlsf.models import load_model, load_tokenizer
-from rlsf.runtime import setup
-from rlsf.utils import Timer
+from rlsf.models.loading import load_model, load_tokenizer
+from rlsf.runtime.device import setup
+from rlsf.runtime.utils import Timer
 
 from test_training import tiny_cfg
 
@@ -88,7 +88,7 @@ def test_restart_trains_each_round_from_the_base_model(tiny_model_dir, tmp_path,
 def test_expert_iteration_trains_in_the_engine(tiny_model_dir, tmp_path) -> None:
     """A real run: rollouts from the tiny model, Game of 24 certificates, rounds of fine-tuning,
     a checkpoint that resumes."""
-    from rlsf.trainer import RLTrainer
+    from rlsf.stages.train import RLTrainer
 
     cfg = tiny_cfg(tiny_model_dir, tmp_path, **{"train.algorithm": "expert_iteration", "train.steps": 2,
                                                 "expert_iteration.batch_size": 2})

@@ -12,10 +12,10 @@ import torch
 
 from rlsf.algorithms import ALGORITHMS, PolicyGradient
 from rlsf.algorithms.base import response_forward
-from rlsf.models import load_model, load_tokenizer
-from rlsf.rollout import generate, sample_from, unique_prompts
-from rlsf.trainer import RLTrainer
-from rlsf.utils import Timer
+from rlsf.models.loading import load_model, load_tokenizer
+from rlsf.rollout.engines import generate, sample_from, unique_prompts
+from rlsf.stages.train import RLTrainer
+from rlsf.runtime.utils import Timer
 
 from test_training import tiny_cfg
 
@@ -164,7 +164,7 @@ def test_training_step_fast_equals_plain_in_float32(algorithm, tiny_model_dir, t
     for share in (True, False):
         torch.manual_seed(0)
         tr = _trainer(tiny_model_dir, tmp_path / str(share), **{
-            "train.algorithm": algorithm, "train.share_prompts": share, "ppo.minibatch_size": 2,
+            "train.algorithm": algorithm, f"{algorithm}.share_prompts": share, "ppo.minibatch_size": 2,
             "grpo.minibatch_size": 2, "ppo.kl_coef": 0.05, "grpo.kl_coef": 0.05})
         tr.algo.optimizer = torch.optim.SGD(tr.algo.param_groups(), lr=0.1)
         before = {n: p.detach().clone() for n, p in tr.model.named_parameters()}
@@ -205,7 +205,7 @@ def test_worker_pool_checks_give_the_same_experience(tiny_model_dir, tmp_path):
 
 
 def test_fused_adamw_steps_like_plain_adamw():
-    from rlsf.utils import make_adamw
+    from rlsf.runtime.utils import make_adamw
 
     torch.manual_seed(0)
     a = [torch.nn.Parameter(torch.randn(5, 3)), torch.nn.Parameter(torch.randn(7))]

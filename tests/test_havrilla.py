@@ -11,18 +11,19 @@ import torch
 
 from rlsf.algorithms import ALGORITHMS
 from rlsf.algorithms.rcrl import outcome_label, outcome_labels
-from rlsf.config import Config, ConfigError
-from rlsf.evaluate import summarize
+from rlsf.config import Config
+from rlsf.settings import ConfigError
+from rlsf.stages.evaluate import summarize
 from rlsf.experience import Experience
-from rlsf.experiment import arm_config, check_experiment, eval_points, expand_arms, format_table
+from rlsf.stages.experiment import arm_config, check_experiment, eval_points, expand_arms, format_table
 from rlsf.feedback.certificate import Certificate
-from rlsf.feedback.token_rewards import mix_outcome_scores
-from rlsf.orm import (OutcomeRewardModel, auc, collate_scored, encode, held_out_figures, last_position_scores,
-                      orm_loss)
-from rlsf.rollout import with_outcome
-from rlsf.selectors import SELECTORS
+from rlsf.feedback.rewards import mix_outcome_scores
+from rlsf.models.orm import OutcomeRewardModel, collate_scored, encode, last_position_scores, orm_loss
+from rlsf.stages.orm import auc, held_out_figures
+from rlsf.rollout.collect import score_with_orm, with_outcome
+from rlsf.evaluation.selectors import SELECTORS
 from rlsf.tasks import get_task
-from rlsf.utils import Timer
+from rlsf.runtime.utils import Timer
 
 from test_training import tiny_cfg
 
@@ -107,7 +108,7 @@ def test_summarize_reports_rerank_at_k() -> None:
 def trained_orm(tiny_model_dir, tmp_path_factory, shared_data):
     """An ORM trained on SVAMP problems where the right ranking is known: each problem has a solution
     ending in its correct answer (label 1) and one that gives no answer (label 0)."""
-    from rlsf.orm import train_orm
+    from rlsf.stages.orm import train_orm
 
     task = get_task("svamp")
     problems = task.load("train")[:24]
@@ -134,14 +135,14 @@ def test_orm_learns_the_known_ranking(trained_orm) -> None:
     orm = OutcomeRewardModel.load(out)
     task = get_task("svamp")
     unseen = task.load("test")[:4]  # never in training: the ranking carries over
-    good = orm.score(task, unseen, [ex["solution"] for ex in unseen])
-    bad = orm.score(task, unseen, ["I am not sure how to solve this one."] * 4)
+    good = score_with_orm(orm, task, unseen, [ex["solution"] for ex in unseen])
+    bad = score_with_orm(orm, task, unseen, ["I am not sure how to solve this one."] * 4)
     assert all(g > b for g, b in zip(good, bad)), (good, bad)
 
 
 def test_rlsf_orm_refuses_a_single_label(tiny_model_dir, tmp_path, shared_data) -> None:
     from rlsf.errors import RlsfError
-    from rlsf.orm import train_orm
+    from rlsf.stages.orm import train_orm
 
     (tmp_path / "samples.jsonl").write_text(json.dumps({"id": "chal-1", "completion": "x", "correct": False}) + "\n")
     cfg = Config.load(None, {"model.name": tiny_model_dir, "model.autocast": "none", "task.name": "svamp",
@@ -161,8 +162,8 @@ def test_orm_folder_errors_are_clear(tmp_path) -> None:
 
 def test_orm_reward_and_rerank_in_the_engine(trained_orm, tiny_model_dir, tmp_path) -> None:
     """PPO trained on the ORM alone (reward.checker_weight 0), then rerank@k in `rlsf eval`."""
-    from rlsf.evaluate import evaluate
-    from rlsf.trainer import RLTrainer
+    from rlsf.stages.evaluate import evaluate
+    from rlsf.stages.train import RLTrainer
 
     out, _, _ = trained_orm
     cfg = tiny_cfg(tiny_model_dir, tmp_path, **{"task.name": "svamp", "reward.orm": str(out),
@@ -205,8 +206,8 @@ def test_outcome_labels_and_markers() -> None:
 
 
 def test_rcrl_labels_every_sample_by_its_outcome(tiny_model_dir, tmp_path, shared_data) -> None:
-    from rlsf.models import load_model, load_tokenizer
-    from rlsf.runtime import setup
+    from rlsf.models.loading import load_model, load_tokenizer
+    from rlsf.runtime.device import setup
 
     cfg = tiny_cfg(tiny_model_dir, tmp_path, **{"task.name": "svamp", "train.algorithm": "rcrl", "rcrl.lr": 1e-2,
                                                 "rcrl.batch_size": 2})
@@ -229,7 +230,7 @@ def test_rcrl_labels_every_sample_by_its_outcome(tiny_model_dir, tmp_path, share
 
 
 def test_rcrl_trains_in_the_engine_and_samples_conditioned(tiny_model_dir, tmp_path) -> None:
-    from rlsf.trainer import RLTrainer
+    from rlsf.stages.train import RLTrainer
 
     cfg = tiny_cfg(tiny_model_dir, tmp_path, **{"train.algorithm": "rcrl", "train.steps": 2, "rcrl.batch_size": 2})
     trainer = RLTrainer(cfg)
@@ -266,7 +267,7 @@ def test_experiment_config_errors(arms, match) -> None:
 def test_experiment_runs_every_arm_and_resumes(tiny_model_dir, tmp_path) -> None:
     """SFT, an evaluation of the start, three arms with two evaluations each, a table and a plot;
     a second run finds everything done and trains nothing."""
-    from rlsf.experiment import run_experiment
+    from rlsf.stages.experiment import run_experiment
 
     cfg = tiny_cfg(tiny_model_dir, tmp_path, **{
         "experiment.samples": 8, "experiment.evaluations": 2, "experiment.orm": False, "eval.selectors": ["maj"],
@@ -321,7 +322,7 @@ def test_seeds_expand_every_arm_seed_major_and_the_table_gives_mean_and_sd() -> 
 
 
 def test_experiment_with_seeds_trains_each_seed_and_plots_training(tiny_model_dir, tmp_path) -> None:
-    from rlsf.experiment import run_experiment
+    from rlsf.stages.experiment import run_experiment
 
     cfg = tiny_cfg(tiny_model_dir, tmp_path, **{
         "sft.steps": 0, "experiment.samples": 4, "experiment.evaluations": 1, "experiment.orm": False,
@@ -370,7 +371,7 @@ def space_first():
 
 
 def test_expert_iteration_raises_the_success_rate(space_first, tiny_model_dir, tmp_path) -> None:
-    from rlsf.trainer import RLTrainer
+    from rlsf.stages.train import RLTrainer
 
     cfg = tiny_cfg(tiny_model_dir, tmp_path, **{
         "task.name": space_first, "train.algorithm": "expert_iteration", "train.steps": 4,
@@ -391,9 +392,9 @@ def test_expert_iteration_raises_the_success_rate(space_first, tiny_model_dir, t
 
 def test_rcrl_learns_to_tell_the_outcomes_apart(space_first, tiny_model_dir, tmp_path) -> None:
     """After rounds on one good and one bad completion, each is likelier under its own label."""
-    from rlsf.models import load_model, load_tokenizer
-    from rlsf.runtime import setup
-    from rlsf.sft import collate, completion_loss
+    from rlsf.models.loading import load_model, load_tokenizer
+    from rlsf.runtime.device import setup
+    from rlsf.algorithms.supervised import collate, completion_loss
 
     cfg = tiny_cfg(tiny_model_dir, tmp_path, **{"task.name": space_first, "train.algorithm": "rcrl",
                                                 "rcrl.lr": 1e-2, "rcrl.batch_size": 2, "rcrl.dedupe": False})
@@ -419,7 +420,7 @@ def test_rcrl_learns_to_tell_the_outcomes_apart(space_first, tiny_model_dir, tmp
 
 def test_rlsf_orm_never_overwrites_and_names_a_bad_samples_line(tiny_model_dir, tmp_path, shared_data) -> None:
     from rlsf.errors import RlsfError
-    from rlsf.orm import train_orm
+    from rlsf.stages.orm import train_orm
 
     (tmp_path / "samples.jsonl").write_text('{"id": 1, "completion": "x", "correct": true}\n{"id": 2\n')
     base = {"model.name": tiny_model_dir, "model.autocast": "none", "task.name": "svamp", "orm.prompts": 5,

@@ -8,23 +8,21 @@ from pathlib import Path
 import pytest
 import torch
 
-from rlsf import models
-from rlsf.models import (
+from rlsf.models import loading as models
+from rlsf.models.loading import (
     CONVERSION_RECORD,
     LoraSpec,
     ModelError,
-    Reference,
-    ValueHead,
-    cache_dir,
     convert_embedded,
-    forward_logits,
-    hidden_size,
     load_model,
     load_tokenizer,
     resolve_model,
     save_model,
     tiny_model_from_tokenizer,
 )
+from rlsf.models.reference import Reference
+from rlsf.models.parts import ValueHead, forward_logits, hidden_size
+from rlsf.runtime.cache import cache_dir
 
 
 @pytest.fixture

@@ -6,8 +6,8 @@ import pytest
 import torch
 
 from rlsf.config import Config
-from rlsf.evaluate import evaluate
-from rlsf.trainer import RLTrainer
+from rlsf.stages.evaluate import evaluate
+from rlsf.stages.train import RLTrainer
 
 pytestmark = pytest.mark.slow
 
@@ -44,8 +44,8 @@ def test_real_model_eval_writes_results(tmp_path):
 def test_real_model_fused_step_matches_its_own_forward(tokenizer):
     """SmolLM2-135M (9 query heads on 3 key/value heads, tied head): the fused step against the
     model's own forward, in float32 (round-off) and with bf16 weights (bf16 tolerance)."""
-    from rlsf.decode_step import FusedLlamaStep, ModelStep, fused_step_supported
-    from rlsf.models import load_model, resolve_model
+    from rlsf.rollout.fused_step import FusedLlamaStep, ModelStep, fused_step_supported
+    from rlsf.models.loading import load_model, resolve_model
 
     model = load_model(resolve_model("smollm2-135m"))
     assert fused_step_supported(model)

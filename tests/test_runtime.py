@@ -6,8 +6,9 @@ import pytest
 import torch
 import yaml
 
-from rlsf import runtime
-from rlsf.config import Config, ConfigError
+from rlsf.runtime import device as runtime
+from rlsf.config import Config
+from rlsf.settings import ConfigError
 
 
 @pytest.fixture
@@ -60,12 +61,12 @@ def test_every_bf16_path_follows_the_decision(fresh, monkeypatch, tiny_model_dir
     """Autocast of the update, the sampler's weights and the run's config.yaml all show the one decision."""
     from test_training import tiny_cfg
 
-    import rlsf.rollout
-    from rlsf.trainer import RLTrainer
+    import rlsf.rollout.engines
+    from rlsf.stages.train import RLTrainer
 
     monkeypatch.setenv(runtime.FORCE_ENV, forced)
     seen = []
-    real = rlsf.rollout.FusedLlamaStep
+    real = rlsf.rollout.engines.FusedLlamaStep
 
     class Spy(real):
         def __init__(self, model, batch, length, precision, **kw):
@@ -73,7 +74,7 @@ def test_every_bf16_path_follows_the_decision(fresh, monkeypatch, tiny_model_dir
             super().__init__(model, batch, length, precision, **kw)
             seen[-1] = (precision, self.dtype)
 
-    monkeypatch.setattr(rlsf.rollout, "FusedLlamaStep", Spy)
+    monkeypatch.setattr(rlsf.rollout.engines, "FusedLlamaStep", Spy)
     tr = RLTrainer(tiny_cfg(tiny_model_dir, tmp_path, **{"model.autocast": "auto", "train.steps": 1}))
     assert tr.runtime.precision == precision and tr.algo.precision == precision
     assert tr.sampler.copy is None  # the fused step makes its weights per rollout
@@ -87,8 +88,8 @@ def test_every_bf16_path_follows_the_decision(fresh, monkeypatch, tiny_model_dir
 
 
 def test_a_sampling_copy_is_made_only_for_bf16(tiny_model_dir):
-    from rlsf.models import load_model
-    from rlsf.rollout import SamplingModel
+    from rlsf.models.loading import load_model
+    from rlsf.rollout.engines import SamplingModel
 
     model = load_model(tiny_model_dir)
     assert SamplingModel(model, "none").copy is None
@@ -101,7 +102,7 @@ def test_a_sampling_copy_is_made_only_for_bf16(tiny_model_dir):
 def test_gpu_runtime_and_training_step(fresh, tiny_model_dir, tmp_path):
     from test_training import tiny_cfg
 
-    from rlsf.trainer import RLTrainer
+    from rlsf.stages.train import RLTrainer
 
     tr = RLTrainer(tiny_cfg(tiny_model_dir, tmp_path, **{"model.autocast": "auto", "model.device": "auto",
                                                         "train.steps": 1}))
@@ -114,8 +115,8 @@ def test_gpu_runtime_and_training_step(fresh, tiny_model_dir, tmp_path):
 
 @pytest.mark.gpu
 def test_gpu_fused_step_matches_the_model(tiny_model_dir):
-    from rlsf.decode_step import FusedLlamaStep
-    from rlsf.models import load_model
+    from rlsf.rollout.fused_step import FusedLlamaStep
+    from rlsf.models.loading import load_model
 
     model = load_model(tiny_model_dir).cuda().eval()
     ids = torch.randint(10, 1000, (3, 7), device="cuda")

@@ -129,6 +129,7 @@ def _run_body(args_json: str) -> None:
     import warnings
 
     from rlsf import sandbox as sbm
+    from rlsf.sandbox import cgroups as sbm_cg  # names the run cgroups (private: not re-exported)
 
     args = json.loads(args_json)
     tmp = Path(args["tmp"])
@@ -154,8 +155,8 @@ def _run_body(args_json: str) -> None:
                 break
             time.sleep(0.05)
         assert not others, f"processes left behind: {others}"
-    for _feature, (_v, base) in sbm._cgroup_plan().items():
-        mine = [n for n in os.listdir(base) if n.startswith(f"{sbm._PREFIX}-{sbm._nsid()}-{os.getpid()}-")]
+    for _feature, (_v, base) in sbm_cg._cgroup_plan().items():
+        mine = [n for n in os.listdir(base) if n.startswith(f"{sbm_cg._PREFIX}-{sbm_cg._nsid()}-{os.getpid()}-")]
         assert not mine, f"cgroups left behind in {base}: {mine}"
     assert subprocess.run(["true"]).returncode == 0
     assert sum(range(1000)) == 499500
@@ -319,6 +320,7 @@ def _body_caller_killed(sb, tmp, *, probe):
     """The process that runs the sandbox is SIGKILLed mid-run (a check worker past its time-out):
     the program dies with it, and the next Sandbox sweeps the work dir and cgroup it left."""
     from rlsf import sandbox as sbm
+    from rlsf.sandbox import cgroups as sbm_cg
 
     code = (f"import sys; sys.path.insert(0, {str(HERE)!r}); from pathlib import Path; from rlsf import sandbox as s; "
             f"sb = s.Sandbox({sb.mode!r}, tmp_dir={str(sb.tmp_dir)!r}); cm = sb.workdir(); wd = cm.__enter__(); "
@@ -338,8 +340,8 @@ def _body_caller_killed(sb, tmp, *, probe):
     assert stale, "expected the killed caller's work dir (to be swept)"
     sbm.Sandbox(sb.mode, tmp_dir=sb.tmp_dir)  # sweeps what the dead process left
     assert not list(sb.tmp_dir.iterdir())
-    for _feature, (_v, base) in sbm._cgroup_plan().items():
-        assert not [n for n in os.listdir(base) if n.startswith(f"{sbm._PREFIX}-{sbm._nsid()}-{child.pid}-")]
+    for _feature, (_v, base) in sbm_cg._cgroup_plan().items():
+        assert not [n for n in os.listdir(base) if n.startswith(f"{sbm_cg._PREFIX}-{sbm_cg._nsid()}-{child.pid}-")]
     return {"stale": stale}
 
 

@@ -207,7 +207,7 @@ def test_shipped_data(shared_data: Path, capsys) -> None:
 
 
 def test_rlsf_check(shared_data: Path, tmp_path: Path, capsys) -> None:
-    from rlsf.cli import main
+    from rlsf.cli.main import main
 
     f = tmp_path / "c.txt"
     f.write_text("not good at all\n")

@@ -150,7 +150,7 @@ def test_verdicts_are_cached_by_source(spoc, example):
 
 
 def test_rlsf_check_on_spoc(tmp_path, capsys, shared_data, example):
-    from rlsf.cli import main
+    from rlsf.cli.main import main
 
     f = tmp_path / "prog.cpp"
     f.write_text(example["code"].replace("cin >> s;", "cin >> s"))
@@ -170,9 +170,9 @@ def test_sft_train_and_eval_run_on_spoc(tiny_model_dir, tmp_path, shared_data):
     completions (garbage) are compiled and certified, evaluation with the hidden tests."""
     from test_training import tiny_cfg
 
-    from rlsf.evaluate import evaluate
-    from rlsf.sft import sft
-    from rlsf.trainer import RLTrainer
+    from rlsf.stages.evaluate import evaluate
+    from rlsf.stages.sft import sft
+    from rlsf.stages.train import RLTrainer
 
     common = {"task.name": "spoc", "task.options": {"data_dir": str(shared_data)}, "rollout.max_new_tokens": 16,
               "eval.num_examples": 2, "eval.k": 1, "eval.max_new_tokens": 16, "sft.steps": 1, "sft.batch_size": 2}

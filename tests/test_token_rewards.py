@@ -4,7 +4,8 @@ import pytest
 import torch
 
 from rlsf.feedback import Certificate, Span
-from rlsf.feedback.token_rewards import certificate_token_rewards, decode_with_offsets, token_reward_tensor
+from rlsf.feedback.rewards import certificate_token_rewards, token_reward_tensor
+from rlsf.feedback.offsets import decode_with_offsets
 
 
 def ids_of(tokenizer, text):
@@ -134,8 +135,8 @@ import subprocess  # noqa: E402
 import sys  # noqa: E402
 from pathlib import Path  # noqa: E402
 
-from rlsf.feedback import token_rewards as tr  # noqa: E402
-from rlsf.feedback.token_rewards import Detokenizer, completion_text  # noqa: E402
+from rlsf.feedback import offsets as tr  # noqa: E402
+from rlsf.feedback.offsets import Detokenizer, completion_text  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 MULTIBYTE = [

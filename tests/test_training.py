@@ -7,17 +7,19 @@ import pytest
 import torch
 
 from rlsf.algorithms import ALGORITHMS, PolicyGradient
-from rlsf.checkpoint import Checkpointer
-from rlsf.cli import main
-from rlsf.config import Config, ConfigError
-from rlsf.models import load_model, load_tokenizer
-from rlsf.pipeline import pipeline
-from rlsf.rollout import generate
-from rlsf.runtime import load_task
-from rlsf.sft import sft
+from rlsf.runtime.checkpoint import Checkpointer
+from rlsf.cli.main import main
+from rlsf.config import Config
+from rlsf.settings import ConfigError
+from rlsf.models.loading import load_model, load_tokenizer
+from rlsf.stages.pipeline import pipeline
+from rlsf.rollout.engines import generate
+from rlsf.stages.context import load_task
+from rlsf.stages.sft import sft
 from rlsf.tasks.base import TaskError
-from rlsf.trainer import RLTrainer, batch_indices
-from rlsf.utils import Timer
+from rlsf.stages.train import RLTrainer
+from rlsf.runtime.utils import batch_indices
+from rlsf.runtime.utils import Timer
 
 
 def tiny_cfg(tiny_model_dir, tmp_path, **overrides):
@@ -27,7 +29,7 @@ def tiny_cfg(tiny_model_dir, tmp_path, **overrides):
         "model.name": tiny_model_dir, "model.autocast": "none", "check.workers": 0,
         "rollout.prompts_per_step": 2, "rollout.samples_per_prompt": 2, "rollout.max_new_tokens": 12,
         "ppo.minibatch_size": 2, "grpo.minibatch_size": 2, "train.steps": 2, "train.save_every": 0,
-        "optim.lr": 1e-3, "sft.steps": 2, "sft.batch_size": 4, "sft.lr": 1e-3,
+        "ppo.lr": 1e-3, "grpo.lr": 1e-3, "sft.steps": 2, "sft.batch_size": 4, "sft.lr": 1e-3,
         "eval.num_examples": 3, "eval.k": 2, "eval.max_new_tokens": 12,
         "run.output_dir": str(tmp_path / "run"), "run.progress": False,
     }
@@ -46,9 +48,9 @@ def test_batch_indices_cover_each_epoch():
 
 
 def test_rollout_and_check_fills_one_record_per_row(tiny_model_dir):
-    from rlsf.checking import CheckService
-    from rlsf.feedback.token_rewards import Detokenizer
-    from rlsf.rollout import rollout_and_check
+    from rlsf.feedback.service import CheckService
+    from rlsf.feedback.offsets import Detokenizer
+    from rlsf.rollout.collect import rollout_and_check
     from rlsf.tasks import get_task
 
     model, tok = load_model(tiny_model_dir), load_tokenizer(tiny_model_dir)
@@ -125,7 +127,7 @@ def test_lora_reference_is_the_base(tiny_model_dir, tmp_path):
 
 
 def test_a_failed_checkpoint_write_is_a_clear_error_and_keeps_the_previous_one(tmp_path, monkeypatch):
-    from rlsf.checkpoint import CheckpointError
+    from rlsf.runtime.checkpoint import CheckpointError
 
     ckpt = Checkpointer(tmp_path)
     ckpt.save(1, {"w": torch.ones(2)})
@@ -212,7 +214,7 @@ def test_sft_learns_demonstrations(tiny_model_dir, tmp_path):
 
 
 def test_sft_max_length_leaves_out_long_demonstrations(tiny_model_dir, tmp_path, capsys):
-    from rlsf.sft import demonstration_ids
+    from rlsf.stages.sft import demonstration_ids
 
     cfg = tiny_cfg(tiny_model_dir, tmp_path / "a", **{"sft.steps": 1})
     task = load_task(cfg)
@@ -244,7 +246,7 @@ def test_bad_inputs_give_clear_errors(tiny_model_dir, tmp_path, capsys):
 
 
 def test_bf16_sampling_copy_follows_the_policy(tiny_model_dir):
-    from rlsf.rollout import SamplingModel
+    from rlsf.rollout.engines import SamplingModel
 
     model = load_model(tiny_model_dir)
     sampler = SamplingModel(model, "bf16")
@@ -260,7 +262,7 @@ def test_bf16_sampling_copy_follows_the_policy(tiny_model_dir):
 
 
 def test_top_p_filter_hand_computed():
-    from rlsf.rollout import top_p_filter
+    from rlsf.rollout.engines import top_p_filter
 
     scores = torch.tensor([[0.2, 0.5, 0.3]]).log()
     kept = top_p_filter(scores, 0.6)  # mass before 0.3 is 0.5 < 0.6 (kept); before 0.2 is 0.8 (dropped)
@@ -296,8 +298,8 @@ def test_ignore_eos_generates_exactly_max_tokens(tiny_model_dir):
 
 
 def test_bf16_sampling_copy_of_a_lora_policy_follows_the_adapters(tiny_model_dir):
-    from rlsf.models import LoraSpec
-    from rlsf.rollout import SamplingModel
+    from rlsf.models.loading import LoraSpec
+    from rlsf.rollout.engines import SamplingModel
 
     model = load_model(tiny_model_dir, lora=LoraSpec(r=4))
     sampler = SamplingModel(model, "bf16")
@@ -340,7 +342,7 @@ def test_value_warmup_moves_only_the_value_head(tiny_model_dir, tmp_path):
 
 def test_learning_rate_warms_up_linearly(tiny_model_dir, tmp_path):
     cfg = tiny_cfg(tiny_model_dir, tmp_path, **{"train.algorithm": "grpo", "grpo.minibatch_size": 2,
-                                                "optim.lr": 1e-3, "optim.warmup_steps": 4})
+                                                "grpo.lr": 1e-3, "grpo.warmup_steps": 4})
     tr = RLTrainer(cfg)
     lrs = [tr.train_step()["lr"] for _ in range(3)]  # 2 updates per step: lr after updates 2, 4, 6
     assert lrs == pytest.approx([1e-3 * 2 / 4, 1e-3, 1e-3])
@@ -349,8 +351,8 @@ def test_learning_rate_warms_up_linearly(tiny_model_dir, tmp_path):
 @pytest.mark.parametrize("lora", [False, True])
 def test_sft_loss_equals_the_models_own_and_its_gradient(tiny_model_dir, lora):
     """The completion-only head gives HF's ``labels=`` loss and the same gradients (LoRA too)."""
-    from rlsf.models import LoraSpec, load_model
-    from rlsf.sft import collate, completion_loss
+    from rlsf.models.loading import LoraSpec, load_model
+    from rlsf.algorithms.supervised import collate, completion_loss
 
     spec = LoraSpec(r=4, alpha=8, dropout=0.0, target_modules=("q_proj", "v_proj")) if lora else None
     pairs = [([5, 6, 7, 8, 9], [10, 11]), ([12, 13], [14, 15, 16, 17]), ([3], [4])]

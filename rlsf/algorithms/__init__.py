@@ -1,5 +1,11 @@
 """RL algorithms, registered by name, each with its own settings section.
 
+The package's modules, in the order of an update: ``core`` (masked statistics, KL, entropy,
+losses: pure functions over ``[B, T]`` token tensors), ``advantages`` (the advantage-estimator
+registry: GAE and the group baselines), ``supervised`` (the completion-only update SFT, Expert
+Iteration and RCRL share), ``base`` (the :class:`Algorithm` contract and the clipped
+policy-gradient loop), ``registry``, then one module per algorithm.
+
 A new algorithm is one module in this package (every module here is imported, so it
 registers itself)::
 
@@ -16,28 +22,17 @@ from __future__ import annotations
 
 import importlib
 import pkgutil
-from typing import Callable
 
+from rlsf.algorithms import expert_iteration, grpo, ppo, rcrl  # noqa: F401  (each registers itself)
 from rlsf.algorithms.base import Algorithm, PolicyGradient
-from rlsf.config import register_section
+from rlsf.algorithms.registry import ALGORITHMS, register
 
-ALGORITHMS: dict[str, type[Algorithm]] = {}
+#: Modules of this package that hold no algorithm.
+_LIBRARY = {"advantages", "base", "core", "registry", "supervised"}
 
-
-def register(name: str) -> Callable[[type[Algorithm]], type[Algorithm]]:
-    def deco(cls: type[Algorithm]) -> type[Algorithm]:
-        if name in ALGORITHMS and ALGORITHMS[name] is not cls:
-            raise ValueError(f"algorithm {name!r} is already registered")
-        cls.name = name
-        register_section(name, cls.Config)
-        ALGORITHMS[name] = cls
-        return cls
-
-    return deco
-
-
+# A module dropped into this folder registers itself too, without an edit here.
 for _module in pkgutil.iter_modules(__path__):
-    if _module.name not in ("base", "core"):
+    if _module.name not in _LIBRARY:
         importlib.import_module(f"{__name__}.{_module.name}")
 
 __all__ = ["ALGORITHMS", "Algorithm", "PolicyGradient", "register"]

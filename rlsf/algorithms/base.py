@@ -24,14 +24,21 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 from transformers import DynamicCache
 
 from rlsf.algorithms.core import (
-    batch_entropy, batch_entropy_index, entropy_from_logits, kl_penalty, last_token_index, logprobs_from_logits,
-    masked_mean, masked_sum,
+    batch_entropy,
+    batch_entropy_index,
+    entropy_from_logits,
+    kl_penalty,
+    last_token_index,
+    logprobs_from_logits,
+    masked_mean,
+    masked_sum,
 )
-from rlsf.config import opt, require
 from rlsf.experience import Experience
-from rlsf.models import Reference, position_ids_from_mask
-from rlsf.rollout import unique_prompts
-from rlsf.utils import Timer, autocast, make_adamw, model_device
+from rlsf.models.parts import position_ids_from_mask
+from rlsf.models.reference import Reference
+from rlsf.rollout.engines import unique_prompts
+from rlsf.runtime.utils import Timer, autocast, make_adamw, model_device
+from rlsf.settings import opt, require
 
 
 @dataclass
@@ -161,6 +168,15 @@ class PolicyUpdateConfig:
                                     "over the minibatch, of each sample's next-token distribution at its last "
                                     "response position (softmax at batch_entropy_temperature).")
     batch_entropy_temperature: float = opt(1.0, "Softmax temperature of the batch-entropy term.")
+    lr: float = opt(3e-6, "AdamW learning rate of the policy. AdamW's first updates move every weight by about the "
+                    "learning rate whatever the gradient (benchmarks/bench_first_update.py): 1e-5 moved the SFT "
+                    "model by ~4 nats per completion in one step, 3e-6 by ~0.4, with warm-up ~0.06.")
+    warmup_steps: int = opt(8, "Linear learning-rate warm-up over the first N optimiser updates (0: none).")
+    weight_decay: float = opt(0.0, "AdamW weight decay.")
+    max_grad_norm: float = opt(1.0, "Gradient clipping norm (0: off).")
+    share_prompts: bool = opt(True, "In the update's passes, run each distinct prompt once and share its KV cache "
+                              "among its samples (same result, fewer tokens); false: one full prompt + response "
+                              "pass per sample (the plain path).")
     batch_entropy_position: str = opt("last", "Each sample's position in the batch entropy: last (its last "
                                       "response token, the end-of-turn token when it stopped) or before_end "
                                       "(the token before a final end-of-turn token: where completions differ).")
@@ -172,6 +188,10 @@ class PolicyUpdateConfig:
         require(self.minibatch_size >= 1 and batch % self.minibatch_size == 0, f"{name}.minibatch_size",
                 f"must divide the batch of rollout.prompts_per_step x rollout.samples_per_prompt = {batch}")
         require(self.clip_range > 0, f"{name}.clip_range", "must be > 0")
+        require(self.lr > 0, f"{name}.lr", "must be > 0")
+        require(self.warmup_steps >= 0, f"{name}.warmup_steps", "must be >= 0")
+        require(self.weight_decay >= 0 and self.max_grad_norm >= 0, name,
+                "weight_decay and max_grad_norm must be >= 0")
         require(self.kl_coef >= 0, f"{name}.kl_coef", "must be >= 0")
         require(self.batch_entropy_temperature > 0, f"{name}.batch_entropy_temperature", "must be > 0")
         require(self.batch_entropy_position in ("last", "before_end"), f"{name}.batch_entropy_position",
@@ -187,17 +207,17 @@ class PolicyGradient(Algorithm):
         super().__init__(model, tokenizer, task, cfg, runtime)
         self.temperature = cfg.rollout.temperature
         self.precision = runtime.precision
-        self.share_prompts = cfg.train.share_prompts
+        self.share_prompts = self.acfg.share_prompts
         # The reference is the policy as loaded (the SFT model): a frozen copy or, with LoRA, the
         # same weights with adapters disabled. Without a KL term nothing reads it: no copy is made.
         self.reference = Reference.from_policy(model) if self.acfg.kl_coef > 0 else None
-        self.optimizer = make_adamw(self.param_groups(), weight_decay=cfg.optim.weight_decay)
+        self.optimizer = make_adamw(self.param_groups(), weight_decay=self.acfg.weight_decay)
         self.updates = 0  # optimiser steps taken (learning-rate warm-up)
 
     # ---- hooks ---------------------------------------------------------------------------------
     def param_groups(self) -> list[dict[str, Any]]:
         params = [p for p in self.model.parameters() if p.requires_grad]
-        return [{"params": params, "lr": self.cfg.optim.lr}]
+        return [{"params": params, "lr": self.acfg.lr}]
 
     @abstractmethod
     def prepare(self, exp: Experience, timer: Timer) -> tuple[dict[str, torch.Tensor], dict[str, float]]:
@@ -264,7 +284,7 @@ class PolicyGradient(Algorithm):
         return bonus, {"entropy": ent.detach(), "batch_entropy": bent.detach()}
 
     def _set_lr(self) -> None:
-        warm = self.cfg.optim.warmup_steps
+        warm = self.acfg.warmup_steps
         scale = min(1.0, (self.updates + 1) / warm) if warm else 1.0
         for g in self.optimizer.param_groups:
             g["lr"] = g.setdefault("base_lr", g["lr"]) * scale  # base_lr: the configured rate
@@ -296,8 +316,8 @@ class PolicyGradient(Algorithm):
                     self.optimizer.zero_grad(set_to_none=True)
                     loss.backward()
                     params = [p for g in self.optimizer.param_groups for p in g["params"]]
-                    if self.cfg.optim.max_grad_norm > 0:
-                        mstats["grad_norm"] = torch.nn.utils.clip_grad_norm_(params, self.cfg.optim.max_grad_norm)
+                    if self.acfg.max_grad_norm > 0:
+                        mstats["grad_norm"] = torch.nn.utils.clip_grad_norm_(params, self.acfg.max_grad_norm)
                     self._set_lr()
                     self.optimizer.step()
                     self.updates += 1

@@ -10,7 +10,7 @@ completions for each of ``rollout.prompts_per_step`` prompts and checks them; th
     D_i = R_i + D_(i-1)
     policy = the model training started from (``restart: true``, as in the paper), or the
              current policy (``restart: false``), fine-tuned on D_i for ``epochs`` passes of
-             ``batch_size`` with SFT's completion-only loss (:func:`rlsf.sft.sft_update`)
+             ``batch_size`` with SFT's completion-only loss (:func:`rlsf.algorithms.supervised.sft_update`)
 
 Rewards and token-level spans play no part: the certificate's ``correct`` is the filter. The
 rollout engine and the SFT update are the trainer's and SFT's own.
@@ -25,13 +25,13 @@ from typing import Any
 import numpy as np
 import torch
 
-from rlsf.algorithms import register
 from rlsf.algorithms.base import Algorithm
-from rlsf.checkpoint import load_trainable_state, trainable_state
-from rlsf.config import opt, require
+from rlsf.algorithms.registry import register
+from rlsf.algorithms.supervised import collate, sft_update
 from rlsf.experience import Experience
-from rlsf.sft import collate, sft_update
-from rlsf.utils import Timer, make_adamw, model_device
+from rlsf.runtime.checkpoint import load_trainable_state, trainable_state
+from rlsf.runtime.utils import Timer, make_adamw, model_device
+from rlsf.settings import opt, require
 
 
 @dataclass
@@ -43,6 +43,8 @@ class ExpertIterationConfig:
     max_steps: int = opt(200, "At most this many fine-tuning steps per round.")
     batch_size: int = opt(8, "Demonstrations per fine-tuning step.")
     lr: float = opt(1e-5, "AdamW learning rate of the fine-tuning (constant within a round).")
+    weight_decay: float = opt(0.0, "AdamW weight decay.")
+    max_grad_norm: float = opt(1.0, "Gradient clipping norm (0: off).")
 
     def validate(self, cfg) -> None:
         name = cfg.train.algorithm
@@ -50,6 +52,8 @@ class ExpertIterationConfig:
         require(self.max_steps >= 1, f"{name}.max_steps", "must be >= 1")
         require(self.batch_size >= 1, f"{name}.batch_size", "must be >= 1")
         require(self.lr > 0, f"{name}.lr", "must be > 0")
+        require(self.weight_decay >= 0 and self.max_grad_norm >= 0, name,
+                "weight_decay and max_grad_norm must be >= 0")
 
 
 def verified_pairs(exp: Experience, keep_truncated: bool = False) -> list[tuple[list[int], list[int]]]:
@@ -80,7 +84,7 @@ class ExpertIteration(Algorithm):
         self.optimizer = self._optimizer()
 
     def _optimizer(self) -> torch.optim.Optimizer:
-        return make_adamw([{"params": self.params, "lr": self.acfg.lr}], weight_decay=self.cfg.optim.weight_decay)
+        return make_adamw([{"params": self.params, "lr": self.acfg.lr}], weight_decay=self.acfg.weight_decay)
 
     def select(self, exp: Experience) -> list[tuple[list[int], list[int]]]:
         """R_i: the (prompt ids, completion ids) this round adds to the data set."""
@@ -116,7 +120,7 @@ class ExpertIteration(Algorithm):
                 rows = order[s * a.batch_size:(s + 1) * a.batch_size]
                 batch = {k: v.to(device) for k, v in collate([self.data[i] for i in rows], self.pad).items()}
                 loss, _ = sft_update(self.model, self.optimizer, self.params, batch, self.runtime.precision,
-                                     self.cfg.optim.max_grad_norm)
+                                     self.acfg.max_grad_norm)
                 losses.append(float(loss))
         return {**stats, "ei/steps": float(steps), "loss/sft": float(np.mean(losses))}
 

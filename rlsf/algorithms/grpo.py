@@ -2,7 +2,7 @@
 
 Several samples per prompt (rows sharing a ``group`` id); each token's advantage is its
 return-to-go minus the group's mean total reward, scaled per group (estimator ``grpo``, see
-:func:`rlsf.algorithms.core.grpo_advantages`), or one of the other named group estimators. No
+:func:`rlsf.algorithms.advantages.grpo_advantages`), or one of the other named group estimators. No
 value head. The KL to the reference is the k3 estimator added to the loss.
 """
 
@@ -12,12 +12,13 @@ from dataclasses import dataclass
 
 import torch
 
-from rlsf.algorithms import register
+from rlsf.algorithms.advantages import GROUP_ESTIMATORS
 from rlsf.algorithms.base import ForwardOut, PolicyGradient, PolicyUpdateConfig
-from rlsf.algorithms.core import GROUP_ESTIMATORS, clipped_policy_loss, kl_penalty, masked_mean
-from rlsf.config import opt, require
+from rlsf.algorithms.core import clipped_policy_loss, kl_penalty, masked_mean
+from rlsf.algorithms.registry import register
 from rlsf.experience import Experience
-from rlsf.utils import Timer
+from rlsf.runtime.utils import Timer
+from rlsf.settings import opt, require
 
 
 @dataclass

@@ -13,13 +13,14 @@ from typing import Any
 
 import torch
 
-from rlsf.algorithms import register
+from rlsf.algorithms.advantages import gae
 from rlsf.algorithms.base import ForwardOut, PolicyGradient, PolicyUpdateConfig
-from rlsf.algorithms.core import clipped_policy_loss, clipped_value_loss, gae, kl_penalty, masked_mean, masked_whiten
-from rlsf.config import opt, require
+from rlsf.algorithms.core import clipped_policy_loss, clipped_value_loss, kl_penalty, masked_mean, masked_whiten
+from rlsf.algorithms.registry import register
 from rlsf.experience import Experience
-from rlsf.models import ValueHead, hidden_size
-from rlsf.utils import Timer, model_device
+from rlsf.models.parts import ValueHead, hidden_size
+from rlsf.runtime.utils import Timer, model_device
+from rlsf.settings import opt, require
 
 
 @dataclass

@@ -20,11 +20,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from rlsf.algorithms import register
 from rlsf.algorithms.expert_iteration import ExpertIteration, ExpertIterationConfig
-from rlsf.config import opt, require
+from rlsf.algorithms.registry import register
 from rlsf.experience import Experience
-from rlsf.rollout import task_prompts
+from rlsf.settings import opt, require
+from rlsf.rollout.collect import task_prompts
 
 
 @dataclass

@@ -17,6 +17,7 @@ from typing import Any
 from rdkit import Chem
 from rdkit.Chem.Draw import rdMolDraw2D
 
+from rlsf.chem.answer import find_answer
 from rlsf.chem.smiles import diagnose, rdkit_log
 from rlsf.feedback.certificate import Certificate
 
@@ -55,8 +56,6 @@ def _short(text: str, n: int = 38) -> str:
 def answer_grid(examples: list[dict[str, Any]], texts: list[str], certificates: list[Certificate],
                 path: str | Path, source_title: str = "", max_rows: int = 12, cell: int = 300) -> Path:
     """Draw up to ``max_rows`` examples (module docstring) into ``path`` (.png or .svg)."""
-    from rlsf.tasks.chem import find_answer
-
     path = Path(path)
     cols = 3 if source_title else 2
     mols: list[Chem.Mol] = []

@@ -3,7 +3,7 @@
 A checker (compiler, computer algebra, chemistry toolkit, solver) receives the prompt's data
 and the completion text and returns a :class:`Certificate`. The certificate says *where* the
 completion is right or wrong as character spans of the completion, each with a reward and a
-human-readable message, plus an overall score. :mod:`rlsf.feedback.token_rewards` turns it
+human-readable message, plus an overall score. :mod:`rlsf.feedback.rewards` turns it
 into a reward per sampled token.
 
 Checkers never raise on model output: unparsable text is itself a certificate (a low score and
@@ -15,7 +15,6 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-
 CHECKER_FAILED = "checker_failed"
 
 
@@ -24,7 +23,7 @@ class Span:
     """A character range ``[start, end)`` of the completion with its reward.
 
     ``reward`` is the reward of the whole span; how it reaches the tokens covering the span is
-    decided by :func:`rlsf.feedback.token_rewards.certificate_token_rewards`.
+    decided by :func:`rlsf.feedback.rewards.certificate_token_rewards`.
     """
 
     start: int
@@ -65,7 +64,7 @@ class Certificate:
 
     @classmethod
     def checker_failed(cls, reason: str) -> "Certificate":
-        """The outcome of a check that did not finish (see :mod:`rlsf.checking`)."""
+        """The outcome of a check that did not finish (see :mod:`rlsf.feedback.service`)."""
         return cls(score=0.0, verdict=CHECKER_FAILED, info={"checker_error": reason}, failed=True)
 
     def errors(self) -> list[Span]:

@@ -62,8 +62,8 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from rlsf.config import opt
 from rlsf.feedback.certificate import Certificate, Span
+from rlsf.settings import opt
 from rlsf.tasks.base import Example, Messages, Task, TaskError, register
 
 #: Verdicts :meth:`Arith.check` can return.

@@ -41,9 +41,9 @@ from abc import ABC, abstractmethod
 from pathlib import Path
 from typing import Any, Callable
 
-from rlsf.config import opt
 from rlsf.errors import RlsfError
 from rlsf.feedback.certificate import Certificate
+from rlsf.settings import opt
 
 Example = dict[str, Any]
 Messages = list[dict[str, str]]

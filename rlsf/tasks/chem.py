@@ -39,65 +39,19 @@ from __future__ import annotations
 
 import csv
 import functools
-import re
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from rlsf.config import opt
 from rlsf.feedback.certificate import Certificate, Span
+from rlsf.settings import opt
+from rlsf.chem.answer import find_answer
 from rlsf.tasks.base import Example, Messages, Task, TaskError, register
 
 VERDICTS = ("correct", "wrong", "unexplained_atoms", "copies_input", "syntax_error", "chemistry_error", "too_long",
             "no_smiles", "empty")
-_MARKER = re.compile(r"(?:SMILES|Answer|Product|Reactants)\s*[:=]\s*", re.I)
-_BACKTICKS = re.compile(r"`+([^`\s]+)`+")
-_TRIM = ".,;:!?\"'`"
 _KEEP = 5000  # characters of the answer kept in the certificate (string metrics use them)
-
-
-def find_answer(completion: str) -> tuple[int, int] | None:
-    """``(start, end)`` of the SMILES in ``completion`` (see the module docstring), or ``None``."""
-    from rlsf.chem.smiles import is_smiles_like
-
-    def chunk_at(pos: int) -> tuple[int, int] | None:
-        m = re.compile(r"\S+").search(completion, pos)
-        return _trimmed(m.start(), m.end()) if m else None
-
-    def _trimmed(s: int, e: int) -> tuple[int, int]:
-        # Prose around a SMILES: a full stop, comma or quote after it, quotes or parentheses around it.
-        # (No SMILES ends with "." and none starts with "(", so nothing of a SMILES is cut.)
-        while e > s and completion[e - 1] in _TRIM:
-            e -= 1
-        while s < e and completion[s] in "\"'`":
-            s += 1
-        if e - s > 2 and completion[s] == "(" and completion[e - 1] == ")":
-            s, e = s + 1, e - 1
-        return s, e
-
-    stripped = completion.strip()
-    if not stripped:
-        return None
-    marker = None
-    for marker in _MARKER.finditer(completion):
-        pass
-    if marker is not None:
-        found = chunk_at(marker.end())
-        if found is not None:
-            return found
-    tick = _BACKTICKS.search(completion)
-    if tick is not None:
-        return tick.start(1), tick.end(1)
-    best: tuple[int, int] | None = None
-    for m in re.finditer(r"\S+", completion):
-        s, e = _trimmed(m.start(), m.end())
-        if e > s and is_smiles_like(completion[s:e]) and (best is None or e - s > best[1] - best[0]):
-            best = (s, e)
-    if best is None and len(stripped.split()) == 1:  # a lone chunk is the answer, even if it is not SMILES
-        s = completion.index(stripped)
-        return s, s + len(stripped)
-    return best
 
 
 class ChemTask(Task):
@@ -314,7 +268,7 @@ def _validated(path: Path, found: dict[int, str] | None = None) -> dict[int, str
 
     import rdkit
 
-    from rlsf.models import cache_dir
+    from rlsf.runtime.cache import cache_dir
 
     st = path.stat()
     # Not keyed by task: forward and retro read the same file and both check both columns.
@@ -354,9 +308,9 @@ def _reference(smiles: str, stereo: bool) -> tuple[str | None, dict]:
 def _prompt_molecules(smiles: str, stereo: bool):
     """The prompt's molecules of a reaction, once per process: unsanitised (atom indices are SMILES
     token order) and as the set of canonical components (``None`` where RDKit cannot sanitise)."""
-    from rlsf.chem.smiles import canonical, parse, rdkit_log
-
     from rdkit import Chem
+
+    from rlsf.chem.smiles import canonical, parse, rdkit_log
 
     with rdkit_log():
         raw = Chem.MolFromSmiles(smiles, sanitize=False)

@@ -41,8 +41,8 @@ from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
-from rlsf.config import opt
 from rlsf.feedback.certificate import Certificate, Span
+from rlsf.settings import opt
 from rlsf.tasks.base import Example, Messages, Task, TaskError, register
 
 VERDICTS = ("correct", "wrong_answer", "no_answer", "empty")

@@ -54,8 +54,8 @@ import string
 from dataclasses import dataclass
 from typing import Any
 
-from rlsf.config import opt
 from rlsf.feedback.certificate import Certificate, Span
+from rlsf.settings import opt
 from rlsf.tasks.base import Example, Messages, Task, TaskError, register
 
 #: Verdicts :meth:`Sentiment.check` can return.

@@ -48,8 +48,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from rlsf.config import opt
 from rlsf.feedback.certificate import Certificate, Span
+from rlsf.settings import opt
 from rlsf.tasks.base import Example, Messages, Task, TaskError, register
 from rlsf.tasks.spoc_data import PREAMBLE, outputs_match, parse_testcases, read_programs
 
@@ -440,7 +440,7 @@ def reference_report(task: SPoC, splits: tuple[str, ...] = ("train", "test"), li
                      workers: int = -1) -> dict[str, dict[str, Any]]:
     """Check every gold program of ``splits`` on its public and hidden tests, through the check
     service: how many compile and pass (the flags of :data:`CXXFLAGS` were chosen by this)."""
-    from rlsf.checking import CheckService
+    from rlsf.feedback.service import CheckService
 
     both = _PublicAndHidden(**dataclasses.asdict(task.options))
     out: dict[str, dict[str, Any]] = {}

@@ -1,0 +1,170 @@
+"""Advantage estimators: from token rewards ``[B, T]`` to the advantage of every sampled token.
+
+Two kinds, one registry (:data:`ESTIMATORS`, by name):
+
+* ``critic`` estimators use a learned value per token: ``gae`` (PPO).
+* ``group`` estimators use the other samples of the same prompt as the baseline (rows sharing a
+  ``group`` id): ``grpo``, ``dr_grpo``, ``rloo`` (GRPO's ``grpo.advantage``).
+
+All are pure functions over token-level tensors; rows whose check failed (``valid`` false) get
+no advantage and take no part in any baseline.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+
+
+def gae(
+    rewards: torch.Tensor, values: torch.Tensor, mask: torch.Tensor, gamma: float, lam: float
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Generalised advantage estimation over each row's tokens.
+
+    ``delta_t = r_t + gamma * V_{t+1} - V_t`` (``V`` after the last token is 0),
+    ``A_t = delta_t + gamma * lam * A_{t+1}``. Returns ``(advantages, returns = A + V)``,
+    zero on padding. Rows are left-aligned (padding only at the end).
+    """
+    values = values * mask
+    rewards = rewards * mask
+    T = rewards.shape[1]
+    adv = torch.zeros_like(rewards)
+    last = torch.zeros_like(rewards[:, 0])  # A_{t+1}; stays 0 across trailing padding
+    for t in reversed(range(T)):
+        next_v = values[:, t + 1] if t + 1 < T else torch.zeros_like(last)
+        delta = rewards[:, t] + gamma * next_v - values[:, t]
+        last = delta + gamma * lam * last
+        adv[:, t] = last
+    adv = adv * mask
+    return adv, (adv + values) * mask
+
+
+
+def returns_to_go(rewards: torch.Tensor, mask: torch.Tensor, gamma: float = 1.0) -> torch.Tensor:
+    """``G_t = sum_{t' >= t} gamma^(t'-t) r_t'`` per row, zero on padding."""
+    rewards = rewards * mask
+    out = torch.zeros_like(rewards)
+    running = torch.zeros_like(rewards[:, 0])
+    for t in reversed(range(rewards.shape[1])):
+        running = rewards[:, t] + gamma * running
+        out[:, t] = running
+    return out * mask
+
+
+
+def group_index(group: torch.Tensor) -> tuple[torch.Tensor, int]:
+    """Group ids (any integers) as ``0..G-1`` per row, and ``G``."""
+    uniq, inverse = torch.unique(group, return_inverse=True)
+    return inverse, int(uniq.numel())
+
+
+
+def group_sum(x: torch.Tensor, group: torch.Tensor) -> torch.Tensor:
+    """``[B] -> [B]``: the sum of ``x`` over each row's group, given back to every row."""
+    inverse, n = group_index(group)
+    return torch.zeros(n, dtype=x.dtype, device=x.device).index_add_(0, inverse, x)[inverse]
+
+
+
+def _group_baseline(rewards: torch.Tensor, mask: torch.Tensor, group: torch.Tensor, valid: torch.Tensor):
+    """Returns-to-go ``G``, each row's total ``R = G[:, 0]``, the number of valid rows of its group and
+    the group sum of valid totals (invalid rows -- failed checks -- are left out of every statistic)."""
+    G = returns_to_go(rewards, mask)
+    v = valid.to(rewards.dtype)
+    R = G[:, 0] * v
+    return G, R, group_sum(v, group), group_sum(R, group)
+
+
+
+def grpo_advantages(
+    rewards: torch.Tensor, mask: torch.Tensor, group: torch.Tensor, valid: torch.Tensor, eps: float = 1e-6
+) -> torch.Tensor:
+    """GRPO's advantage, generalised to token-level rewards (estimator ``grpo``).
+
+    Rows with equal ``group`` ids are samples of one prompt. With ``G_{i,t}`` the return-to-go of
+    sample ``i`` from token ``t``, ``R_i = G_{i,0}`` its total reward and ``n`` the group's valid
+    samples::
+
+        D_{i,t} = G_{i,t} - mean_j R_j
+        s^2     = sum_i mean_t D_{i,t}^2 / (n - 1)
+        A_{i,t} = D_{i,t} / (s + eps)
+
+    A token is credited with the rewards at and after it (reward-to-go: what it can still
+    influence), so credit a completion collected before token ``t`` does not count for ``t``, and
+    a flagged step weighs on the tokens up to and including it, not on those after it. The
+    baseline is the group's mean *total* reward, a per-prompt constant, so the policy gradient
+    stays unbiased. With sequence rewards (all on the last token) ``D_{i,t} = R_i - mean`` for
+    every ``t``, ``s`` is the unbiased std of the totals and this is exactly GRPO.
+
+    The scale ``s`` is the spread of the centred returns-to-go, not of the totals alone: totals
+    can tie while rewards sit on different tokens (``[[.1, 0, 0], [0, 0, .1]]``), and dividing by
+    their zero std would blow the advantages up (to 1e5 with ``eps`` = 1e-6). ``|A|`` is at most
+    ``sqrt(T (n - 1))`` this way. Groups with fewer than two valid samples have no baseline: 0.
+    """
+    G, R, n, total = _group_baseline(rewards, mask, group, valid)
+    D = (G - (total / n.clamp(min=1))[:, None]) * mask
+    ms = (D**2).sum(1) / mask.sum(1).clamp(min=1) * valid.to(D.dtype)
+    s = (group_sum(ms, group) / (n - 1).clamp(min=1)).sqrt()
+    keep = (valid & (n >= 2)).to(D.dtype)[:, None]
+    return D / (s[:, None] + eps) * keep * mask
+
+
+
+def dr_grpo_advantages(rewards: torch.Tensor, mask: torch.Tensor, group: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+    """``G_{i,t} - mean_j R_j`` without the division (estimator ``dr_grpo``, "GRPO done right",
+    Liu et al. 2025): no per-prompt rescaling, so easy and hard prompts weigh by their spread."""
+    G, R, n, total = _group_baseline(rewards, mask, group, valid)
+    keep = (valid & (n >= 2)).to(G.dtype)[:, None]
+    return (G - (total / n.clamp(min=1))[:, None]) * keep * mask
+
+
+
+def rloo_advantages(rewards: torch.Tensor, mask: torch.Tensor, group: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+    """``G_{i,t} - mean_{j != i} R_j`` (estimator ``rloo``, REINFORCE leave-one-out, Ahmadian et al.
+    2024): each sample's baseline excludes itself, so it is independent of the sample."""
+    G, R, n, total = _group_baseline(rewards, mask, group, valid)
+    keep = (valid & (n >= 2)).to(G.dtype)[:, None]
+    return (G - ((total - R) / (n - 1).clamp(min=1))[:, None]) * keep * mask
+
+
+
+#: Group-baseline advantage estimators by name: ``(rewards, mask, group, valid) -> advantages``.
+GROUP_ESTIMATORS = {"grpo": grpo_advantages, "dr_grpo": dr_grpo_advantages, "rloo": rloo_advantages}
+
+
+
+@dataclass(frozen=True)
+class Estimator:
+    """A registered advantage estimator. ``kind`` says what it needs besides rewards and mask:
+    ``critic``: ``values``, ``gamma`` and ``lam``; ``group``: ``group`` and ``valid``."""
+
+    fn: Callable[..., torch.Tensor]
+    kind: str
+
+
+def _gae_advantages(rewards: torch.Tensor, mask: torch.Tensor, values: torch.Tensor, gamma: float,
+                    lam: float) -> torch.Tensor:
+    return gae(rewards, values, mask, gamma, lam)[0]
+
+
+#: Every advantage estimator by name.
+ESTIMATORS: dict[str, Estimator] = {"gae": Estimator(_gae_advantages, "critic"),
+                                    **{name: Estimator(fn, "group") for name, fn in GROUP_ESTIMATORS.items()}}
+
+
+def register_estimator(name: str, kind: str) -> Callable[[Callable[..., torch.Tensor]], Callable[..., torch.Tensor]]:
+    """Decorator adding an estimator; a ``group`` one becomes a choice of ``grpo.advantage``."""
+    if kind not in ("critic", "group"):
+        raise ValueError(f"estimator kind must be critic or group, got {kind!r}")
+
+    def deco(fn: Callable[..., torch.Tensor]) -> Callable[..., torch.Tensor]:
+        if name in ESTIMATORS and ESTIMATORS[name].fn is not fn:
+            raise ValueError(f"advantage estimator {name!r} is already registered")
+        ESTIMATORS[name] = Estimator(fn, kind)
+        if kind == "group":
+            GROUP_ESTIMATORS[name] = fn
+        return fn
+
+    return deco

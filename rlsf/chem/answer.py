@@ -1,0 +1,60 @@
+"""Where the SMILES answer is in a completion: after a ``SMILES:`` marker, in backticks, or the
+longest SMILES-like chunk (see :mod:`rlsf.tasks.chem` for the rules as the checker states them)."""
+
+from __future__ import annotations
+
+import re
+
+from rlsf.chem.smiles import is_smiles_like
+
+_MARKER = re.compile(r"(?:SMILES|Answer|Product|Reactants)\s*[:=]\s*", re.I)
+
+
+
+_BACKTICKS = re.compile(r"`+([^`\s]+)`+")
+
+
+
+_TRIM = ".,;:!?\"'`"
+
+
+
+def find_answer(completion: str) -> tuple[int, int] | None:
+    """``(start, end)`` of the SMILES in ``completion`` (see the module docstring), or ``None``."""
+    def chunk_at(pos: int) -> tuple[int, int] | None:
+        m = re.compile(r"\S+").search(completion, pos)
+        return _trimmed(m.start(), m.end()) if m else None
+
+    def _trimmed(s: int, e: int) -> tuple[int, int]:
+        # Prose around a SMILES: a full stop, comma or quote after it, quotes or parentheses around it.
+        # (No SMILES ends with "." and none starts with "(", so nothing of a SMILES is cut.)
+        while e > s and completion[e - 1] in _TRIM:
+            e -= 1
+        while s < e and completion[s] in "\"'`":
+            s += 1
+        if e - s > 2 and completion[s] == "(" and completion[e - 1] == ")":
+            s, e = s + 1, e - 1
+        return s, e
+
+    stripped = completion.strip()
+    if not stripped:
+        return None
+    marker = None
+    for marker in _MARKER.finditer(completion):
+        pass
+    if marker is not None:
+        found = chunk_at(marker.end())
+        if found is not None:
+            return found
+    tick = _BACKTICKS.search(completion)
+    if tick is not None:
+        return tick.start(1), tick.end(1)
+    best: tuple[int, int] | None = None
+    for m in re.finditer(r"\S+", completion):
+        s, e = _trimmed(m.start(), m.end())
+        if e > s and is_smiles_like(completion[s:e]) and (best is None or e - s > best[1] - best[0]):
+            best = (s, e)
+    if best is None and len(stripped.split()) == 1:  # a lone chunk is the answer, even if it is not SMILES
+        s = completion.index(stripped)
+        return s, s + len(stripped)
+    return best

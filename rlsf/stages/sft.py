@@ -1,0 +1,113 @@
+"""Supervised fine-tuning on a task's demonstrations (for Game of 24: the solver's solutions).
+
+The loss is the cross-entropy of the completion tokens only. Prompt and completion are
+tokenised separately and concatenated, exactly as at generation time, where the model
+continues from the tokenised prompt.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from pathlib import Path
+from typing import Any
+
+from tqdm.auto import tqdm
+
+from rlsf.algorithms.supervised import collate, sft_update
+from rlsf.config import Config
+from rlsf.models.loading import save_model
+from rlsf.runtime.checkpoint import Checkpointer, load_trainable_state, trainable_state
+from rlsf.runtime.metric_log import MetricLogger, note, truncate_metrics
+from rlsf.runtime.utils import batch_indices, make_adamw, model_device, rng_state, set_rng_state
+from rlsf.stages.context import load_policy, prepare_run_dir, start
+from rlsf.tasks.base import Task, TaskError
+from rlsf.rollout.collect import render_prompt
+
+
+def demonstration_ids(tokenizer, task: Task, example: dict, demo: str) -> tuple[list[int], list[int]]:
+    """(prompt ids, completion ids) of one demonstration, the completion closing the turn."""
+    messages = task.prompt(example)
+    prompt = render_prompt(tokenizer, messages)
+    if getattr(tokenizer, "chat_template", None):
+        full = tokenizer.apply_chat_template(messages + [{"role": "assistant", "content": demo}], tokenize=False)
+        completion = full[len(prompt):] if full.startswith(prompt) else demo + (tokenizer.eos_token or "")
+    else:
+        completion = demo + (tokenizer.eos_token or "")
+    p = tokenizer(prompt, add_special_tokens=False)["input_ids"]
+    c = tokenizer(completion, add_special_tokens=False)["input_ids"]
+    return p, c
+
+
+def lr_at(step: int, total: int, warmup: int, base: float) -> float:
+    """Linear warm-up then cosine decay to 10% of ``base``."""
+    if step < warmup:
+        return base * (step + 1) / warmup
+    progress = (step - warmup) / max(1, total - warmup)
+    return base * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(1.0, progress))))
+
+
+def sft(cfg: Config) -> dict[str, Any]:
+    """Fine-tune ``model.name`` on the task's demonstrations; saves ``<output_dir>/model``."""
+    c = cfg.sft
+    rt, task, examples = start(cfg, limit=cfg.task.train_examples)
+    model, tokenizer = load_policy(cfg, rt)
+    data = []
+    too_long = 0
+    for ex in examples:
+        demo = task.demonstration(ex)
+        if demo is not None:
+            pair = demonstration_ids(tokenizer, task, ex, demo)
+            if c.max_length and len(pair[0]) + len(pair[1]) > c.max_length:
+                too_long += 1
+                continue
+            data.append(pair)
+    if too_long:
+        note(f"sft: {too_long} of {too_long + len(data)} demonstrations are longer than sft.max_length="
+             f"{c.max_length} tokens; left out")
+    if not data:
+        raise TaskError(f"task {task.name!r} gives no demonstrations for supervised fine-tuning"
+                        + (f" of at most sft.max_length={c.max_length} tokens" if too_long else ""))
+    run_dir = prepare_run_dir(cfg, rt, resume=cfg.run.resume)
+    ckpt = Checkpointer(run_dir, keep=2)
+    params = [p for p in model.parameters() if p.requires_grad]
+    opt = make_adamw([{"params": params, "lr": c.lr}], weight_decay=c.weight_decay)
+    step = 0
+    if cfg.run.resume and (path := ckpt.latest()) is not None:
+        state = ckpt.load(path)
+        load_trainable_state(model, state["model"])
+        opt.load_state_dict(state["optimizer"])
+        set_rng_state(state["rng"])
+        step = state["step"]
+        note(f"resume: continuing SFT from {path} (step {step})")
+    if cfg.run.resume:  # records past the checkpoint (all, with none) are about to be redone
+        truncate_metrics(run_dir / "metrics.jsonl", step)
+    logger = MetricLogger(run_dir, cfg.run.loggers, {**cfg.to_dict(), "runtime": rt.as_dict()})
+    device = model_device(model)
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    model.train()
+    bar = tqdm(total=c.steps, initial=step, desc="sft", unit="step", disable=not cfg.run.progress, dynamic_ncols=True)
+    last: dict[str, Any] = {"demonstrations": len(data)}
+    try:
+        while step < c.steps:
+            t0 = time.perf_counter()
+            batch = collate([data[i] for i in batch_indices(len(data), c.batch_size, step, cfg.run.seed)], pad)
+            batch = {k: v.to(device) for k, v in batch.items()}
+            lr = lr_at(step, c.steps, c.warmup_steps, c.lr)
+            for g in opt.param_groups:
+                g["lr"] = lr
+            loss, gn = sft_update(model, opt, params, batch, rt.precision, c.max_grad_norm)
+            step += 1
+            last = {"loss/sft": float(loss), "lr": lr, "loss/grad_norm": float(gn),
+                    "tokens": int((batch["labels"] != -100).sum()), "timing/step": time.perf_counter() - t0}
+            logger.log(step, last)
+            bar.update(1)
+            bar.set_postfix(loss=f"{last['loss/sft']:.3f}")
+            if c.save_every and step % c.save_every == 0 and step < c.steps:
+                ckpt.save(step, {"model": trainable_state(model), "optimizer": opt.state_dict(), "rng": rng_state()})
+    finally:
+        bar.close()
+        logger.close()
+    ckpt.save(step, {"model": trainable_state(model), "optimizer": opt.state_dict(), "rng": rng_state()})
+    save_model(model, tokenizer, Path(run_dir) / "model")
+    return last

@@ -1,0 +1,178 @@
+"""The RL loop: prompts -> rollouts -> symbolic feedback -> token rewards -> algorithm update.
+
+Read top to bottom, one step is::
+
+    examples  = next batch of training prompts (deterministic in seed and step)
+    exp       = generate(policy, prompts x samples_per_prompt)            timing/generate
+                  each row, as it ends, goes to the check service: ids -> text, offsets, certificate
+    exp       = attach_checks(exp, ...) -> certificates, token rewards    timing/feedback (waiting)
+    exp       = + the outcome reward model's scores (reward.orm, if set)  timing/orm
+    stats     = algorithm.step(exp)                                       timing/logprobs, timing/update
+
+The experience record (:class:`~rlsf.experience.Experience`) is the one thing handed from stage
+to stage; the algorithm is whatever ``train.algorithm`` names in the registry.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from rlsf.algorithms import ALGORITHMS
+from rlsf.config import Config
+from rlsf.evaluation.metrics import answer_mode_share, certificate_summary
+from rlsf.experience import Experience
+from rlsf.feedback.rewards import mix_outcome_scores
+from rlsf.feedback.service import CheckService
+from rlsf.models.loading import save_model
+from rlsf.rollout.collect import rollout_and_check, score_with_orm
+from rlsf.rollout.engines import SamplingModel
+from rlsf.runtime.checkpoint import Checkpointer, load_trainable_state, trainable_state
+from rlsf.runtime.metric_log import MetricLogger, note, truncate_metrics
+from rlsf.runtime.utils import Timer, batch_indices, rng_state, set_rng_state
+from rlsf.stages.context import load_policy, prepare_run_dir, start
+
+
+class RLTrainer:
+    def __init__(self, cfg: Config) -> None:
+        self.cfg = cfg
+        self.runtime, self.task, self.examples = start(cfg, limit=cfg.task.train_examples)
+        self.model, self.tokenizer = load_policy(cfg, self.runtime)
+        self.algo = ALGORITHMS[cfg.train.algorithm](self.model, self.tokenizer, self.task, cfg, self.runtime)
+        self.sampler = SamplingModel(self.model, self.runtime.precision,
+                                     fused=cfg.rollout.engine == "rlsf" and cfg.rollout.fused_step)
+        self.orm = None
+        if cfg.reward.orm:
+            from rlsf.models.orm import OutcomeRewardModel
+
+            self.orm = OutcomeRewardModel.load(cfg.reward.orm, self.runtime.torch_device, cfg.model.dtype)
+        self.checker: CheckService | None = None  # started by the first rollout, closed at the end of train()
+        self.timer = Timer()
+        self.run_dir = Path(cfg.run.output_dir)
+        self.ckpt = Checkpointer(self.run_dir, keep=cfg.train.keep_checkpoints)
+        self.step = 0
+        self.samples = 0
+
+    # ---- one step ------------------------------------------------------------------------------
+    def rollout_step(self) -> Experience:
+        c, t = self.cfg, self.timer
+        if self.checker is None:
+            self.checker = CheckService.for_config(c, self.task, self.tokenizer)
+        batch = [self.examples[i] for i in batch_indices(len(self.examples), c.rollout.prompts_per_step,
+                                                         self.step, c.run.seed)]
+        with t("generate"):
+            self.sampler.sync()
+        return rollout_and_check(
+            self.sampler.model, self.tokenizer, self.task, batch, self.checker, samples=c.rollout.samples_per_prompt,
+            reward=c.reward, timer=t, max_new_tokens=c.rollout.max_new_tokens, temperature=c.rollout.temperature,
+            top_p=c.rollout.top_p, batch_size=c.rollout.generation_batch_size, precision=self.runtime.precision,
+            engine=c.rollout.engine, fused_step=c.rollout.fused_step, ignore_eos=c.rollout.ignore_eos,
+            condition=self.algo.sampling_condition)
+
+    def outcome_scores(self, exp: Experience) -> dict[str, float]:
+        """Mix the ORM's scores into the token rewards (reward.orm / orm_weight / checker_weight)."""
+        r = self.cfg.reward
+        if self.orm is None and r.checker_weight == 1.0:
+            return {}
+        scores = torch.zeros(len(exp))
+        if self.orm is not None:
+            with self.timer("orm"):
+                scores = torch.tensor(score_with_orm(self.orm, self.task, exp.examples, exp.texts,
+                                                     precision=self.runtime.precision))
+        exp.rewards = mix_outcome_scores(exp.rewards, exp.response_mask, scores * exp.valid.float(),
+                                         checker_weight=r.checker_weight, score_weight=r.orm_weight)
+        return {"reward/orm": float(scores[exp.valid].mean())} if self.orm is not None and exp.valid.any() else {}
+
+    def train_step(self) -> dict[str, Any]:
+        t0 = time.perf_counter()
+        exp = self.rollout_step()
+        orm_stats = self.outcome_scores(exp)
+        stats = {**orm_stats, **self.algo.step(exp, self.timer)}
+        self.samples += len(exp)
+        metrics = {**experience_metrics(exp), "samples": self.samples, **stats, **self.timer.pop()}
+        metrics["timing/step"] = time.perf_counter() - t0
+        self.step += 1
+        return metrics
+
+    # ---- checkpoints ---------------------------------------------------------------------------
+    def save_checkpoint(self) -> Path:
+        return self.ckpt.save(self.step, {"model": trainable_state(self.model), "algorithm": self.algo.state_dict(),
+                                          "rng": rng_state(), "samples": self.samples})
+
+    def resume(self) -> bool:
+        path = self.ckpt.latest()
+        if path is None:
+            note(f"resume: no checkpoint in {self.ckpt.dir}, starting from step 0")
+            return False
+        state = self.ckpt.load(path)
+        load_trainable_state(self.model, state["model"])
+        self.algo.load_state_dict(state["algorithm"])
+        set_rng_state(state["rng"])
+        self.step, self.samples = state["step"], state["samples"]
+        note(f"resume: continuing from {path} (step {self.step})")
+        return True
+
+    # ---- the loop ------------------------------------------------------------------------------
+    def train(self) -> dict[str, Any]:
+        c = self.cfg
+        prepare_run_dir(c, self.runtime, resume=c.run.resume)
+        if c.run.resume:  # records past the checkpoint (all, with none) are about to be redone
+            self.resume()
+            truncate_metrics(self.run_dir / "metrics.jsonl", self.step)
+        logger = MetricLogger(self.run_dir, c.run.loggers, {**c.to_dict(), "runtime": self.runtime.as_dict()})
+        last: dict[str, Any] = {}
+        bar = tqdm(total=c.train.steps, initial=self.step, desc=f"rl/{c.train.algorithm}", unit="step",
+                   disable=not c.run.progress, dynamic_ncols=True)
+        try:
+            while self.step < c.train.steps:
+                last = self.train_step()
+                logger.log(self.step, last)
+                bar.update(1)
+                bar.set_postfix(reward=f"{last['reward/total']:+.3f}", success=f"{last['reward/success']:.2f}",
+                                kl=f"{last.get('kl', 0.0):.3f}")
+                if c.train.save_every and self.step % c.train.save_every == 0 and self.step < c.train.steps:
+                    self.save_checkpoint()
+        finally:
+            bar.close()
+            logger.close()
+            if self.checker is not None:
+                self.checker.close()
+                self.checker = None
+        self.save_checkpoint()
+        save_model(self.model, self.tokenizer, self.run_dir / "model")
+        return last
+
+
+def experience_metrics(exp: Experience) -> dict[str, float]:
+    """What a batch of checked completions looks like: rewards, outcomes, lengths, check failures.
+
+    Reward and outcome figures are over the rows whose check did not fail; ``check/failed`` is
+    the share that failed (timed out, crashed), left out of the update.
+    """
+    valid = exp.valid
+    certs = [c for c, ok in zip(exp.certificates, valid.tolist()) if ok]
+    mask = exp.loss_mask
+    n = max(int(valid.sum()), 1)
+    out = {
+        "reward/total": float((exp.rewards * mask).sum() / n),
+        "reward/score": float(np.mean([c.score for c in certs])) if certs else 0.0,
+        "reward/success": float(np.mean([c.correct for c in certs])) if certs else 0.0,
+        "reward/token_std": float(exp.rewards[mask.bool()].std()) if mask.sum() > 1 else 0.0,
+        "response/length": float(exp.response_mask.float().sum(1).mean()),
+        "response/truncated": float(np.mean(exp.truncated)),
+        "check/failed": 1.0 - float(valid.float().mean()),
+        "batch/answer_mode_share": answer_mode_share(certs),
+        **certificate_summary(certs),
+    }
+    return out
+
+
+def train(cfg: Config) -> dict[str, Any]:
+    """Run RL training as configured; returns the last step's metrics. The model is saved in
+    ``<output_dir>/model``."""
+    return RLTrainer(cfg).train()
