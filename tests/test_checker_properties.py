@@ -7,16 +7,18 @@
 * Game of 24 completeness: the checker and the oracle accept every solver demonstration and the
   formatting variants the rule allows, and agree exactly on mutations of them.
 
-A new task adds one line to ``CHECKERS``: its name, how to pick examples, its oracle (in
-``tests/oracles.py``, sharing no code with the checker), its verdicts and whether the oracle is
-exact (then checker and oracle must agree on every input, not only on certified-correct ones).
+Both runs go over every task rlsf registers (``rlsf.tasks.available_tasks()``), not over a list:
+a task without an entry in ``CHECKERS`` fails. A new task adds one line to ``CHECKERS``: its
+name, how to pick examples, its oracle (in ``tests/oracles.py``, sharing no code with the
+checker), its verdicts and whether the oracle is exact (then checker and oracle must agree on
+every input, not only on certified-correct ones).
 """
 
 from __future__ import annotations
 
 import os
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from fractions import Fraction
 from typing import Any
 
@@ -89,11 +91,29 @@ CHECKERS = [
                  400, 5.0, id="sentiment"),
 ]
 FIELDS = "name, pick, extra, oracle, verdicts, exact, quick, time_limit"
+SPECS = {p.values[0]: p.values for p in CHECKERS}
 
 
-@pytest.mark.parametrize(FIELDS, CHECKERS)
-def test_checker_properties(name: str, pick: Callable, extra: Callable, oracle: Callable, verdicts: Sequence[str],
-                            exact: bool, quick: int, time_limit: float) -> None:
+def registered_tasks() -> list[str]:
+    """Every task of rlsf itself (tests register helper tasks of their own: those are not checkers)."""
+    from rlsf.tasks import available_tasks
+
+    return sorted(n for n, cls in available_tasks().items() if cls.__module__.startswith("rlsf."))
+
+
+def spec(name: str) -> tuple:
+    if name not in SPECS:
+        pytest.fail(f"task {name!r} has no property run: add its oracle (tests/oracles.py) and a line to CHECKERS")
+    return SPECS[name]
+
+
+def test_every_registered_task_has_an_oracle_and_a_property_run() -> None:
+    assert set(registered_tasks()) <= set(SPECS), sorted(set(registered_tasks()) - set(SPECS))
+
+
+@pytest.mark.parametrize("task_name", registered_tasks())
+def test_checker_properties(task_name: str) -> None:
+    name, pick, extra, oracle, verdicts, exact, quick, time_limit = spec(task_name)
     task = get_task(name)
     with task:
         examples = pick(task, False)
@@ -106,9 +126,9 @@ def test_checker_properties(name: str, pick: Callable, extra: Callable, oracle: 
 
 
 @pytest.mark.fuzz
-@pytest.mark.parametrize(FIELDS, CHECKERS)
-def test_checker_fuzz(name: str, pick: Callable, extra: Callable, oracle: Callable, verdicts: Sequence[str],
-                      exact: bool, quick: int, time_limit: float) -> None:
+@pytest.mark.parametrize("task_name", registered_tasks())
+def test_checker_fuzz(task_name: str) -> None:
+    name, pick, extra, oracle, verdicts, exact, quick, time_limit = spec(task_name)
     task = get_task(name)
     seed = os.environ.get("RLSF_FUZZ_SEED")
     n = int(os.environ.get("RLSF_FUZZ_EXAMPLES", "10500"))

@@ -93,3 +93,15 @@ def shape_rewards(certificates: Sequence[Certificate], offsets: Sequence[Offsets
     rewards = token_reward_tensor(certificates, offsets, response_mask, mode=reward_cfg.mode,
                                   spread_spans=reward_cfg.spread_spans, span_weight=reward_cfg.span_weight)
     return rewards * valid[:, None].float()
+
+
+def with_outcome_scores(rewards: torch.Tensor, response_mask: torch.Tensor, valid: torch.Tensor,
+                        scores: torch.Tensor | None, reward_cfg) -> tuple[torch.Tensor, dict[str, float]]:
+    """The token rewards under ``reward.checker_weight`` with an outcome reward model's ``scores``
+    (``reward.orm``, weighted by ``reward.orm_weight``) on the last token, and what to log. Rows
+    whose check failed get no score either. ``scores`` None: no ORM, only the checker's weight."""
+    mixed = mix_outcome_scores(rewards, response_mask,
+                               (scores if scores is not None else torch.zeros(len(valid))) * valid.float(),
+                               checker_weight=reward_cfg.checker_weight, score_weight=reward_cfg.orm_weight)
+    stats = {"reward/orm": float(scores[valid].mean())} if scores is not None and valid.any() else {}
+    return mixed, stats

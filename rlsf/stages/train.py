@@ -1,13 +1,15 @@
 """The RL loop: prompts -> rollouts -> symbolic feedback -> token rewards -> algorithm update.
 
-Read top to bottom, one step is::
+Read top to bottom, one step is (each line names the module that does it)::
 
-    examples  = next batch of training prompts (deterministic in seed and step)
-    exp       = generate(policy, prompts x samples_per_prompt)            timing/generate
-                  each row, as it ends, goes to the check service: ids -> text, offsets, certificate
-    exp       = attach_checks(exp, ...) -> certificates, token rewards    timing/feedback (waiting)
-    exp       = + the outcome reward model's scores (reward.orm, if set)  timing/orm
-    stats     = algorithm.step(exp)                                       timing/logprobs, timing/update
+    examples  = next batch of training prompts (deterministic in seed and step)    runtime/utils.batch_indices
+    exp       = rollout_and_check(policy, examples x samples_per_prompt)           rollout/collect
+                  prompts rendered, sampled by the engine                          rollout/engines   timing/generate
+                  each row, as it ends, checked: ids -> text, offsets, certificate feedback/service
+                  certificates -> token rewards                                    feedback/rewards  timing/feedback
+    exp       = + the outcome reward model's scores (reward.orm, if set)           feedback/rewards  timing/orm
+    stats     = algorithm.step(exp): advantages, loss, update                      algorithms/       timing/logprobs,
+                                                                                                     timing/update
 
 The experience record (:class:`~rlsf.experience.Experience`) is the one thing handed from stage
 to stage; the algorithm is whatever ``train.algorithm`` names in the registry.
@@ -27,7 +29,7 @@ from rlsf.algorithms import ALGORITHMS
 from rlsf.config import Config
 from rlsf.evaluation.metrics import answer_mode_share, certificate_summary
 from rlsf.experience import Experience
-from rlsf.feedback.rewards import mix_outcome_scores
+from rlsf.feedback.rewards import with_outcome_scores
 from rlsf.feedback.service import CheckService
 from rlsf.models.loading import save_model
 from rlsf.rollout.collect import rollout_and_check, score_with_orm
@@ -79,14 +81,13 @@ class RLTrainer:
         r = self.cfg.reward
         if self.orm is None and r.checker_weight == 1.0:
             return {}
-        scores = torch.zeros(len(exp))
+        scores = None
         if self.orm is not None:
             with self.timer("orm"):
                 scores = torch.tensor(score_with_orm(self.orm, self.task, exp.examples, exp.texts,
                                                      precision=self.runtime.precision))
-        exp.rewards = mix_outcome_scores(exp.rewards, exp.response_mask, scores * exp.valid.float(),
-                                         checker_weight=r.checker_weight, score_weight=r.orm_weight)
-        return {"reward/orm": float(scores[exp.valid].mean())} if self.orm is not None and exp.valid.any() else {}
+        exp.rewards, stats = with_outcome_scores(exp.rewards, exp.response_mask, exp.valid, scores, r)
+        return stats
 
     def train_step(self) -> dict[str, Any]:
         t0 = time.perf_counter()
