@@ -170,6 +170,12 @@ class Config:
         need(ro.engine in ("rlsf", "hf"), "rollout.engine", f"must be rlsf or hf, got {ro.engine!r}")
         need(self.check.workers >= -1, "check.workers", "must be -1 (one per core), 0 (in process) or a count")
         need(self.check.timeout_s > 0, "check.timeout_s", "must be > 0")
+        need(self.check.backend in ("processes", "ray"), "check.backend",
+             f"must be processes or ray, got {self.check.backend!r}")
+        need(self.check.backend != "ray" or importlib.util.find_spec("ray") is not None, "check.backend",
+             "ray is not installed (pip install 'rlsf[ray]', or use check.backend: processes)")
+        need(not self.check.ray_address or self.check.backend == "ray", "check.ray_address",
+             "is set but check.backend is not ray")
         t = self.train
         algorithms = sorted(ALGORITHMS)
         need(t.algorithm in algorithms, "train.algorithm", f"must be one of {algorithms}, got {t.algorithm!r}")

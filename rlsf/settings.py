@@ -102,6 +102,10 @@ class CheckConfig:
     timeout_s: float = opt(60.0, "Wall-clock limit of one check. A check that runs longer, or crashes its "
                            "worker, gives a 'checker_failed' certificate: logged, and left out of the "
                            "update rather than punished as the model's error.")
+    backend: str = opt("processes", "Where the check workers run: 'processes' (a local process pool) or 'ray' (Ray "
+                       "actors, same time limit and failure handling; pip install 'rlsf[ray]').")
+    ray_address: str = opt("", "With backend ray: the cluster to join (e.g. 'auto' or 'ray://host:10001'); empty: "
+                           "start a local Ray instance with one CPU per worker.")
 
 
 @dataclass

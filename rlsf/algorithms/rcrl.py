@@ -23,8 +23,8 @@ from dataclasses import dataclass
 from rlsf.algorithms.expert_iteration import ExpertIteration, ExpertIterationConfig
 from rlsf.algorithms.registry import register
 from rlsf.experience import Experience
-from rlsf.settings import opt, require
 from rlsf.rollout.collect import task_prompts
+from rlsf.settings import opt, require
 
 
 @dataclass

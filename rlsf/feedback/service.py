@@ -22,40 +22,32 @@ ends its workers (it must finish within 3 s; a worker killed for a time-out does
 close, but its folder is removed all the same).
 
 With ``workers=0`` everything runs in the calling process, synchronously and without time
-limits (for debugging, and where processes cannot be spawned).
+limits (for debugging, and where processes cannot be spawned). With ``check.backend: ray`` the
+workers are Ray actors instead of local processes, with the same time limit, failure outcomes
+and task life cycle (:mod:`rlsf.feedback.ray_backend`): for checkers heavy enough to fan out
+over a cluster (``check.ray_address``).
 """
 
 from __future__ import annotations
 
 import concurrent.futures
 import dataclasses
-import math
 import multiprocessing
 import os
 import shutil
 import signal
 import tempfile
-import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
 from rlsf.feedback.certificate import Certificate
-from rlsf.feedback.offsets import Detokenizer, Offsets
+from rlsf.feedback.checked import Checked, run_check
+from rlsf.feedback.offsets import Detokenizer
+from rlsf.feedback.ray_backend import RayPool
 
 #: A task (:class:`rlsf.tasks.base.Task`). The service sits below the tasks and only calls
 #: ``check``/``judge``/``open``/``close`` and rebuilds it from ``type(task)(**options)``.
 Task = Any
-
-
-@dataclass
-class Checked:
-    """One checked completion: its text, each token's ``[start, end)`` in it, the certificate."""
-
-    text: str
-    offsets: Offsets
-    certificate: Certificate
-    seconds: float = 0.0  # time the check itself took (detokenising excluded)
 
 
 def cpu_count() -> int:
@@ -63,29 +55,6 @@ def cpu_count() -> int:
         return len(os.sched_getaffinity(0))
     except AttributeError:  # not on Linux
         return os.cpu_count() or 1
-
-
-def run_check(task: Task, detokenizer: Detokenizer | None, example: dict[str, Any], ids: Sequence[int] | None,
-              text: str | None, judge: bool = False) -> Checked:
-    """Detokenise (when given ids) and check one completion (``judge``: with the evaluation
-    certificate, :meth:`Task.judge`); a checker that raises or returns something other than a
-    certificate gives a *checker failed* certificate."""
-    if ids is not None:
-        if detokenizer is None:
-            raise ValueError("checking token ids needs a detokenizer")
-        text, offsets = detokenizer.text_and_offsets(ids)
-    else:
-        offsets = []
-    t0 = time.perf_counter()
-    try:
-        cert = (task.judge if judge else task.check)(example, text)
-    except Exception as e:  # noqa: BLE001 -- a checker bug must not stop training, and is not the model's fault
-        cert = Certificate.checker_failed(f"checker raised {type(e).__name__}: {e}"[:500])
-    else:
-        if not isinstance(cert, Certificate) or not math.isfinite(float(cert.score)):
-            cert = Certificate.checker_failed(f"checker returned {cert!r:.200} instead of a certificate with a "
-                                              "finite score")
-    return Checked(text, offsets, cert, time.perf_counter() - t0)
 
 
 # ---- worker processes ------------------------------------------------------------------------
@@ -136,24 +105,35 @@ def _worker_check(example: dict[str, Any], ids: list[int] | None, text: str | No
     return run_check(_WORKER["task"], _WORKER["detokenizer"], example, ids, text, judge)
 
 
+#: Where the workers run: a local process pool, or Ray actors (locally or on a cluster).
+BACKENDS = ("processes", "ray")
+
+
 class CheckService:
     """Detokenise and check completions in worker processes; see the module docstring."""
 
     def __init__(self, task: Task, detokenizer: Detokenizer | None = None, *, workers: int = -1,
-                 timeout_s: float = 60.0) -> None:
+                 timeout_s: float = 60.0, backend: str = "processes", ray_address: str = "") -> None:
         """``task``: a task object (workers build their own copy from its class and options);
-        ``detokenizer``: turns sampled ids into text and offsets (needed to submit ids)."""
+        ``detokenizer``: turns sampled ids into text and offsets (needed to submit ids);
+        ``backend``: ``processes`` (a local pool) or ``ray`` (Ray actors, :mod:`rlsf.feedback.ray_backend`)."""
+        if backend not in BACKENDS:
+            raise ValueError(f"unknown check backend {backend!r}; choose from {BACKENDS}")
         self.task_cls, self.options = type(task), dataclasses.asdict(task.options)
         self.detokenizer = detokenizer
         self.timeout_s = timeout_s
         self.workers = cpu_count() if workers < 0 else workers
         self.workdir = Path(tempfile.mkdtemp(prefix="rlsf-check-"))
         self.failures = 0
+        self.backend = backend if self.workers else "in-process"
         self._task: Task | None = None
         self._pool = None
         if self.workers == 0:
             self._task = self.task_cls(**self.options)
             self._task.open(self.workdir)
+        elif backend == "ray":
+            self._pool = RayPool(self.task_cls, self.options, detokenizer, str(self.workdir), workers=self.workers,
+                                 address=ray_address)
         else:
             import pebble  # kills a timed-out worker and replaces it: what a per-check limit needs
 
@@ -166,8 +146,9 @@ class CheckService:
     def for_config(cls, cfg, task: Task, tokenizer=None, workers: int | None = None) -> "CheckService":
         """The service ``cfg.check`` describes for ``task`` (``workers`` overrides ``check.workers``)."""
         detok = Detokenizer.from_tokenizer(tokenizer) if tokenizer is not None else None
-        return cls(task, detok, workers=cfg.check.workers if workers is None else workers,
-                   timeout_s=cfg.check.timeout_s)
+        c = cfg.check
+        return cls(task, detok, workers=c.workers if workers is None else workers, timeout_s=c.timeout_s,
+                   backend=c.backend, ray_address=c.ray_address)
 
     # ---- submitting ------------------------------------------------------------------------------
     def submit(self, example: dict[str, Any], ids: Sequence[int] | None = None, text: str | None = None,
@@ -182,7 +163,10 @@ class CheckService:
         if self._pool is None:
             out.set_result(run_check(self._task, self.detokenizer, example, ids, text, judge))
             return out
-        job = self._pool.schedule(_worker_check, args=(example, ids, text, judge), timeout=self.timeout_s)
+        if self.backend == "ray":
+            job = self._pool.schedule((example, ids, text, judge), timeout=self.timeout_s)
+        else:
+            job = self._pool.schedule(_worker_check, args=(example, ids, text, judge), timeout=self.timeout_s)
         job.add_done_callback(lambda f: out.set_result(self._outcome(f, ids, text)))
         return out
 
@@ -213,6 +197,9 @@ class CheckService:
 
     # ---- life cycle ------------------------------------------------------------------------------
     def close(self) -> None:
+        if self._pool is not None and self.backend == "ray":
+            self._pool.close(self.timeout_s)
+            self._pool = None
         if self._pool is not None:
             self._pool.close()
             try:

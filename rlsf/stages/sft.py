@@ -17,12 +17,12 @@ from tqdm.auto import tqdm
 from rlsf.algorithms.supervised import collate, sft_update
 from rlsf.config import Config
 from rlsf.models.loading import save_model
+from rlsf.rollout.collect import render_prompt
 from rlsf.runtime.checkpoint import Checkpointer, load_trainable_state, trainable_state
 from rlsf.runtime.metric_log import MetricLogger, note, truncate_metrics
 from rlsf.runtime.utils import batch_indices, make_adamw, model_device, rng_state, set_rng_state
 from rlsf.stages.context import load_policy, prepare_run_dir, start
 from rlsf.tasks.base import Task, TaskError
-from rlsf.rollout.collect import render_prompt
 
 
 def demonstration_ids(tokenizer, task: Task, example: dict, demo: str) -> tuple[list[int], list[int]]:

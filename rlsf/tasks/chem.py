@@ -44,9 +44,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from rlsf.chem.answer import find_answer
 from rlsf.feedback.certificate import Certificate, Span
 from rlsf.settings import opt
-from rlsf.chem.answer import find_answer
 from rlsf.tasks.base import Example, Messages, Task, TaskError, register
 
 VERDICTS = ("correct", "wrong", "unexplained_atoms", "copies_input", "syntax_error", "chemistry_error", "too_long",
