@@ -10,10 +10,13 @@ does not help) on their public tests and must reach the same verdicts:
   (``--workers``), each with its precompiled ``bits/stdc++.h``, every compile and every test in
   the sandbox (bubblewrap, limits, clean-up).
 
-The sandbox's start-up costs (workers, precompiled headers) are timed separately and not in the
-rate: they are paid once per run, not per program.
+* **rlsf on Ray** (``--backends processes ray``): the same service with ``check.backend: ray``,
+  its workers Ray actors on a local Ray instance (started by the service, one CPU per worker).
 
-    RLSF_DATA_DIR=../shared/data python benchmarks/bench_spoc_checks.py --programs 40
+The start-up costs (workers or actors, precompiled headers; Ray's own start) are timed
+separately and not in the rate: they are paid once per run, not per program.
+
+    RLSF_DATA_DIR=../shared/data python benchmarks/bench_spoc_checks.py --programs 40 --backends processes ray
 """
 
 from __future__ import annotations
@@ -53,7 +56,9 @@ def plain(task, examples) -> tuple[float, list[bool]]:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--programs", type=int, default=40)
-    p.add_argument("--workers", type=int, default=-1, help="rlsf check processes (-1: one per core).")
+    p.add_argument("--workers", type=int, default=-1, help="rlsf check workers (-1: one per core).")
+    p.add_argument("--backends", nargs="+", default=["processes"], choices=["processes", "ray"],
+                   help="check.backend values to measure, one after the other.")
     args = p.parse_args()
     from rlsf.feedback.service import CheckService, cpu_count
     from rlsf.tasks.spoc import SPoC
@@ -64,22 +69,23 @@ def main() -> None:
     print_header("bench_spoc_checks", extra=[f"{len(examples)} SPoC test programs, public tests; rlsf workers {workers}"])
 
     t_plain, ok_plain = plain(task, examples)
-    t0 = time.perf_counter()
-    with CheckService(task, workers=workers, timeout_s=300) as service:
-        # Start-up: every worker builds its sandbox and precompiled header on its first check.
-        service.check([examples[0]] * workers, texts=["int main() {}"] * workers)
-        t_start = time.perf_counter() - t0
-        t1 = time.perf_counter()
-        certs = [c.certificate for c in service.check(examples, texts=[ex["code"] for ex in examples])]
-        t_rlsf = time.perf_counter() - t1
-    ok_rlsf = [c.correct for c in certs]
-    agree = sum(a == b for a, b in zip(ok_plain, ok_rlsf))
     n = len(examples)
-    print(f"plain g++ + run, one at a time : {t_plain:7.1f} s  {n / t_plain:6.2f} programs/s  ({sum(ok_plain)} pass)")
-    print(f"rlsf check service ({workers} workers) : {t_rlsf:7.1f} s  {n / t_rlsf:6.2f} programs/s  ({sum(ok_rlsf)} pass)"
-          f"  + {t_start:.1f} s start-up once")
-    print(f"ratio: {t_plain / t_rlsf:.2f}x; verdicts agree on {agree}/{n}")
-
+    print(f"plain g++ + run, one at a time : {t_plain:7.1f} s  {n / t_plain:6.2f} programs/s  ({sum(ok_plain)} pass)",
+          flush=True)
+    for backend in args.backends:
+        t0 = time.perf_counter()
+        with CheckService(task, workers=workers, timeout_s=300, backend=backend) as service:
+            # Start-up: every worker builds its sandbox and precompiled header on its first check.
+            service.check([examples[0]] * workers, texts=["int main() {}"] * workers)
+            t_start = time.perf_counter() - t0
+            t1 = time.perf_counter()
+            certs = [c.certificate for c in service.check(examples, texts=[ex["code"] for ex in examples])]
+            t_rlsf = time.perf_counter() - t1
+        ok_rlsf = [c.correct for c in certs]
+        agree = sum(a == b for a, b in zip(ok_plain, ok_rlsf))
+        print(f"rlsf check service, {backend} ({workers} workers) : {t_rlsf:7.1f} s  {n / t_rlsf:6.2f} programs/s  "
+              f"({sum(ok_rlsf)} pass)  + {t_start:.1f} s start-up once; {t_plain / t_rlsf:.2f}x plain; verdicts agree "
+              f"on {agree}/{n}", flush=True)
 
 if __name__ == "__main__":
     main()
