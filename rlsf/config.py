@@ -158,6 +158,8 @@ class Config:
              f"must be auto, cpu, cuda or cuda:N, got {m.device!r}")
         need(m.dtype in ("float32", "bfloat16"), "model.dtype", f"must be float32 or bfloat16, got {m.dtype!r}")
         need(m.autocast in ("auto", "bf16", "none"), "model.autocast", f"must be auto, bf16 or none, got {m.autocast!r}")
+        need(m.sampling_autocast in ("same", "auto", "bf16", "none"), "model.sampling_autocast",
+             f"must be same, auto, bf16 or none, got {m.sampling_autocast!r}")
         need(m.lora_r > 0, "model.lora_r", "must be > 0")
         need(m.threads >= 0, "model.threads", "must be >= 0")
         need(r.mode in ("token", "sequence"), "reward.mode", f"must be token or sequence, got {r.mode!r}")

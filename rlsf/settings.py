@@ -39,9 +39,16 @@ class ModelConfig:
                       "or 'cuda:N'.")
     dtype: str = opt("float32", "Weight dtype: float32 or bfloat16. Keep float32 master weights "
                      "and let `autocast` choose the compute precision.")
-    autocast: str = opt("auto", "Compute precision of forward/backward passes and sampling weights: 'auto' "
-                        "(bf16 on a GPU that supports it; on a CPU bf16 only where a start-up probe "
-                        "measures bf16 matmuls faster than float32, cached per machine), 'bf16' or 'none'.")
+    autocast: str = opt("auto", "Compute precision of forward/backward passes (and of sampling, unless "
+                        "model.sampling_autocast says otherwise): 'auto' (bf16 on a GPU that supports it; on a CPU "
+                        "bf16 only where a start-up probe measures bf16 matmuls faster than float32, cached per "
+                        "machine), 'bf16' or 'none'.")
+    sampling_autocast: str = opt("same", "Precision of the weights rollouts and evaluation sample from: 'same' "
+                                 "(model.autocast's decision), 'auto' (on a CPU, bf16 where a probe of decode-sized "
+                                 "products, prepacked for oneDNN as the fused decoding step runs them, measures bf16 "
+                                 "faster than float32, even where training products are not; on a GPU, model."
+                                 "autocast's decision), 'bf16' or 'none'. Updates always recompute log-probs in "
+                                 "model.autocast's precision; rollout/logprob_gap logs the difference.")
     lora: bool = opt(False, "Train LoRA adapters (peft) instead of all weights. The reference "
                      "policy is then the base model with adapters disabled, not a second copy.")
     lora_r: int = opt(16, "LoRA rank.")

@@ -127,6 +127,7 @@ def test_sft_help_lists_only_what_sft_reads():
     assert {s.split(".")[0] for s in offered} == {"model", "task", "sft", "run"}
     assert {"sft.lr", "sft.warmup_steps", "sft.weight_decay", "sft.max_grad_norm"} <= offered
     assert not any(s.startswith(("optim.", "ppo.", "rollout.", "train.")) for s in offered)
+    assert "model.sampling_autocast" not in offered  # SFT never samples
 
 
 def test_eval_and_check_offer_single_fields_of_shared_sections():

@@ -87,6 +87,54 @@ def test_every_bf16_path_follows_the_decision(fresh, monkeypatch, tiny_model_dir
     assert Config.load(tmp_path / "run" / "config.yaml").model.autocast == "auto"  # the record is not a setting
 
 
+@pytest.mark.parametrize("setting, forced, expected", [
+    ("same", None, "none"), ("bf16", None, "bf16"), ("none", None, "none"), ("auto", "1", "bf16"), ("auto", "0", "none")])
+def test_sampling_precision_is_its_own_decision(fresh, monkeypatch, setting, forced, expected):
+    if forced is None:
+        monkeypatch.delenv(runtime.DECODE_FORCE_ENV, raising=False)
+    else:
+        monkeypatch.setenv(runtime.DECODE_FORCE_ENV, forced)
+    precision, reason = runtime.resolve_sampling_precision(setting, "cpu", "none")
+    assert precision == expected and ("forced" in reason) == (forced is not None)
+    assert runtime.resolve_sampling_precision("same", "cpu", "bf16")[0] == "bf16"
+    with pytest.raises(ConfigError, match="model.sampling_autocast"):
+        Config.load(None, {"model.sampling_autocast": "fp8"})
+
+
+def test_the_decode_probe_measures_or_says_why_not(fresh, monkeypatch):
+    monkeypatch.delenv(runtime.DECODE_FORCE_ENV, raising=False)
+    precision, reason = runtime.resolve_sampling_precision("auto", "cpu", "none")
+    assert precision in ("bf16", "none")
+    assert "prepacked bf16 decode products" in reason or "no oneDNN bf16 kernel" in reason
+
+
+def test_training_in_float32_can_sample_in_bf16(fresh, monkeypatch, tiny_model_dir, tmp_path):
+    """model.autocast none with model.sampling_autocast bf16: the fused step decodes from bf16 weights, the
+    update stays float32, and config.yaml records both decisions."""
+    from test_training import tiny_cfg
+
+    import rlsf.rollout.engines
+    from rlsf.stages.train import RLTrainer
+
+    seen = []
+    real = rlsf.rollout.engines.FusedLlamaStep
+
+    class Spy(real):
+        def __init__(self, model, batch, length, precision, **kw):
+            super().__init__(model, batch, length, precision, **kw)
+            seen.append(self.dtype)
+
+    monkeypatch.setattr(rlsf.rollout.engines, "FusedLlamaStep", Spy)
+    tr = RLTrainer(tiny_cfg(tiny_model_dir, tmp_path, **{"model.autocast": "none", "model.sampling_autocast": "bf16",
+                                                         "train.steps": 1}))
+    assert tr.runtime.precision == "none" == tr.algo.precision and tr.runtime.sampling_precision == "bf16"
+    metrics = tr.train()
+    assert seen and set(seen) == {torch.bfloat16}
+    assert metrics["rollout/logprob_gap"] > 0  # sampled from bf16 weights, updated in float32
+    saved = yaml.safe_load((tmp_path / "run" / "config.yaml").read_text())["runtime"]
+    assert (saved["precision"], saved["sampling_precision"]) == ("none", "bf16")
+
+
 def test_a_sampling_copy_is_made_only_for_bf16(tiny_model_dir):
     from rlsf.models.loading import load_model
     from rlsf.rollout.engines import SamplingModel

@@ -11,6 +11,12 @@ bf16 -- autocast in SFT and updates, the bf16 weights the sampler decodes with -
 :class:`Runtime` decision, which is printed at start and saved in each run's ``config.yaml``.
 
 ``RLSF_BF16=1`` (or ``0``) forces the probe's outcome: for tests, and to try the other path.
+
+**Sampling may choose differently** (``model.sampling_autocast``): decoding reads every weight once
+per token at a small batch, a different regime from training's large products. With ``auto`` a
+second probe times decode-sized products (batch 8) in float32 against bf16 weights prepacked
+for oneDNN, as the fused decoding step runs them; where bf16 wins there, rollouts sample from
+bf16 weights even when training stays in float32. ``RLSF_BF16_DECODE=1`` (or ``0``) forces it.
 """
 
 from __future__ import annotations
@@ -46,6 +52,13 @@ class Runtime:
     reason: str
     processor: str
     bf16_speedup: float | None = None  # float32 time / bf16 time of the probe (CPU only)
+    sampling_precision: str = ""  # the weights rollouts sample from: "bf16" or "none" ("": as ``precision``)
+    sampling_reason: str = ""
+
+    def __post_init__(self) -> None:
+        if not self.sampling_precision:
+            object.__setattr__(self, "sampling_precision", self.precision)
+            object.__setattr__(self, "sampling_reason", "model.sampling_autocast: same")
 
     @property
     def torch_device(self) -> torch.device:
@@ -55,7 +68,10 @@ class Runtime:
         return {**asdict(self), "torch": str(torch.__version__), "threads": torch.get_num_threads()}
 
     def describe(self) -> str:
-        return f"device {self.device} ({self.processor}), precision {self.precision}: {self.reason}"
+        out = f"device {self.device} ({self.processor}), precision {self.precision}: {self.reason}"
+        if self.sampling_precision != self.precision:
+            out += f"; sampling precision {self.sampling_precision}: {self.sampling_reason}"
+        return out
 
 
 def processor_name() -> str:
@@ -145,12 +161,68 @@ def resolve_precision(setting: str, device: str) -> tuple[str, str, float | None
     return "none", f"auto: {measured}, below the {BF16_MIN_SPEEDUP}x needed ({probe['source']})", speedup
 
 
+DECODE_FORCE_ENV = "RLSF_BF16_DECODE"
+DECODE_SHAPE = (8, 576, 1536)  # rows decoded at once x hidden x MLP width of SmolLM2-135M
+
+
+def _time_decode_products(rounds: int = 30, budget_s: float = 2.0) -> dict[str, float]:
+    """Fastest decode-sized product in float32 and with bf16 weights prepacked for oneDNN (the
+    fused decoding step's kernel); ``{}`` where that kernel is missing."""
+    try:
+        if not (torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported()):
+            return {}
+        b, k, n = DECODE_SHAPE
+        gen = torch.Generator().manual_seed(0)
+        x, w = torch.randn(b, k, generator=gen), torch.randn(n, k, generator=gen)
+        xb, packed = x.bfloat16(), torch.ops.mkldnn._reorder_linear_weight(w.bfloat16(), b)
+        runs = {"fp32": lambda: torch.nn.functional.linear(x, w),
+                "bf16": lambda: torch.ops.mkldnn._linear_pointwise(xb, packed, None, "none", [], "")}
+    except (AttributeError, RuntimeError):  # a build without these ops, or with other signatures
+        return {}
+    best = {name: float("inf") for name in runs}
+    for fn in runs.values():
+        fn()
+    start = time.perf_counter()
+    for _ in range(rounds):
+        for name, fn in runs.items():
+            t0 = time.perf_counter()
+            for _ in range(10):
+                fn()
+            best[name] = min(best[name], (time.perf_counter() - t0) / 10)
+        if time.perf_counter() - start > budget_s:
+            break
+    return best
+
+
+def resolve_sampling_precision(setting: str, device: str, training: str) -> tuple[str, str]:
+    """``(precision, reason)`` of the weights rollouts sample from (``model.sampling_autocast``)."""
+    if setting == "same":
+        return training, "model.sampling_autocast: same"
+    if setting != "auto":
+        return setting, f"model.sampling_autocast: {setting}"
+    if device.startswith("cuda"):
+        return training, "auto: on a GPU, model.autocast's decision"
+    forced = os.environ.get(DECODE_FORCE_ENV)
+    if forced in ("0", "1"):
+        return ("bf16" if forced == "1" else "none"), f"auto: forced by {DECODE_FORCE_ENV}={forced}"
+    times = _time_decode_products()
+    if not times:
+        return "none", "auto: no oneDNN bf16 kernel on this CPU"
+    speedup = times["fp32"] / times["bf16"]
+    measured = f"prepacked bf16 decode products {speedup:.2f}x the speed of float32"
+    if speedup >= BF16_MIN_SPEEDUP:
+        return "bf16", f"auto: {measured}"
+    return "none", f"auto: {measured}, below the {BF16_MIN_SPEEDUP}x needed"
+
+
 @functools.lru_cache(maxsize=None)
-def _runtime(device_setting: str, autocast: str, forced: str | None) -> Runtime:
+def _runtime(device_setting: str, autocast: str, forced: str | None, sampling: str = "same",
+             forced_decode: str | None = None) -> Runtime:
     device = resolve_device(device_setting)
     precision, reason, speedup = resolve_precision(autocast, device)
+    sampling_precision, sampling_reason = resolve_sampling_precision(sampling, device, precision)
     name = torch.cuda.get_device_name(torch.device(device)) if device.startswith("cuda") else processor_name()
-    rt = Runtime(device, precision, reason, name, speedup)
+    rt = Runtime(device, precision, reason, name, speedup, sampling_precision, sampling_reason)
     note(f"rlsf: {rt.describe()}")
     return rt
 
@@ -162,6 +234,7 @@ def setup(cfg) -> Runtime:
     hf_logging.disable_progress_bar()
     if cfg.model.threads:
         torch.set_num_threads(cfg.model.threads)
-    return _runtime(cfg.model.device, cfg.model.autocast, os.environ.get(FORCE_ENV))
+    return _runtime(cfg.model.device, cfg.model.autocast, os.environ.get(FORCE_ENV), cfg.model.sampling_autocast,
+                    os.environ.get(DECODE_FORCE_ENV))
 
 

@@ -12,13 +12,17 @@ loading torch.
 
 #: Per command: the settings its stage reads, as sections (``"sft"``) or single fields
 #: (``"rollout.engine"``). ``"algorithm"``: the registered algorithms' sections.
-#: The model settings of a stage that loads the model without LoRA adapters (evaluation, the ORM).
-_MODEL_PLAIN = ("model.name", "model.device", "model.dtype", "model.autocast", "model.threads")
+#: The model settings of a stage that loads the model without LoRA adapters and samples (evaluation, the ORM).
+_MODEL_PLAIN = ("model.name", "model.device", "model.dtype", "model.autocast", "model.sampling_autocast",
+                "model.threads")
+#: SFT's: it trains (LoRA) but never samples.
+_MODEL_SFT = ("model.name", "model.device", "model.dtype", "model.autocast", "model.lora", "model.lora_r",
+              "model.lora_alpha", "model.lora_dropout", "model.threads")
 #: The token-reward settings (``reward.orm`` and its weights are the RL loop's alone).
 _TOKEN_REWARD = ("reward.mode", "reward.spread_spans", "reward.span_weight")
 
 STAGE_SETTINGS: dict[str, tuple[str, ...]] = {
-    "sft": ("model", "task", "sft", "run"),
+    "sft": (*_MODEL_SFT, "task", "sft", "run"),
     "train": ("model", "task", "rollout", "reward", "check", "train", "algorithm", "run"),
     "eval": (*_MODEL_PLAIN, "task.name", "task.options", "rollout.engine", "rollout.fused_step", "check", "eval",
              "run.output_dir", "run.seed"),

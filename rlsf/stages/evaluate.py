@@ -126,8 +126,8 @@ def _evaluate(cfg: Config, model, tokenizer, output, runtime) -> dict[str, Any]:
     if model is None:
         model, tokenizer = load_policy(cfg, rt, lora=False)
     t0 = time.perf_counter()
-    sampler = SamplingModel(model, rt.precision, fused=cfg.rollout.engine == "rlsf" and cfg.rollout.fused_step)
-    gen = dict(max_new_tokens=e.max_new_tokens, batch_size=e.batch_size, precision=rt.precision,
+    sampler = SamplingModel(model, rt.sampling_precision, fused=cfg.rollout.engine == "rlsf" and cfg.rollout.fused_step)
+    gen = dict(max_new_tokens=e.max_new_tokens, batch_size=e.batch_size, precision=rt.sampling_precision,
                engine=cfg.rollout.engine, fused_step=cfg.rollout.fused_step)
     condition = e.condition or None
     with CheckService.for_config(cfg, task, tokenizer) as checker:
@@ -168,6 +168,7 @@ def _evaluate(cfg: Config, model, tokenizer, output, runtime) -> dict[str, Any]:
     if condition:
         results["condition"] = condition
     results["precision"] = rt.precision
+    results["sampling_precision"] = rt.sampling_precision
     results["time_s"] = round(time.perf_counter() - t0, 1)
     if output is None:
         output = Path(cfg.run.output_dir) / "eval.json"

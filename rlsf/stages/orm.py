@@ -72,12 +72,12 @@ def _labelled_samples(cfg: Config, rt, task: Task, examples: list[Example], mode
         note(f"orm: resume: {len(rows)} labelled samples read from {path}")
         return rows
     ro = cfg.rollout
-    sampler = SamplingModel(model, rt.precision, fused=ro.engine == "rlsf" and ro.fused_step)
+    sampler = SamplingModel(model, rt.sampling_precision, fused=ro.engine == "rlsf" and ro.fused_step)
     note(f"orm: sampling {cfg.orm.samples_per_prompt} solutions of {len(examples)} problems from {cfg.model.name}")
     with CheckService.for_config(cfg, task, tokenizer) as checker:
         exp = rollout_and_check(sampler.model, tokenizer, task, examples, checker, samples=cfg.orm.samples_per_prompt,
                                 max_new_tokens=ro.max_new_tokens, temperature=ro.temperature, top_p=ro.top_p,
-                                batch_size=ro.generation_batch_size, precision=rt.precision, engine=ro.engine,
+                                batch_size=ro.generation_batch_size, precision=rt.sampling_precision, engine=ro.engine,
                                 fused_step=ro.fused_step)
     rows = [{"id": ex["id"], "completion": text, "correct": bool(cert.correct)}
             for ex, text, cert in zip(exp.examples, exp.texts, exp.certificates) if not cert.failed]

@@ -46,7 +46,7 @@ class RLTrainer:
         self.runtime, self.task, self.examples = start(cfg, limit=cfg.task.train_examples)
         self.model, self.tokenizer = load_policy(cfg, self.runtime)
         self.algo = ALGORITHMS[cfg.train.algorithm](self.model, self.tokenizer, self.task, cfg, self.runtime)
-        self.sampler = SamplingModel(self.model, self.runtime.precision,
+        self.sampler = SamplingModel(self.model, self.runtime.sampling_precision,
                                      fused=cfg.rollout.engine == "rlsf" and cfg.rollout.fused_step)
         self.orm = None
         if cfg.reward.orm:
@@ -72,7 +72,7 @@ class RLTrainer:
         return rollout_and_check(
             self.sampler.model, self.tokenizer, self.task, batch, self.checker, samples=c.rollout.samples_per_prompt,
             reward=c.reward, timer=t, max_new_tokens=c.rollout.max_new_tokens, temperature=c.rollout.temperature,
-            top_p=c.rollout.top_p, batch_size=c.rollout.generation_batch_size, precision=self.runtime.precision,
+            top_p=c.rollout.top_p, batch_size=c.rollout.generation_batch_size, precision=self.runtime.sampling_precision,
             engine=c.rollout.engine, fused_step=c.rollout.fused_step, ignore_eos=c.rollout.ignore_eos,
             condition=self.algo.sampling_condition)
 
