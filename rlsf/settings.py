@@ -54,6 +54,10 @@ class ModelConfig:
     lora_r: int = opt(16, "LoRA rank.")
     lora_alpha: int = opt(32, "LoRA scaling alpha.")
     lora_dropout: float = opt(0.0, "LoRA dropout.")
+    gradient_checkpointing: bool = opt(False, "Recompute each decoder layer's activations in the backward pass "
+                                       "instead of keeping them (less memory, about a third more update time). "
+                                       "RL updates then run one full pass per sample (ppo/grpo.share_prompts does not "
+                                       "apply: a checkpointed layer keeps no key/value cache).")
     threads: int = opt(0, "torch CPU threads (0: leave torch's default).")
 
 

@@ -398,3 +398,31 @@ def test_resume_in_a_new_process_equals_uninterrupted(tiny_model_dir, tmp_path, 
     full, resumed = (load_model(str(tmp_path / run / "model")) for run in ("full", "cut"))
     for (n, p), (_, q) in zip(full.named_parameters(), resumed.named_parameters()):
         assert torch.equal(p, q), n
+
+
+@pytest.mark.parametrize("algorithm", ["ppo", "grpo"])
+def test_gradient_checkpointing_gives_the_same_update(tiny_model_dir, tmp_path, algorithm):
+    """model.gradient_checkpointing recomputes activations in the backward pass: one training step
+    (same rollouts, same seed) ends with the same weights as without it, within float rounding;
+    the shared-prompt passes are off (a checkpointed layer keeps no cache)."""
+    from rlsf.models.loading import uses_gradient_checkpointing
+
+    runs = {}
+    for gc in (False, True):
+        tr = RLTrainer(tiny_cfg(tiny_model_dir, tmp_path / str(gc), **{
+            "train.algorithm": algorithm, "train.steps": 1, "model.gradient_checkpointing": gc,
+            f"{algorithm}.share_prompts": False, f"{algorithm}.entropy_coef": 0.01}))
+        assert uses_gradient_checkpointing(tr.model) == gc and not tr.algo.share_prompts
+        metrics = tr.train()
+        runs[gc] = (metrics, {n: p.detach().clone() for n, p in tr.model.named_parameters()})
+    (m0, p0), (m1, p1) = runs[False], runs[True]
+    assert m0["reward/total"] == m1["reward/total"]
+    assert m1["loss/policy"] == pytest.approx(m0["loss/policy"], rel=1e-4, abs=1e-6)
+    for n in p0:
+        torch.testing.assert_close(p1[n], p0[n], rtol=1e-4, atol=1e-6, msg=n)
+
+
+def test_gradient_checkpointing_turns_the_shared_prompt_path_off(tiny_model_dir, tmp_path):
+    tr = RLTrainer(tiny_cfg(tiny_model_dir, tmp_path, **{"model.gradient_checkpointing": True, "train.steps": 1}))
+    assert tr.cfg.ppo.share_prompts and not tr.algo.share_prompts
+    tr.train()

@@ -354,6 +354,23 @@ def _contiguous_input(module: torch.nn.Module, args: tuple) -> tuple:
     return (args[0].contiguous(), *args[1:])
 
 
+def enable_gradient_checkpointing(model: Any) -> None:
+    """Recompute each decoder layer in the backward pass (non-reentrant, so frozen LoRA bases and
+    inputs without gradients work). A checkpointed layer in training mode keeps no key/value cache."""
+    base = model.get_base_model() if is_peft_model(model) else model
+    base.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    if is_peft_model(model):
+        base.enable_input_require_grads()
+
+
+def uses_gradient_checkpointing(model: Any) -> bool:
+    base = model.get_base_model() if is_peft_model(model) else model
+    for name in ("is_activation_checkpointing", "is_gradient_checkpointing"):  # transformers 5 renamed it
+        if hasattr(type(base), name):
+            return bool(getattr(base, name))
+    return False
+
+
 def load_model(
     path: str | os.PathLike,
     *,

@@ -15,9 +15,11 @@ loading torch.
 #: The model settings of a stage that loads the model without LoRA adapters and samples (evaluation, the ORM).
 _MODEL_PLAIN = ("model.name", "model.device", "model.dtype", "model.autocast", "model.sampling_autocast",
                 "model.threads")
+#: The ORM's: it trains the language model under its head (no adapters) and samples.
+_MODEL_ORM = (*_MODEL_PLAIN, "model.gradient_checkpointing")
 #: SFT's: it trains (LoRA) but never samples.
 _MODEL_SFT = ("model.name", "model.device", "model.dtype", "model.autocast", "model.lora", "model.lora_r",
-              "model.lora_alpha", "model.lora_dropout", "model.threads")
+              "model.lora_alpha", "model.lora_dropout", "model.gradient_checkpointing", "model.threads")
 #: The token-reward settings (``reward.orm`` and its weights are the RL loop's alone).
 _TOKEN_REWARD = ("reward.mode", "reward.spread_spans", "reward.span_weight")
 
@@ -26,7 +28,7 @@ STAGE_SETTINGS: dict[str, tuple[str, ...]] = {
     "train": ("model", "task", "rollout", "reward", "check", "train", "algorithm", "run"),
     "eval": (*_MODEL_PLAIN, "task.name", "task.options", "rollout.engine", "rollout.fused_step", "check", "eval",
              "run.output_dir", "run.seed"),
-    "orm": (*_MODEL_PLAIN, "task", "rollout.max_new_tokens", "rollout.temperature", "rollout.top_p",
+    "orm": (*_MODEL_ORM, "task", "rollout.max_new_tokens", "rollout.temperature", "rollout.top_p",
             "rollout.generation_batch_size", "rollout.engine", "rollout.fused_step", "check", "orm", "run"),
     "check": ("model.name", "task.name", "task.options", *_TOKEN_REWARD, "check"),
 }

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import NamedTuple
 
 from rlsf.config import Config
-from rlsf.models.loading import LoraSpec, load_model, load_tokenizer, resolve_model
+from rlsf.models.loading import LoraSpec, enable_gradient_checkpointing, load_model, load_tokenizer, resolve_model
 from rlsf.runtime.checkpoint import Checkpointer
 from rlsf.runtime.device import Runtime, setup
 from rlsf.runtime.utils import seed_everything
@@ -56,6 +56,8 @@ def load_policy(cfg: Config, runtime: Runtime, name: str | None = None, *, lora:
     spec = LoraSpec(r=cfg.model.lora_r, alpha=cfg.model.lora_alpha, dropout=cfg.model.lora_dropout) if use_lora else None
     tokenizer = load_tokenizer(path)
     model = load_model(path, dtype=cfg.model.dtype, lora=spec)
+    if cfg.model.gradient_checkpointing:
+        enable_gradient_checkpointing(model)
     return model.to(runtime.torch_device), tokenizer
 
 
