@@ -139,7 +139,8 @@ class Config:
         """Set ``section.field`` with type checking and coercion of strings (from flags)."""
         section, _, name = dotted.partition(".")
         known = sections()
-        if moved_to(dotted) and (section not in known or name not in {f.name for f in dataclasses.fields(known[section])}):
+        fields_here = {f.name for f in dataclasses.fields(known[section])} if section in known else set()
+        if moved_to(dotted) and name not in fields_here:
             raise ConfigError(f"{dotted}: this setting moved; {moved_to(dotted)}")
         if section not in known or not name:
             raise ConfigError(f"unknown setting {dotted!r}; use SECTION.FIELD, sections: {sorted(known)}")

@@ -32,5 +32,8 @@ STAGE_SETTINGS: dict[str, tuple[str, ...]] = {
             "rollout.generation_batch_size", "rollout.engine", "rollout.fused_step", "check", "orm", "run"),
     "check": ("model.name", "task.name", "task.options", *_TOKEN_REWARD, "check"),
 }
-STAGE_SETTINGS["pipeline"] = tuple(dict.fromkeys(STAGE_SETTINGS["sft"] + STAGE_SETTINGS["train"] + STAGE_SETTINGS["eval"]))
-STAGE_SETTINGS["experiment"] = tuple(dict.fromkeys(STAGE_SETTINGS["pipeline"] + STAGE_SETTINGS["orm"] + ("experiment",)))
+# The chained stages read what their stages read (in this order, each once).
+STAGE_SETTINGS["pipeline"] = tuple(dict.fromkeys(
+    STAGE_SETTINGS["sft"] + STAGE_SETTINGS["train"] + STAGE_SETTINGS["eval"]))
+STAGE_SETTINGS["experiment"] = tuple(dict.fromkeys(
+    STAGE_SETTINGS["pipeline"] + STAGE_SETTINGS["orm"] + ("experiment",)))
