@@ -23,6 +23,7 @@ import yaml
 
 from rlsf.algorithms import ALGORITHMS
 from rlsf.evaluation.selectors import SELECTORS
+from rlsf.feedback.service import BACKENDS
 from rlsf.settings import (
     CORE_SECTIONS,
     EXTRA_SECTIONS,
@@ -43,6 +44,7 @@ from rlsf.settings import (
     field_type,
     opt,
     require,
+    require_adamw,
 )
 
 __all__ = ["Config", "ConfigError", "iter_fields", "moved_to", "opt", "require", "sections"]
@@ -139,15 +141,14 @@ class Config:
         """Set ``section.field`` with type checking and coercion of strings (from flags)."""
         section, _, name = dotted.partition(".")
         known = sections()
-        fields_here = {f.name for f in dataclasses.fields(known[section])} if section in known else set()
-        if moved_to(dotted) and name not in fields_here:
+        fields = {f.name for f in dataclasses.fields(known[section])} if section in known else set()
+        if name not in fields and moved_to(dotted):
             raise ConfigError(f"{dotted}: this setting moved; {moved_to(dotted)}")
         if section not in known or not name:
             raise ConfigError(f"unknown setting {dotted!r}; use SECTION.FIELD, sections: {sorted(known)}")
-        obj = self.section(section)
-        fields = {f.name: f for f in dataclasses.fields(obj)}
         if name not in fields:
             raise ConfigError(f"unknown setting {dotted!r}; fields of {section!r}: {sorted(fields)}")
+        obj = self.section(section)
         setattr(obj, name, coerce(dotted, value, field_type(type(obj), name)))
 
     # ---- validation ---------------------------------------------------------------------------
@@ -173,8 +174,8 @@ class Config:
         need(ro.engine in ("rlsf", "hf"), "rollout.engine", f"must be rlsf or hf, got {ro.engine!r}")
         need(self.check.workers >= -1, "check.workers", "must be -1 (one per core), 0 (in process) or a count")
         need(self.check.timeout_s > 0, "check.timeout_s", "must be > 0")
-        need(self.check.backend in ("processes", "ray"), "check.backend",
-             f"must be processes or ray, got {self.check.backend!r}")
+        need(self.check.backend in BACKENDS, "check.backend",
+             f"must be {' or '.join(BACKENDS)}, got {self.check.backend!r}")
         need(self.check.backend != "ray" or importlib.util.find_spec("ray") is not None, "check.backend",
              "ray is not installed (pip install 'rlsf[ray]', or use check.backend: processes)")
         need(not self.check.ray_address or self.check.backend == "ray", "check.ray_address",
@@ -192,8 +193,7 @@ class Config:
         need(self.sft.batch_size > 0, "sft.batch_size", "must be > 0")
         need(self.sft.lr > 0, "sft.lr", "must be > 0")
         need(self.sft.warmup_steps >= 0, "sft.warmup_steps", "must be >= 0")
-        need(self.sft.weight_decay >= 0 and self.sft.max_grad_norm >= 0, "sft",
-             "weight_decay and max_grad_norm must be >= 0")
+        require_adamw(self.sft, "sft")
         need(self.eval.k >= 0, "eval.k", "must be >= 0")
         need(self.eval.temperature > 0, "eval.temperature", "must be > 0")
         bad = [x for x in self.eval.selectors if x not in SELECTORS]
@@ -209,7 +209,7 @@ class Config:
         need(0 <= o.val_fraction < 1, "orm.val_fraction", "must be in [0, 1)")
         need(o.epochs > 0 and o.batch_size >= 1 and o.lr > 0 and o.head_lr > 0 and o.max_length > 0, "orm",
              "epochs, batch_size, lr, head_lr and max_length must be > 0")
-        need(o.weight_decay >= 0 and o.max_grad_norm >= 0, "orm", "weight_decay and max_grad_norm must be >= 0")
+        require_adamw(o, "orm")
         bad = [x for x in self.run.loggers if x not in ("jsonl", "tensorboard", "wandb")]
         need(not bad, "run.loggers", f"unknown logger(s) {bad}; choose from jsonl, tensorboard, wandb")
         for sink in ("tensorboard", "wandb"):  # fail now, not after loading a model

@@ -248,6 +248,12 @@ def require(cond: bool, setting: str, msg: str) -> None:
         raise ConfigError(f"{setting}: {msg}")
 
 
+def require_adamw(section: Any, name: str) -> None:
+    """The AdamW settings every trainable stage's section has (``weight_decay``, ``max_grad_norm``)."""
+    require(section.weight_decay >= 0 and section.max_grad_norm >= 0, name,
+            "weight_decay and max_grad_norm must be >= 0")
+
+
 def field_type(cls: type, name: str) -> Any:
     return typing.get_type_hints(cls)[name]
 

@@ -39,7 +39,7 @@ from rlsf.models.parts import position_ids_from_mask
 from rlsf.models.reference import Reference
 from rlsf.rollout.engines import unique_prompts
 from rlsf.runtime.utils import Timer, autocast, make_adamw, model_device
-from rlsf.settings import opt, require
+from rlsf.settings import opt, require, require_adamw
 
 
 @dataclass
@@ -193,8 +193,7 @@ class PolicyUpdateConfig:
         require(self.clip_range > 0, f"{name}.clip_range", "must be > 0")
         require(self.lr > 0, f"{name}.lr", "must be > 0")
         require(self.warmup_steps >= 0, f"{name}.warmup_steps", "must be >= 0")
-        require(self.weight_decay >= 0 and self.max_grad_norm >= 0, name,
-                "weight_decay and max_grad_norm must be >= 0")
+        require_adamw(self, name)
         require(self.kl_coef >= 0, f"{name}.kl_coef", "must be >= 0")
         require(self.batch_entropy_temperature > 0, f"{name}.batch_entropy_temperature", "must be > 0")
         require(self.batch_entropy_position in ("last", "before_end"), f"{name}.batch_entropy_position",

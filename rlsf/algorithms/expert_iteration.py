@@ -31,7 +31,7 @@ from rlsf.algorithms.supervised import collate, sft_update
 from rlsf.experience import Experience
 from rlsf.runtime.checkpoint import load_trainable_state, trainable_state
 from rlsf.runtime.utils import Timer, make_adamw, model_device
-from rlsf.settings import opt, require
+from rlsf.settings import opt, require, require_adamw
 
 
 @dataclass
@@ -52,8 +52,7 @@ class ExpertIterationConfig:
         require(self.max_steps >= 1, f"{name}.max_steps", "must be >= 1")
         require(self.batch_size >= 1, f"{name}.batch_size", "must be >= 1")
         require(self.lr > 0, f"{name}.lr", "must be > 0")
-        require(self.weight_decay >= 0 and self.max_grad_norm >= 0, name,
-                "weight_decay and max_grad_norm must be >= 0")
+        require_adamw(self, name)
 
 
 def verified_pairs(exp: Experience, keep_truncated: bool = False) -> list[tuple[list[int], list[int]]]:

@@ -20,12 +20,13 @@ Both steppers have one interface: ``prefill(ids, mask) -> logits`` for left-padd
 
 from __future__ import annotations
 
-import functools
-
 import torch
 import torch.nn.functional as F
 
 from rlsf.models.parts import position_ids_from_mask
+
+# Named here too: benchmarks and tests look it up (and patch it) where the fused step does.
+from rlsf.runtime.device import prepacked_bf16_linear as _mkldnn_bf16
 from rlsf.runtime.utils import autocast
 
 # Decoder layers of these model types are the Llama block (pre-norm RMSNorm, rotary attention with
@@ -65,24 +66,6 @@ def effective_weight(linear) -> tuple[torch.Tensor, torch.Tensor | None]:
             if name in getattr(linear, "lora_A", {}):
                 w = w + linear.get_delta_weight(name).to(w.dtype)
     return w, base.bias
-
-
-@functools.cache
-def _mkldnn_bf16() -> bool:
-    """Whether oneDNN's prepacked bf16 linear runs here and agrees with ``F.linear`` (a CPU with
-    AVX-512 bf16 or AMX; the ops are private, so they are probed rather than assumed)."""
-    try:
-        if not (torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported()):
-            return False
-        # A private generator: this probe runs at a process's first bf16 rollout, and drawing from the
-        # global one there would make a resumed run sample differently from an uninterrupted one.
-        gen = torch.Generator().manual_seed(0)
-        w, x = torch.randn(24, 16, generator=gen).bfloat16(), torch.randn(3, 16, generator=gen).bfloat16()
-        packed = torch.ops.mkldnn._reorder_linear_weight(w, 3)
-        out = torch.ops.mkldnn._linear_pointwise(x, packed, None, "none", [], "")
-        return bool(torch.allclose(out.float(), F.linear(x, w).float(), atol=1e-2, rtol=1e-2))
-    except (AttributeError, RuntimeError):  # a build without these ops, or with other signatures
-        return False
 
 
 def _fuse(linears, dtype) -> tuple[torch.Tensor, torch.Tensor | None]:

@@ -165,12 +165,31 @@ DECODE_FORCE_ENV = "RLSF_BF16_DECODE"
 DECODE_SHAPE = (8, 576, 1536)  # rows decoded at once x hidden x MLP width of SmolLM2-135M
 
 
+@functools.cache
+def prepacked_bf16_linear() -> bool:
+    """Whether oneDNN's prepacked bf16 linear runs here and agrees with ``F.linear`` (a CPU with
+    AVX-512 bf16 or AMX; the ops are private, so they are probed rather than assumed). The fused
+    decoding step packs its bf16 weights where this holds; the decode probe times that kernel."""
+    try:
+        if not (torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported()):
+            return False
+        # A private generator: this probe runs at a process's first bf16 rollout, and drawing from the
+        # global one there would make a resumed run sample differently from an uninterrupted one.
+        gen = torch.Generator().manual_seed(0)
+        w, x = torch.randn(24, 16, generator=gen).bfloat16(), torch.randn(3, 16, generator=gen).bfloat16()
+        packed = torch.ops.mkldnn._reorder_linear_weight(w, 3)
+        out = torch.ops.mkldnn._linear_pointwise(x, packed, None, "none", [], "")
+        return bool(torch.allclose(out.float(), torch.nn.functional.linear(x, w).float(), atol=1e-2, rtol=1e-2))
+    except (AttributeError, RuntimeError):  # a build without these ops, or with other signatures
+        return False
+
+
 def _time_decode_products(rounds: int = 30, budget_s: float = 2.0) -> dict[str, float]:
     """Fastest decode-sized product in float32 and with bf16 weights prepacked for oneDNN (the
     fused decoding step's kernel); ``{}`` where that kernel is missing."""
+    if not prepacked_bf16_linear():
+        return {}
     try:
-        if not (torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported()):
-            return {}
         b, k, n = DECODE_SHAPE
         gen = torch.Generator().manual_seed(0)
         x, w = torch.randn(b, k, generator=gen), torch.randn(n, k, generator=gen)
