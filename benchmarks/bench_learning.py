@@ -102,6 +102,8 @@ def rlsf_config(args, mode: str, seed: int, out: str):
         "reward.mode": mode, "train.algorithm": "grpo", "train.steps": args.steps, "train.save_every": 0,
         "grpo.advantage": ADVANTAGE, "grpo.epochs": 1, "grpo.minibatch_size": batch, "grpo.kl_coef": 0.0,
         "grpo.lr": args.lr, "grpo.weight_decay": 0.0, "grpo.max_grad_norm": 1.0, "grpo.warmup_steps": 0,
+        # The study was measured before GRPO's scale floor (grpo.std_floor) existed: plain GRPO's scale.
+        "grpo.std_floor": 0.0,
         "run.seed": seed, "run.output_dir": out, "run.progress": False, "run.loggers": ["jsonl"],
     })
 

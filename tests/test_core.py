@@ -51,6 +51,31 @@ def test_masked_whiten_zero_mean_unit_var_and_zero_padding():
     assert w[0, 3] == 0
 
 
+def test_whitening_floor_keeps_noise_small_and_leaves_real_spread_alone():
+    """A batch whose advantages barely vary (std 0.001, the critic's noise on flat rewards) stays at
+    std 0.01 with a floor of 0.1 instead of being blown up 1000x; a batch with real spread (std
+    above the floor) is whitened exactly as without the floor."""
+    torch.manual_seed(0)
+    m = torch.ones(8, 16)
+    noise = 0.001 * torch.randn(8, 16)
+    assert masked_whiten(noise, m).std() == pytest.approx(1.0, abs=0.01)  # plain: noise becomes the signal
+    assert masked_whiten(noise, m, std_floor=0.1).std() == pytest.approx(0.01, rel=0.05)
+    real = torch.randn(8, 16)
+    close(masked_whiten(real, m, std_floor=0.1), masked_whiten(real, m), tol=1e-6)
+
+
+def test_grpo_floor_on_a_group_that_differs_by_a_hair():
+    # Two samples whose totals differ by 2e-3: plain GRPO scales that to +-0.7; the floor keeps it small.
+    r = T([[0.0, 0.0, 1.001], [0.0, 0.0, 0.999]])
+    assert grpo_advantages(r, torch.ones(2, 3), groups(0, 0), ALL).abs().max() > 0.5
+    floored = grpo_advantages(r, torch.ones(2, 3), groups(0, 0), ALL, std_floor=0.1)
+    close(floored, [[0.01] * 3, [-0.01] * 3], tol=1e-4)
+    # A real spread (sequence rewards 1 and 0: s = 0.707) is untouched by the floor.
+    r = T([[0.0, 1.0], [0.0, 0.0]])
+    close(grpo_advantages(r, torch.ones(2, 2), groups(0, 0), ALL, std_floor=0.1),
+          grpo_advantages(r, torch.ones(2, 2), groups(0, 0), ALL), tol=1e-6)
+
+
 def test_gae_hand_computed():
     # delta2 = 1 - .1 = .9; delta1 = .1 - .2 = -.1; delta0 = .2 - .5 = -.3
     # A2 = .9; A1 = -.1 + .5*.9 = .35; A0 = -.3 + .5*.35 = -.125
@@ -205,13 +230,13 @@ def test_regularisers_by_hand():
     """The bonus c_H * mean token entropy + c_B * batch entropy, at the last position or before the end."""
     from types import SimpleNamespace
 
-    from rlsf.algorithms.base import PolicyGradient
+    from rlsf.algorithms.base import ForwardOut, PolicyGradient
 
     big = 60.0
     logits = T([[[0, 0], [big, 0], [0, 0]],     # row 0: 2 tokens (pad after), ends with [1, 0]
                 [[big, 0], [0, big], [0, 0]]])  # row 1: 3 tokens
     mask = T([[1, 1, 0], [1, 1, 1]])
-    fo = SimpleNamespace(logits=logits)
+    fo = ForwardOut(logits=logits, logp=torch.zeros(mask.shape), hidden=None)
     h = lambda *p: -sum(x * math.log(x) for x in p if x > 0)  # noqa: E731
     token_entropy = (math.log(2) + 0 + 0 + 0 + math.log(2)) / 5
     for position, truncated, probs in [("last", [False, False], [(1, 0), (0.5, 0.5)]),

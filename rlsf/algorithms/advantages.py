@@ -17,6 +17,8 @@ from typing import Callable
 
 import torch
 
+from rlsf.runtime import distributed
+
 
 def gae(
     rewards: torch.Tensor, values: torch.Tensor, mask: torch.Tensor, gamma: float, lam: float
@@ -79,7 +81,8 @@ def _group_baseline(rewards: torch.Tensor, mask: torch.Tensor, group: torch.Tens
 
 
 def grpo_advantages(
-    rewards: torch.Tensor, mask: torch.Tensor, group: torch.Tensor, valid: torch.Tensor, eps: float = 1e-6
+    rewards: torch.Tensor, mask: torch.Tensor, group: torch.Tensor, valid: torch.Tensor, eps: float = 1e-6,
+    std_floor: float = 0.0,
 ) -> torch.Tensor:
     """GRPO's advantage, generalised to token-level rewards (estimator ``grpo``).
 
@@ -102,13 +105,15 @@ def grpo_advantages(
     can tie while rewards sit on different tokens (``[[.1, 0, 0], [0, 0, .1]]``), and dividing by
     their zero std would blow the advantages up (to 1e5 with ``eps`` = 1e-6). ``|A|`` is at most
     ``sqrt(T (n - 1))`` this way. Groups with fewer than two valid samples have no baseline: 0.
+    With ``std_floor`` the scale is ``max(s, std_floor)``: a group whose rewards differ by a hair
+    (noise, a tiny span credit) is not blown up to unit spread.
     """
     G, R, n, total = _group_baseline(rewards, mask, group, valid)
     D = (G - (total / n.clamp(min=1))[:, None]) * mask
     ms = (D**2).sum(1) / mask.sum(1).clamp(min=1) * valid.to(D.dtype)
     s = (group_sum(ms, group) / (n - 1).clamp(min=1)).sqrt()
     keep = (valid & (n >= 2)).to(D.dtype)[:, None]
-    return D / (s[:, None] + eps) * keep * mask
+    return D / (s.clamp(min=std_floor)[:, None] + eps) * keep * mask
 
 
 
@@ -128,6 +133,25 @@ def rloo_advantages(rewards: torch.Tensor, mask: torch.Tensor, group: torch.Tens
     keep = (valid & (n >= 2)).to(G.dtype)[:, None]
     return (G - ((total - R) / (n - 1).clamp(min=1))[:, None]) * keep * mask
 
+
+
+def whiten_across_ranks(x: torch.Tensor, mask: torch.Tensor, eps: float = 1e-8,
+                        std_floor: float = 0.0) -> torch.Tensor:
+    """:func:`rlsf.algorithms.core.masked_whiten` over the tokens of every rank's rows (the mean
+    and the unbiased variance summed over ranks, in two passes as there), so that each rank's
+    advantages are those one process would make from the global batch."""
+    n_local = float(mask.sum())
+    total, n = distributed.all_sum([float((x * mask).sum()), n_local]).tolist()
+    mean = total / max(n, 1.0)
+    sq = distributed.all_sum([float((((x - mean) ** 2) * mask).sum())])[0].item()
+    var = sq / max(n - 1.0, 1.0)
+    return (x - mean) * torch.rsqrt(torch.tensor(max(var, std_floor**2) + eps, dtype=x.dtype)) * mask
+
+
+def masked_mean_across_ranks(x: torch.Tensor, mask: torch.Tensor) -> float:
+    """The mean of ``x`` over the unmasked entries of every rank (0 where there are none)."""
+    total, n = distributed.all_sum([float((x * mask).sum()), float(mask.sum())]).tolist()
+    return total / max(n, 1.0)
 
 
 #: Group-baseline advantage estimators by name: ``(rewards, mask, group, valid) -> advantages``.

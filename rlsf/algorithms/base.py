@@ -32,25 +32,46 @@ from rlsf.algorithms.core import (
     logprobs_from_logits,
     masked_mean,
     masked_sum,
+    truncated_importance_weights,
 )
 from rlsf.experience import Experience
 from rlsf.models.loading import uses_gradient_checkpointing
-from rlsf.models.parts import position_ids_from_mask
-from rlsf.models.reference import Reference
+from rlsf.models.parts import chunked_logprobs, decoder_body, output_head, position_ids_from_mask
+from rlsf.models.reference import Reference, reference_precision
 from rlsf.rollout.engines import unique_prompts
+from rlsf.runtime import distributed
 from rlsf.runtime.utils import Timer, autocast, make_adamw, model_device
 from rlsf.settings import opt, require, require_adamw
 
 
 @dataclass
 class ForwardOut:
-    logits: torch.Tensor  # [B, R, V] float32, temperature-scaled
+    logits: torch.Tensor | None  # [B, R, V] float32, temperature-scaled; None when made in chunks (logit_chunk)
     logp: torch.Tensor  # [B, R] log-prob of each response token
     hidden: torch.Tensor | None  # [B, R, H] hidden state predicting each response token
+    entropy: torch.Tensor | None = None  # [B, R], made with the log-probs in chunks (else from logits)
+    final: torch.Tensor | None = None  # [B, R, H] final hidden states, in chunks mode (for logits_at)
+    head_logits: Any = None  # in chunks mode: final hidden states [N, H] -> scaled float32 logits [N, V]
+
+    def token_entropy(self) -> torch.Tensor:
+        """Entropy of each response position's next-token distribution, ``[B, R]``."""
+        if self.entropy is not None:
+            return self.entropy
+        if self.logits is None:
+            raise ValueError("the entropies were not computed: call response_forward with entropy=True")
+        return entropy_from_logits(self.logits)
+
+    def logits_at(self, index: torch.Tensor) -> torch.Tensor:
+        """The temperature-scaled logits of response position ``index[b]`` of each row ``b``, ``[B, V]``."""
+        rows = torch.arange(len(index), device=index.device)
+        if self.logits is not None:
+            return self.logits[rows, index]
+        return self.head_logits(self.final[rows, index])
 
 
 def response_forward(model, exp: Experience, *, temperature: float, precision: str, hidden: bool = False,
-                     share_prompts: bool = True) -> ForwardOut:
+                     share_prompts: bool = True, logit_chunk: int = 0, entropy: bool = False,
+                     entropy_grad: bool = False) -> ForwardOut:
     """Run ``model`` over prompt + response and keep only what predicts the response tokens.
 
     Position ids follow the left padding exactly as sampling counted them, and logits are
@@ -61,16 +82,26 @@ def response_forward(model, exp: Experience, *, temperature: float, precision: s
     flow back through the gather (the prompt's share of each sample's gradient is summed), so
     the result equals the plain full-sequence pass (``share_prompts=False``) while a group of
     ``k`` samples pays for its prompt once instead of ``k`` times.
+
+    With ``logit_chunk`` > 0 (``model.logit_chunk``) the decoder runs without its head and the
+    log-probs are made from the final hidden states ``logit_chunk`` positions at a time
+    (:func:`rlsf.models.parts.chunked_logprobs`): the same values and gradients, without the
+    ``[B, R, vocab]`` float32 logits (``ForwardOut.logits`` is then None; ``entropy`` computes the
+    entropies alongside, differentiable with ``entropy_grad``; ``logits_at`` applies the head to
+    the positions asked for). Under gradient checkpointing the chunks' logits are recomputed in the
+    backward pass as well. 0, or a model without a separate decoder body: the whole logits.
     """
     device = model_device(model)
     labels = exp.response_ids.to(device)
     first, inverse = unique_prompts(exp.prompt_ids) if share_prompts and labels.shape[1] > 1 else (None, None)
+    body = decoder_body(model) if logit_chunk > 0 and output_head(model) is not None else None
+    chunks = {"chunk": logit_chunk, "entropy": entropy, "entropy_grad": entropy_grad} if body is not None else None
     with training_attention(device, checkpointed=uses_gradient_checkpointing(model)):
         if first is None or len(first) == len(exp):
             return _full_forward(model, exp, labels, temperature=temperature, precision=precision,
-                                 hidden=hidden)
+                                 hidden=hidden, body=body, chunks=chunks)
         return _shared_forward(model, exp, labels, first, inverse, temperature=temperature,
-                               precision=precision, hidden=hidden)
+                               precision=precision, hidden=hidden, body=body, chunks=chunks)
 
 
 def training_attention(device: torch.device, checkpointed: bool = False) -> contextlib.AbstractContextManager:
@@ -84,40 +115,66 @@ def training_attention(device: torch.device, checkpointed: bool = False) -> cont
 
 
 def _shared_forward(model, exp: Experience, labels: torch.Tensor, first: torch.Tensor, inverse: torch.Tensor, *,
-                    temperature: float, precision: str, hidden: bool) -> ForwardOut:
-    """Each distinct prompt once, its KV cache gathered to its samples, then the responses."""
+                    temperature: float, precision: str, hidden: bool, body=None,
+                    chunks: dict | None = None) -> ForwardOut:
+    """Each distinct prompt once, its KV cache gathered to its samples, then the responses (through
+    the decoder ``body`` alone, without the head, in chunks mode)."""
     device = labels.device
     p_ids, p_mask = exp.prompt_ids.to(device), exp.prompt_mask.to(device)
     first, inverse = first.to(device), inverse.to(device)
     cache = DynamicCache(config=model.config)
+    net, lm = (model, {"output_hidden_states": hidden}) if body is None else (body, {})
     with autocast(precision, device):
-        pre = model(input_ids=p_ids[first], attention_mask=p_mask[first],
-                    position_ids=position_ids_from_mask(p_mask[first]), past_key_values=cache, use_cache=True,
-                    logits_to_keep=1, output_hidden_states=hidden)
+        pre = net(input_ids=p_ids[first], attention_mask=p_mask[first], position_ids=position_ids_from_mask(p_mask[first]),
+                  past_key_values=cache, use_cache=True, **lm, **({"logits_to_keep": 1} if body is None else {}))
         cache.batch_select_indices(inverse)
         # The response's last token predicts nothing we score, so it is not fed.
         r_ids, r_mask = labels[:, :-1], exp.response_mask[:, :-1].to(device)
         attn = torch.cat([p_mask, r_mask], dim=1)
         pos = p_mask.sum(-1, keepdim=True) + torch.arange(r_ids.shape[1], device=device)
-        out = model(input_ids=r_ids, attention_mask=attn, position_ids=pos, past_key_values=cache, use_cache=True,
-                    output_hidden_states=hidden)
+        out = net(input_ids=r_ids, attention_mask=attn, position_ids=pos, past_key_values=cache, use_cache=True,
+                  **lm)
+    if body is not None:
+        final = torch.cat([pre.last_hidden_state[:, -1:][inverse], out.last_hidden_state], dim=1)
+        return _chunked_out(model, final, labels, temperature=temperature, precision=precision, hidden=hidden,
+                            **chunks)
     logits = torch.cat([pre.logits[:, -1:][inverse], out.logits], dim=1).float() / temperature
     h = torch.cat([pre.hidden_states[-1][:, -1:][inverse], out.hidden_states[-1]], dim=1) if hidden else None
     return ForwardOut(logits, logprobs_from_logits(logits, labels), h)
 
 
 def _full_forward(model, exp: Experience, labels: torch.Tensor, *, temperature: float, precision: str,
-                  hidden: bool) -> ForwardOut:
+                  hidden: bool, body=None, chunks: dict | None = None) -> ForwardOut:
     """The plain path: one pass over each row's whole prompt + response."""
     device = labels.device
     ids, attn = exp.input_ids.to(device), exp.attention_mask.to(device)
     R = exp.response_ids.shape[1]
     with autocast(precision, device):
+        if body is not None:
+            final = body(input_ids=ids, attention_mask=attn, position_ids=position_ids_from_mask(attn),
+                         use_cache=False).last_hidden_state[:, -(R + 1) : -1]
+            return _chunked_out(model, final, labels, temperature=temperature, precision=precision, hidden=hidden,
+                                **chunks)
         out = model(input_ids=ids, attention_mask=attn, position_ids=position_ids_from_mask(attn), logits_to_keep=R + 1,
                     output_hidden_states=hidden, use_cache=False)
     logits = out.logits[:, :-1].float() / temperature
     h = out.hidden_states[-1][:, -(R + 1) : -1] if hidden else None
     return ForwardOut(logits, logprobs_from_logits(logits, labels), h)
+
+
+def _chunked_out(model, final: torch.Tensor, labels: torch.Tensor, *, temperature: float, precision: str,
+                 hidden: bool, chunk: int, entropy: bool, entropy_grad: bool) -> ForwardOut:
+    """Log-probs (and entropies) from the final hidden states ``[B, R, H]``, ``chunk`` positions at a time."""
+    head, device = output_head(model), final.device
+    with autocast(precision, device):
+        logp, ent = chunked_logprobs(head, final, labels, temperature=temperature, chunk=chunk, entropy=entropy,
+                                     entropy_grad=entropy_grad, recompute=uses_gradient_checkpointing(model))
+
+    def head_logits(h: torch.Tensor) -> torch.Tensor:
+        with autocast(precision, device):
+            return head(h).float() / temperature
+
+    return ForwardOut(None, logp, final if hidden else None, entropy=ent, final=final, head_logits=head_logits)
 
 
 def pad_to(x: torch.Tensor, width: int) -> torch.Tensor:
@@ -213,7 +270,9 @@ class PolicyGradient(Algorithm):
         self.share_prompts = self.acfg.share_prompts and not uses_gradient_checkpointing(model)
         # The reference is the policy as loaded (the SFT model): a frozen copy or, with LoRA, the
         # same weights with adapters disabled. Without a KL term nothing reads it: no copy is made.
-        self.reference = Reference.from_policy(model) if self.acfg.kl_coef > 0 else None
+        self.reference = (Reference.from_policy(model, reference_precision(cfg.model.reference_precision,
+                                                                          runtime.precision))
+                          if self.acfg.kl_coef > 0 else None)
         self.optimizer = make_adamw(self.param_groups(), weight_decay=self.acfg.weight_decay)
         self.updates = 0  # optimiser steps taken (learning-rate warm-up)
 
@@ -237,7 +296,9 @@ class PolicyGradient(Algorithm):
     # ---- shared --------------------------------------------------------------------------------
     def forward(self, model, exp: Experience, hidden: bool = False) -> ForwardOut:
         return response_forward(model, exp, temperature=self.temperature, precision=self.precision,
-                                hidden=hidden, share_prompts=self.share_prompts)
+                                hidden=hidden, share_prompts=self.share_prompts,
+                                logit_chunk=self.cfg.model.logit_chunk, entropy=torch.is_grad_enabled(),
+                                entropy_grad=self.acfg.entropy_coef != 0)
 
     @torch.no_grad()
     def rollout_logprobs(self, exp: Experience, *, values: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -265,26 +326,63 @@ class PolicyGradient(Algorithm):
         """One optimiser step per batch: the policy that sampled is the one being differentiated,
         so the PPO ratio is exactly 1 and ``old_logp`` is the loss pass's own detached log-probs
         (no separate forward pass; TRL does the same with ``num_iterations=1``)."""
-        return self.acfg.epochs == 1 and self.acfg.minibatch_size >= n
+        return self.acfg.epochs == 1 and self.local_minibatch >= n  # n: this rank's rows
+
+    def importance_corrected(self, mb: Experience, adv: torch.Tensor, train_logp: torch.Tensor,
+                             mask: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """``adv`` scaled per token by the truncated importance weight of the sampling engine's
+        log-probs (``rollout.importance_cap``; off at 0). Scaling the advantage by a positive,
+        detached weight scales the clipped policy term by it."""
+        cap = self.cfg.rollout.importance_cap
+        if not cap or mb.logprobs is None:
+            return adv, {}
+        w = truncated_importance_weights(train_logp, mb.logprobs[:, : adv.shape[1]], mask, cap)
+        return adv * w, {"rollout/importance_weight": masked_mean(w, mask), "rollout/importance_capped": masked_mean(
+            (w >= cap).float(), mask)}
 
     def _chunks(self, n: int) -> list[torch.Tensor]:
-        return list(torch.arange(n).split(self.acfg.minibatch_size))
+        return list(torch.arange(n).split(self.local_minibatch))
+
+    @property
+    def local_minibatch(self) -> int:
+        """This rank's rows of a minibatch: ``minibatch_size`` split evenly over the processes."""
+        return self.acfg.minibatch_size // distributed.size()
 
     def regularisers(self, fo: ForwardOut, mask: torch.Tensor, truncated: list[bool] | None = None
                      ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """Token-entropy and batch-entropy bonuses (subtracted from the loss); both always logged.
         ``truncated``: rows cut by max_new_tokens (the others ended with an end-of-turn token)."""
         with torch.set_grad_enabled(torch.is_grad_enabled() and self.acfg.entropy_coef != 0):
-            ent = masked_mean(entropy_from_logits(fo.logits), mask)
+            ent = masked_mean(fo.token_entropy(), mask)
         rows = mask.sum(1) > 0
         with torch.set_grad_enabled(torch.is_grad_enabled() and self.acfg.batch_entropy_coef != 0):
             index = last_token_index(mask)
             if self.acfg.batch_entropy_position == "before_end" and truncated is not None:
                 index = batch_entropy_index(mask, torch.tensor([not t for t in truncated], device=mask.device))
-            last = fo.logits[torch.arange(mask.shape[0], device=mask.device), index][rows]
-            bent = batch_entropy(last, self.acfg.batch_entropy_temperature) if len(last) else torch.zeros(())
+            last = fo.logits_at(index)[rows]
+            if distributed.size() > 1:
+                bent = self._global_batch_entropy(last)
+            else:
+                bent = batch_entropy(last, self.acfg.batch_entropy_temperature) if len(last) else torch.zeros(())
         bonus = self.acfg.entropy_coef * ent + self.acfg.batch_entropy_coef * bent
         return bonus, {"entropy": ent.detach(), "batch_entropy": bent.detach()}
+
+    def _global_batch_entropy(self, last: torch.Tensor) -> torch.Tensor:
+        """The batch entropy of the *global* minibatch (every rank's rows), differentiable through
+        this rank's rows. The mean distribution is summed over ranks; the other ranks' part enters
+        as a constant, so the gradient here is this rank's share of the global term's gradient.
+        The term is not a token mean, so it is divided by this rank's token share (:meth:`step`
+        multiplies the whole loss by it): summed over ranks it enters the loss once, unscaled."""
+        probs = (last.float() / self.acfg.batch_entropy_temperature).softmax(-1)
+        local = probs.sum(0) if len(last) else torch.zeros(probs.shape[-1], device=last.device)
+        total = distributed.sum_tensor(torch.cat([local.detach(), torch.tensor([float(len(last))],
+                                                                                device=local.device)]))
+        p = (local + (total[:-1] - local.detach())) / total[-1].clamp(min=1)
+        h = -(p * p.clamp(min=1e-12).log()).sum()
+        h_value = h.detach()
+        if not len(last) or self._share == 0:
+            return h_value
+        return (h - h_value) / self._share + h_value
 
     def _set_lr(self) -> None:
         warm = self.acfg.warmup_steps
@@ -292,10 +390,21 @@ class PolicyGradient(Algorithm):
         for g in self.optimizer.param_groups:
             g["lr"] = g.setdefault("base_lr", g["lr"]) * scale  # base_lr: the configured rate
 
+    #: This rank's share of the current minibatch's loss tokens (1 in one process); see :meth:`step`.
+    _share = 1.0
+
     def step(self, exp: Experience, timer: Timer) -> dict[str, float]:
-        """One update: prepare advantages, then ``epochs`` passes over shuffled minibatches."""
-        if not bool(exp.valid.any()):
-            return {"update/skipped": 1.0}  # every check failed: nothing to learn from
+        """One update: prepare advantages, then ``epochs`` passes over shuffled minibatches.
+
+        Across processes ``exp`` is this rank's rows (whole groups) and a minibatch is
+        ``minibatch_size / world size`` rows of each rank. :meth:`loss` gives token means over the
+        rows it sees; the loss back-propagated is that times this rank's share of the minibatch's
+        loss tokens (``_share``), and the gradients are summed over ranks before clipping: the
+        gradient of the token mean over the global minibatch, as one process would take it. The
+        statistics are the global minibatch's (token means weighted by the same shares)."""
+        W = distributed.size()
+        if not bool(distributed.all_sum([float(exp.valid.any())], op="max")[0]):
+            return {"update/skipped": 1.0}  # every check failed (on every rank): nothing to learn from
         data, stats = self.prepare(exp, timer)
         mask_all = exp.loss_mask
         if "old_logp" in data:
@@ -303,35 +412,55 @@ class PolicyGradient(Algorithm):
         sums: dict[str, float] = {}
         count = 0
         device = model_device(self.model)
+        params = [p for g in self.optimizer.param_groups for p in g["params"]]
         self.model.train()
         with timer("update"):
             for _ in range(self.acfg.epochs):
-                for rows in torch.randperm(len(exp)).split(self.acfg.minibatch_size):
+                for rows in torch.randperm(len(exp)).split(self.local_minibatch):
                     mb = exp.select(rows, trim=True)  # no columns that are padding in every row
                     R = mb.response_ids.shape[1]
                     mask = mb.loss_mask.to(device)
+                    if W > 1:
+                        tokens = float(mask.sum())
+                        total_tokens = float(distributed.all_sum([tokens])[0])
+                        self._share = tokens / total_tokens if total_tokens > 0 else 0.0
                     mdata = {k: v[rows][:, :R].to(device) for k, v in data.items()}
+                    # The previous minibatch's gradients go before this forward pass, not after it: they
+                    # would otherwise sit beside its activations at the peak (0.54 GB for 135M float32).
+                    self.optimizer.zero_grad(set_to_none=True)
                     fo = self.forward(self.model, mb, hidden=self.needs_hidden)
                     loss, mstats = self.loss(mb, mdata, fo, mask)
+                    diag = {}
                     if "old_logp" not in data:  # single update: the loss pass is the sampling policy
-                        mstats.update(self._diagnostics(mb, fo.logp.detach().cpu(), mdata.get("ref_logp"),
-                                                        mask.cpu()))
-                    self.optimizer.zero_grad(set_to_none=True)
+                        diag = self._diagnostics(mb, fo.logp.detach().cpu(), mdata.get("ref_logp"), mask.cpu())
+                    if W > 1:
+                        loss = loss * self._share
                     loss.backward()
-                    params = [p for g in self.optimizer.param_groups for p in g["params"]]
+                    distributed.all_reduce_gradients(params)
+                    mstats["total"] = loss.detach()
+                    mstats = self._global_stats(mstats) if W > 1 else mstats
                     if self.acfg.max_grad_norm > 0:
                         mstats["grad_norm"] = torch.nn.utils.clip_grad_norm_(params, self.acfg.max_grad_norm)
                     self._set_lr()
                     self.optimizer.step()
                     self.updates += 1
-                    mstats["total"] = loss.detach()
-                    for k, v in mstats.items():
+                    for k, v in {**mstats, **diag}.items():
                         sums[k] = sums.get(k, 0.0) + float(v)
                     count += 1
+        self._share = 1.0
         for k, v in sums.items():
             stats[k if k in DIAGNOSTICS or k.startswith("rollout/") else f"loss/{k}"] = v / count
         stats["lr"] = self.optimizer.param_groups[0]["lr"]
         return stats
+
+    def _global_stats(self, mstats: dict[str, Any]) -> dict[str, float]:
+        """A minibatch's statistics over every rank's rows: ``total`` (already this rank's share of
+        the loss) summed, the batch entropy (already global) as it is, every other statistic -- a
+        token mean over this rank's rows -- weighted by the rank's token share and summed."""
+        keys = sorted(k for k in mstats if k not in GLOBAL_STATS)
+        local = [float(mstats[k]) * (1.0 if k == "total" else self._share) for k in keys]
+        out = dict(zip(keys, distributed.all_sum(local).tolist()))
+        return {**{k: float(v) for k, v in mstats.items() if k in GLOBAL_STATS}, **out}
 
     @staticmethod
     def _diagnostics(exp: Experience, logp: torch.Tensor, ref_logp: torch.Tensor | None,
@@ -341,11 +470,20 @@ class PolicyGradient(Algorithm):
         out = {}
         if ref_logp is not None:
             kl = masked_sum(kl_penalty(logp, ref_logp.to(logp.device), "k1"), mask, dim=1)
-            out["kl"] = float(kl.sum() / (mask.sum(1) > 0).sum().clamp(min=1))
+            if distributed.size() > 1:  # over every rank's completions
+                s, n = distributed.all_sum([float(kl.sum()), float((mask.sum(1) > 0).sum())]).tolist()
+                out["kl"] = s / max(n, 1.0)
+            else:
+                out["kl"] = float(kl.sum() / (mask.sum(1) > 0).sum().clamp(min=1))
         if exp.logprobs is not None:
             # How far the sampling distribution (bf16 sampling weights) is from the policy being
             # updated: the update uses its own log-probs, so this is a diagnostic.
-            out["rollout/logprob_gap"] = float(masked_mean((exp.logprobs - logp).abs(), mask))
+            gap = (exp.logprobs - logp).abs()
+            if distributed.size() > 1:
+                s, n = distributed.all_sum([float(masked_sum(gap, mask)), float(mask.sum())]).tolist()
+                out["rollout/logprob_gap"] = s / max(n, 1.0)
+            else:
+                out["rollout/logprob_gap"] = float(masked_mean(gap, mask))
         return out
 
     def state_dict(self) -> dict[str, Any]:
@@ -358,3 +496,5 @@ class PolicyGradient(Algorithm):
 
 #: Statistics logged under their own names rather than ``loss/...`` (and ``rollout/...``).
 DIAGNOSTICS = ("entropy", "batch_entropy", "kl")
+#: Minibatch statistics that are the same on every rank (not token means over its rows).
+GLOBAL_STATS = ("batch_entropy", "grad_norm")

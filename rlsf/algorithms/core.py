@@ -6,6 +6,8 @@ Shapes: ``[B, T]`` for per-token quantities of ``B`` completions of ``T`` respon
 
 from __future__ import annotations
 
+import math
+
 import torch
 
 
@@ -28,10 +30,15 @@ def masked_var(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     return var
 
 
-def masked_whiten(x: torch.Tensor, mask: torch.Tensor, shift_mean: bool = True, eps: float = 1e-8) -> torch.Tensor:
-    """Normalise to unit variance (and zero mean) over unmasked entries; padding stays 0."""
+def masked_whiten(x: torch.Tensor, mask: torch.Tensor, shift_mean: bool = True, eps: float = 1e-8,
+                  std_floor: float = 0.0) -> torch.Tensor:
+    """Normalise to unit variance (and zero mean) over unmasked entries; padding stays 0.
+
+    The scale is ``1 / max(std, std_floor)``: when the entries barely vary (a batch of nearly equal
+    rewards, whose advantages are mostly the critic's noise) a floor keeps whitening from blowing
+    that noise up to unit variance."""
     mean, var = masked_mean(x, mask), masked_var(x, mask)
-    out = (x - mean) * torch.rsqrt(var + eps)
+    out = (x - mean) * torch.rsqrt(var.clamp(min=std_floor**2) + eps)
     if not shift_mean:
         out = out + mean
     return out * mask
@@ -121,3 +128,16 @@ def clipped_value_loss(
     with torch.no_grad():
         stats = {"value_clipfrac": masked_mean((l2 > l1).float(), mask)}
     return loss, stats
+
+
+def truncated_importance_weights(train_logp: torch.Tensor, sample_logp: torch.Tensor, mask: torch.Tensor,
+                                 cap: float) -> torch.Tensor:
+    """Per-token ``min(pi_train(a) / pi_sample(a), cap)``, detached (1 outside ``mask``).
+
+    The correction for sampling with other weights than those being trained (vLLM's kernels, bf16
+    sampling weights): the policy-gradient term of each token is scaled by it (truncated
+    importance sampling, as verl's and TRL's vLLM corrections). The ratio is clamped in log space
+    before ``exp``, so a large gap cannot overflow.
+    """
+    log_ratio = (train_logp.detach() - sample_logp.to(train_logp.device)).clamp(max=math.log(cap))
+    return torch.where(mask.bool(), log_ratio.exp(), torch.ones_like(log_ratio))

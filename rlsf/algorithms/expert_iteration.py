@@ -29,6 +29,7 @@ from rlsf.algorithms.base import Algorithm
 from rlsf.algorithms.registry import register
 from rlsf.algorithms.supervised import collate, sft_update
 from rlsf.experience import Experience
+from rlsf.runtime import distributed
 from rlsf.runtime.checkpoint import load_trainable_state, trainable_state
 from rlsf.runtime.utils import Timer, make_adamw, model_device
 from rlsf.settings import opt, require, require_adamw
@@ -91,7 +92,10 @@ class ExpertIteration(Algorithm):
 
     def step(self, exp: Experience, timer: Timer) -> dict[str, float]:
         a = self.acfg
-        kept = self.select(exp)
+        # Across processes every rank keeps the same data set: the kept pairs of all ranks, in rank
+        # order (the order of the rows one process would have sampled).
+        kept = [pair for part in distributed.gather_objects(self.select(exp)) for pair in part]
+        rows = int(distributed.all_sum([float(len(exp))])[0])
         added = 0
         for prompt, completion in kept:
             key = (tuple(prompt), tuple(completion))
@@ -101,7 +105,7 @@ class ExpertIteration(Algorithm):
             self.data.append((prompt, completion))
             added += 1
         self.rounds += 1
-        stats = {"ei/kept": len(kept) / max(len(exp), 1), "ei/added": float(added), "ei/dataset": float(len(self.data))}
+        stats = {"ei/kept": len(kept) / max(rows, 1), "ei/added": float(added), "ei/dataset": float(len(self.data))}
         if not self.data:
             return stats
         if a.restart:  # D_i on the starting model, with a fresh optimiser
@@ -116,8 +120,8 @@ class ExpertIteration(Algorithm):
         self.model.train()
         with timer("update"):
             for s in range(steps):
-                rows = order[s * a.batch_size:(s + 1) * a.batch_size]
-                batch = {k: v.to(device) for k, v in collate([self.data[i] for i in rows], self.pad).items()}
+                picked = distributed.shard(order[s * a.batch_size:(s + 1) * a.batch_size])  # this rank's share
+                batch = {k: v.to(device) for k, v in collate([self.data[i] for i in picked], self.pad).items()}
                 loss, _ = sft_update(self.model, self.optimizer, self.params, batch, self.runtime.precision,
                                      self.acfg.max_grad_norm)
                 losses.append(float(loss))

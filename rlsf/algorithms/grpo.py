@@ -17,6 +17,7 @@ from rlsf.algorithms.base import ForwardOut, PolicyGradient, PolicyUpdateConfig
 from rlsf.algorithms.core import clipped_policy_loss, kl_penalty, masked_mean
 from rlsf.algorithms.registry import register
 from rlsf.experience import Experience
+from rlsf.runtime import distributed
 from rlsf.runtime.utils import Timer
 from rlsf.settings import opt, require
 
@@ -27,6 +28,8 @@ class GRPOConfig(PolicyUpdateConfig):
                          "reference is kept).")
     advantage: str = opt("grpo", "Advantage estimator: 'grpo' (return-to-go minus the group's mean total, "
                          "over the group's spread), 'dr_grpo' (no division) or 'rloo' (leave-one-out mean).")
+    std_floor: float = opt(0.1, "With advantage 'grpo': divide by max(group spread, this), so a group whose "
+                           "rewards differ by a hair is not blown up to unit spread. 0: plain GRPO.")
 
     def validate(self, cfg) -> None:
         super().validate(cfg)
@@ -34,6 +37,7 @@ class GRPOConfig(PolicyUpdateConfig):
                 "grpo compares samples of the same prompt: needs >= 2")
         require(self.advantage in GROUP_ESTIMATORS, "grpo.advantage",
                 f"must be one of {sorted(GROUP_ESTIMATORS)}, got {self.advantage!r}")
+        require(self.std_floor >= 0, "grpo.std_floor", "must be >= 0")
 
 
 @register("grpo")
@@ -42,26 +46,33 @@ class GRPO(PolicyGradient):
 
     def prepare(self, exp: Experience, timer: Timer):
         mask = exp.response_mask.float()
-        adv = GROUP_ESTIMATORS[self.acfg.advantage](exp.rewards, mask, exp.group, exp.valid)
+        floor = {"std_floor": self.acfg.std_floor} if self.acfg.advantage == "grpo" else {}
+        adv = GROUP_ESTIMATORS[self.acfg.advantage](exp.rewards, mask, exp.group, exp.valid, **floor)
         data = {"adv": adv}
         with timer("logprobs"):
             if not self.single_update(len(exp)):
                 data["old_logp"], _ = self.rollout_logprobs(exp)
             if self.reference is not None:
                 data["ref_logp"] = self.reference_logprobs(exp)
+        if distributed.size() > 1:  # over every rank's groups (a group is never split across ranks)
+            groups = float(len(exp.group.unique()))
+            zero, n = distributed.all_sum([_zero_group_share(adv, exp) * groups, groups]).tolist()
+            abs_max = float(distributed.all_sum([float(adv.abs().max())], op="max")[0])
+            return data, {"advantage/abs_max": abs_max, "advantage/zero_groups": zero / max(n, 1.0)}
         return data, {"advantage/abs_max": float(adv.abs().max()),
                       "advantage/zero_groups": _zero_group_share(adv, exp)}
 
     def loss(self, mb: Experience, data: dict[str, torch.Tensor], fo: ForwardOut, mask: torch.Tensor):
         c = self.acfg
         old_logp = data.get("old_logp", fo.logp.detach())  # absent: single update, ratio exactly 1
-        pg, pstats = clipped_policy_loss(fo.logp, old_logp, data["adv"], mask, c.clip_range)
+        adv, istats = self.importance_corrected(mb, data["adv"], old_logp, mask)
+        pg, pstats = clipped_policy_loss(fo.logp, old_logp, adv, mask, c.clip_range)
         loss, extra = pg, {}
         if "ref_logp" in data:
             kl = masked_mean(kl_penalty(fo.logp, data["ref_logp"], "k3"), mask)
             loss, extra = loss + c.kl_coef * kl, {"kl_k3": kl.detach()}
         bonus, rstats = self.regularisers(fo, mask, mb.truncated)
-        return loss - bonus, {"policy": pg.detach(), **extra, **pstats, **rstats}
+        return loss - bonus, {"policy": pg.detach(), **extra, **pstats, **rstats, **istats}
 
 
 def _zero_group_share(adv: torch.Tensor, exp: Experience) -> float:

@@ -13,12 +13,13 @@ from typing import Any
 
 import torch
 
-from rlsf.algorithms.advantages import gae
+from rlsf.algorithms.advantages import gae, masked_mean_across_ranks, whiten_across_ranks
 from rlsf.algorithms.base import ForwardOut, PolicyGradient, PolicyUpdateConfig
 from rlsf.algorithms.core import clipped_policy_loss, clipped_value_loss, kl_penalty, masked_mean, masked_whiten
 from rlsf.algorithms.registry import register
 from rlsf.experience import Experience
 from rlsf.models.parts import ValueHead, hidden_size
+from rlsf.runtime import distributed
 from rlsf.runtime.utils import Timer, model_device
 from rlsf.settings import opt, require
 
@@ -37,6 +38,9 @@ class PPOConfig(PolicyUpdateConfig):
     gamma: float = opt(1.0, "Discount factor.")
     lam: float = opt(0.95, "GAE lambda.")
     whiten_advantages: bool = opt(True, "Normalise advantages over the batch (zero mean, unit variance).")
+    whiten_std_floor: float = opt(0.1, "Whitening divides by max(std, this): on a batch whose rewards barely "
+                                  "vary the advantages are mostly the critic's noise, which whitening would "
+                                  "blow up to unit variance (KL spikes). 0: plain whitening.")
 
     def validate(self, cfg) -> None:
         super().validate(cfg)
@@ -44,6 +48,7 @@ class PPOConfig(PolicyUpdateConfig):
         require(0 <= self.lam <= 1, "ppo.lam", "must be in [0, 1]")
         require(self.value_lr > 0, "ppo.value_lr", "must be > 0")
         require(self.value_warmup_steps >= 0, "ppo.value_warmup_steps", "must be >= 0")
+        require(self.whiten_std_floor >= 0, "ppo.whiten_std_floor", "must be >= 0")
 
 
 @register("ppo")
@@ -72,13 +77,20 @@ class PPO(PolicyGradient):
         kl = kl_penalty(old_logp, ref_logp, "k1") * mask if ref_logp is not None else torch.zeros_like(mask)
         shaped = (exp.rewards - c.kl_coef * kl) * mask
         adv, returns = gae(shaped, values, mask, c.gamma, c.lam)
-        if c.whiten_advantages:
-            adv = masked_whiten(adv, mask)
+        if c.whiten_advantages:  # over the global batch: every rank's tokens
+            floor = c.whiten_std_floor
+            adv = (masked_whiten(adv, mask, std_floor=floor) if distributed.size() == 1
+                   else whiten_across_ranks(adv, mask, std_floor=floor))
         data = {"old_logp": old_logp, "values": values, "adv": adv, "returns": returns}
         if ref_logp is not None:
             data["ref_logp"] = ref_logp
-        stats = {"value/mean": float(masked_mean(values, mask)), "value/returns": float(masked_mean(returns, mask)),
-                 "value/warmup": float(self.warming_up), **length_bias(adv, mask, exp.truncated)}
+        if distributed.size() == 1:
+            stats = {"value/mean": float(masked_mean(values, mask)), "value/returns": float(masked_mean(returns, mask)),
+                     "value/warmup": float(self.warming_up), **length_bias(adv, mask, exp.truncated)}
+        else:
+            stats = {"value/mean": masked_mean_across_ranks(values, mask),
+                     "value/returns": masked_mean_across_ranks(returns, mask),
+                     "value/warmup": float(self.warming_up), **length_bias_across_ranks(adv, mask, exp.truncated)}
         return data, stats
 
     def loss(self, mb: Experience, data: dict[str, torch.Tensor], fo: ForwardOut, mask: torch.Tensor):
@@ -86,13 +98,14 @@ class PPO(PolicyGradient):
         # During the value warm-up the policy must not move: no gradient reaches the trunk either.
         hidden = fo.hidden.float().detach() if self.warming_up else fo.hidden.float()
         values = self.value_head(hidden)
-        pg, pstats = clipped_policy_loss(fo.logp, data["old_logp"], data["adv"], mask, c.clip_range)
+        adv, istats = self.importance_corrected(mb, data["adv"], data["old_logp"], mask)
+        pg, pstats = clipped_policy_loss(fo.logp, data["old_logp"], adv, mask, c.clip_range)
         vf, vstats = clipped_value_loss(values, data["values"], data["returns"], mask, c.value_clip_range)
         bonus, rstats = self.regularisers(fo, mask, mb.truncated)
         # Policy terms are left out during the warm-up: the policy's parameters get no gradient and
         # AdamW leaves them unchanged.
         loss = c.vf_coef * vf if self.warming_up else pg + c.vf_coef * vf - bonus
-        return loss, {"policy": pg.detach(), "value": vf.detach(), **pstats, **vstats, **rstats}
+        return loss, {"policy": pg.detach(), "value": vf.detach(), **pstats, **vstats, **rstats, **istats}
 
     def step(self, exp: Experience, timer: Timer) -> dict[str, float]:
         stats = super().step(exp, timer)
@@ -116,3 +129,14 @@ def length_bias(adv: torch.Tensor, mask: torch.Tensor, truncated: list[bool]) ->
     if cut.all() or not cut.any():
         return {}
     return {"advantage/truncated_minus_ended": float(masked_mean(adv[cut], mask[cut]) - masked_mean(adv[~cut], mask[~cut]))}
+
+
+def length_bias_across_ranks(adv: torch.Tensor, mask: torch.Tensor, truncated: list[bool]) -> dict[str, float]:
+    """:func:`length_bias` over every rank's rows."""
+    cut = torch.tensor(truncated, dtype=torch.bool)[:, None].to(mask.dtype)
+    a_cut, n_cut, a_end, n_end, r_cut, r_all = distributed.all_sum([
+        float((adv * mask * cut).sum()), float((mask * cut).sum()), float((adv * mask * (1 - cut)).sum()),
+        float((mask * (1 - cut)).sum()), float(cut.sum()), float(len(truncated))]).tolist()
+    if r_cut in (0.0, r_all):
+        return {}
+    return {"advantage/truncated_minus_ended": a_cut / max(n_cut, 1.0) - a_end / max(n_end, 1.0)}

@@ -11,6 +11,7 @@ import torch
 
 from rlsf.models.loading import is_peft_model
 from rlsf.models.parts import decoder_body
+from rlsf.runtime import distributed
 from rlsf.runtime.utils import autocast, model_device
 
 
@@ -50,11 +51,22 @@ def completion_loss(model, batch: dict[str, torch.Tensor]) -> torch.Tensor:
 def sft_update(model, optimizer, params: list, batch: dict[str, torch.Tensor], precision: str,
                max_grad_norm: float) -> tuple[torch.Tensor, torch.Tensor]:
     """One optimiser step on the completion-only loss of ``batch`` (on the model's device);
-    returns the loss and the gradient norm before clipping (0 without clipping)."""
+    returns the loss and the gradient norm before clipping (0 without clipping).
+
+    Across processes ``batch`` is this rank's share of the global batch: the loss is weighted by the
+    rank's share of the labelled tokens and the gradients are summed over ranks, so the step and the
+    loss returned are those of the token mean over the global batch."""
     with autocast(precision, model_device(model)):
         loss = completion_loss(model, batch)
+    if distributed.size() > 1:
+        tokens = float((batch["labels"][:, 1:] != -100).sum())
+        share = tokens / max(float(distributed.all_sum([tokens])[0]), 1.0)
+        loss = loss * share
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
+    distributed.all_reduce_gradients(params)
     gn = torch.nn.utils.clip_grad_norm_(params, max_grad_norm) if max_grad_norm > 0 else torch.zeros(())
     optimizer.step()
+    if distributed.size() > 1:
+        return distributed.all_sum([float(loss.detach())])[0].to(torch.float32), gn
     return loss.detach(), gn

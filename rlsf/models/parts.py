@@ -1,5 +1,5 @@
 """Pieces of a causal LM the algorithms use: the decoder body under the head, position ids from
-a padding mask, hidden size, and the scalar value head.
+a padding mask, token log-probs from hidden states in chunks, hidden size, and the scalar value head.
 """
 
 from __future__ import annotations
@@ -7,6 +7,7 @@ from __future__ import annotations
 from typing import Any
 
 import torch
+from torch.utils.checkpoint import checkpoint
 
 from rlsf.models.loading import is_peft_model
 
@@ -50,6 +51,54 @@ def forward_logits(
     )
     return out.logits
 
+
+
+def output_head(model: Any) -> Any:
+    """The LM head (``lm_head``, tied to the embeddings in SmolLM2), through a peft wrapper."""
+    return (model.get_base_model() if is_peft_model(model) else model).get_output_embeddings()
+
+
+def chunked_logprobs(head: Any, hidden: torch.Tensor, labels: torch.Tensor, *, temperature: float = 1.0,
+                     chunk: int = 128, entropy: bool = False, entropy_grad: bool = False,
+                     recompute: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Log-prob of each label (and the entropy of each next-token distribution) from hidden states,
+    ``chunk`` positions at a time: ``[B, T, H], [B, T] -> [B, T]`` float32 (and ``[B, T]``).
+
+    The same operations as ``logprobs_from_logits(head(hidden).float() / temperature, labels)``
+    (and ``entropy_from_logits``) position by position, so the values and gradients are the plain
+    computation's up to the round-off of a matrix product of other height. What changes is memory:
+    the ``[B, T, vocab]`` float32 logits and their log-softmax and entropy copies (49k columns for
+    SmolLM2: 151 MB each for 8 x 96 positions) exist for one chunk at a time. Backward still keeps each
+    chunk's log-softmax (what the plain path keeps, ``[B, T, vocab]`` in all) unless ``recompute``:
+    then nothing of the vocabulary's width is kept and the chunk's logits are recomputed in the
+    backward pass (one more head product per position).
+
+    ``entropy``: also return the entropies, differentiable only with ``entropy_grad`` (the
+    entropy bonus); otherwise computed without a graph. The caller sets the precision (autocast).
+    """
+    B, T, H = hidden.shape
+    flat_h, flat_y = hidden.reshape(B * T, H), labels.reshape(B * T)
+    logps, ents = [], []
+    for h, y in zip(flat_h.split(chunk), flat_y.split(chunk)):
+        if recompute and torch.is_grad_enabled() and h.requires_grad:
+            lp, ent = checkpoint(_chunk_logprobs, head, h, y, temperature, entropy, entropy_grad, use_reentrant=False)
+        else:
+            lp, ent = _chunk_logprobs(head, h, y, temperature, entropy, entropy_grad)
+        logps.append(lp)
+        ents.append(ent)
+    logp = torch.cat(logps).view(B, T)
+    return logp, (torch.cat(ents).view(B, T) if entropy else None)
+
+
+def _chunk_logprobs(head: Any, h: torch.Tensor, y: torch.Tensor, temperature: float, entropy: bool,
+                    entropy_grad: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """One chunk of :func:`chunked_logprobs`: ``[N, H], [N] -> [N]`` (and ``[N]``)."""
+    logp_all = (head(h).float() / temperature).log_softmax(-1)
+    logp = torch.gather(logp_all, -1, y.unsqueeze(-1)).squeeze(-1)
+    if not entropy:
+        return logp, None
+    with torch.set_grad_enabled(torch.is_grad_enabled() and entropy_grad):
+        return logp, -(logp_all.exp() * logp_all).sum(-1)
 
 
 def hidden_size(model: Any) -> int:

@@ -1,4 +1,4 @@
-"""Rollouts: batched, KV-cached sampling (rlsf's own loop, or Hugging Face ``generate``).
+"""Rollouts: batched, KV-cached sampling (rlsf's own loop, Hugging Face ``generate``, or vLLM).
 
 :func:`generate` returns an :class:`~rlsf.experience.Experience` holding what sampling knows:
 the prompt and sampled token ids, the mask of generated tokens (end of turn included, padding
@@ -35,10 +35,11 @@ class SamplingModel:
     refreshed from the master weights by :meth:`sync` before each rollout.
     """
 
-    def __init__(self, model, precision: str = "none", fused: bool = False) -> None:
+    def __init__(self, model, precision: str = "none", fused: bool = False, vllm=None) -> None:
         self.policy = model
         self.copy = None
-        if fused and fused_step_supported(model):
+        self.vllm = vllm  # a VLLMEngine (rollout.engine: vllm): it holds its own copy of the weights
+        if vllm is not None or (fused and fused_step_supported(model)):
             return
         if precision == "bf16" and next(model.parameters()).dtype == torch.float32:
             self.copy = copy.deepcopy(model).eval()
@@ -46,16 +47,52 @@ class SamplingModel:
                 p.requires_grad_(False)
                 p.data = p.data.to(torch.bfloat16)
 
+    @classmethod
+    def for_settings(cls, model, tokenizer, runtime, rollout, seed: int = 0) -> "SamplingModel":
+        """The sampler the ``rollout`` settings ask for: the policy itself, its bf16 copy, or vLLM."""
+        engine = canonical_engine(rollout.engine)
+        if engine != "vllm":
+            return cls(model, runtime.sampling_precision, fused=engine == "builtin" and rollout.fused_step)
+        from rlsf.rollout.vllm_engine import VLLMEngine
+
+        bf16 = runtime.sampling_precision == "bf16" or next(model.parameters()).dtype == torch.bfloat16
+        return cls(model, vllm=VLLMEngine(
+            model, tokenizer, dtype="bfloat16" if bf16 else "float32", max_model_len=rollout.vllm_max_model_len,
+            memory_share=rollout.vllm_memory_share, kv_cache_gib=rollout.vllm_kv_cache_gib, sleep=rollout.vllm_sleep,
+            seed=seed))
+
     @torch.no_grad()
     def sync(self) -> None:
-        """Copy the trained weights into the copy (frozen ones, e.g. a LoRA base, never change)."""
+        """Copy the trained weights into the copy (frozen ones, e.g. a LoRA base, never change),
+        or push them into vLLM."""
+        if self.vllm is not None:
+            self.vllm.sync()
         if self.copy is not None:
             for src, dst in zip(self.policy.parameters(), self.copy.parameters(), strict=True):
                 if src.requires_grad:
                     dst.copy_(src)
 
+    def release(self) -> None:
+        """Sampling is over for now: a sleeping vLLM gives the GPU's memory back to the update."""
+        if self.vllm is not None:
+            self.vllm.sleep()
+
+    def close(self) -> None:
+        """Shut vLLM down (its memory returns); the builtin engines hold nothing to close."""
+        if self.vllm is not None:
+            self.vllm.close()
+            self.vllm = None
+
+    def __enter__(self) -> "SamplingModel":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
     @property
     def model(self):
+        if self.vllm is not None:
+            return self.vllm
         return self.copy if self.copy is not None else self.policy
 
 
@@ -252,7 +289,18 @@ def _hf_generate(model, prompt_ids, prompt_mask, *, max_new_tokens, stops, pad_i
     return ids, (recorder.finish(ids).cpu() if recorder is not None else None)
 
 
-ENGINES = ("rlsf", "hf")
+#: ``builtin``: :func:`decode`; ``hf``: Hugging Face ``generate``; ``vllm``: :mod:`rlsf.rollout.vllm_engine`.
+ENGINES = ("builtin", "hf", "vllm")
+#: Earlier names of the engines, still accepted.
+ENGINE_ALIASES = {"rlsf": "builtin"}
+
+
+def canonical_engine(name: str) -> str:
+    """The engine's name in :data:`ENGINES` (``rlsf`` is the builtin engine's earlier name)."""
+    name = ENGINE_ALIASES.get(name, name)
+    if name not in ENGINES:
+        raise ValueError(f"unknown generation engine {name!r}; choose from {ENGINES}")
+    return name
 
 
 @torch.no_grad()
@@ -268,43 +316,48 @@ def generate(
     batch_size: int = 32,
     precision: str = "none",
     ignore_eos: bool = False,
-    engine: str = "rlsf",
+    engine: str = "builtin",
     fused_step: bool = True,
     on_finish: Callable[[int, list[int]], None] | None = None,
 ) -> Experience:
     """Sample one completion per prompt (repeat prompts for several samples).
 
-    ``engine="rlsf"`` runs :func:`decode`; ``"hf"`` runs Hugging Face ``generate``. Both sample
-    from the same distribution and record the same log-probs. ``ignore_eos`` generates exactly
-    ``max_new_tokens`` per sequence (for benchmarks). ``fused_step`` lets the rlsf engine use its
-    fused decoding step on Llama-style models. ``on_finish(row, ids)`` is called once per
-    completed row (as it completes with the rlsf engine, per batch with ``hf``).
+    ``engine="builtin"`` runs :func:`decode`; ``"hf"`` runs Hugging Face ``generate``;
+    ``"vllm"`` samples on ``model``, a :class:`~rlsf.rollout.vllm_engine.VLLMEngine`
+    (:attr:`SamplingModel.model` of a vLLM sampler). All sample from the same distribution and
+    record the same log-probs. ``ignore_eos`` generates exactly ``max_new_tokens`` per sequence
+    (for benchmarks). ``fused_step`` lets the builtin engine use its fused decoding step on
+    Llama-style models. ``on_finish(row, ids)`` is called once per completed row (as it
+    completes with the builtin engine, per batch with the others).
     """
-    if engine not in ENGINES:
-        raise ValueError(f"unknown generation engine {engine!r}; choose from {ENGINES}")
+    engine = canonical_engine(engine)
     enc = tokenizer(prompts, return_tensors="pt", padding=True, padding_side="left", add_special_tokens=False)
     prompt_ids, prompt_mask = enc["input_ids"], enc["attention_mask"]
     all_stops = stop_token_ids(tokenizer, model)
     stops = [] if ignore_eos else all_stops
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else all_stops[0]
-    was_training = model.training
-    model.eval()
+    was_training = getattr(model, "training", False)
+    if engine != "vllm":
+        model.eval()
     chunks, chunk_logprobs = [], []
     kw = dict(max_new_tokens=max_new_tokens, stops=stops, pad_id=pad_id, temperature=temperature, top_p=top_p,
               do_sample=do_sample, precision=precision)
     try:
         for s in range(0, len(prompts), batch_size):
             rows = slice(s, s + batch_size)
-            if engine == "rlsf":
-                done = (lambda r, ids, s=s: on_finish(s + r, ids)) if on_finish is not None else None
+            done = (lambda r, ids, s=s: on_finish(s + r, ids)) if on_finish is not None else None
+            if engine == "builtin":
                 ids, lps = decode(model, prompt_ids[rows], prompt_mask[rows], on_finish=done, fused=fused_step,
                                   **kw)
+            elif engine == "vllm":
+                ids, lps = model.decode(prompt_ids[rows], prompt_mask[rows], on_finish=done, **kw)
             else:
                 ids, lps = _hf_generate(model, prompt_ids[rows], prompt_mask[rows], **kw)
             chunks.append(ids)
             chunk_logprobs.append(lps)
     finally:
-        model.train(was_training)
+        if engine != "vllm":
+            model.train(was_training)
 
     R = max(c.shape[1] for c in chunks)
     responses = torch.full((len(prompts), R), pad_id, dtype=torch.long)
@@ -326,7 +379,7 @@ def generate(
             if on_finish is not None and engine == "hf":
                 on_finish(row, seq[:n].tolist())
             row += 1
-    # Trim columns that are padding in every row (the rlsf engine allocates max_new_tokens).
+    # Trim columns that are padding in every row (the builtin engine allocates max_new_tokens).
     R = max(int(mask.sum(1).max()), 1) if len(prompts) else 0
     return Experience(prompt_ids, prompt_mask, responses[:, :R], mask[:, :R], truncated,
                       logprobs[:, :R] if logprobs is not None else None)

@@ -3,17 +3,22 @@
 A checkpoint is one ``state.pt`` holding the trainable weights, the optimiser (and value head)
 state, every random state and the step. It is written to a temporary folder and renamed, so a
 run killed while saving never leaves a half-written checkpoint that ``--resume`` would trust.
+
+Across processes the weights and optimiser state are the same on every rank, so rank 0 alone
+writes the checkpoint (the others wait for it); it holds nothing that depends on the number of
+processes, so a run resumes with the same or another process count.
 """
 
 from __future__ import annotations
 
 import shutil
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import torch
 
 from rlsf.errors import RlsfError
+from rlsf.runtime import distributed
 
 
 class CheckpointError(RlsfError):
@@ -34,8 +39,16 @@ class Checkpointer:
         found = self.all()
         return found[-1] if found else None
 
-    def save(self, step: int, state: dict[str, Any]) -> Path:
+    def save(self, step: int, state: dict[str, Any] | Callable[[], dict[str, Any]]) -> Path:
+        """Write ``state`` (or what the callable returns, made on rank 0 only) as step ``step``'s
+        checkpoint; every rank calls this and returns once it is written."""
         final = self.dir / f"step_{step:06d}"
+        if distributed.is_main():
+            self._write(step, state() if callable(state) else state, final)
+        distributed.barrier()
+        return final
+
+    def _write(self, step: int, state: dict[str, Any], final: Path) -> None:
         tmp = self.dir / f".tmp_step_{step:06d}"
         shutil.rmtree(tmp, ignore_errors=True)
         try:
@@ -51,7 +64,6 @@ class Checkpointer:
         tmp.rename(final)
         for old in self.all()[: -self.keep]:
             shutil.rmtree(old, ignore_errors=True)
-        return final
 
     def load(self, path: Path) -> dict[str, Any]:
         return torch.load(path / "state.pt", map_location="cpu", weights_only=False)

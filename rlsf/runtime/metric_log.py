@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from rlsf.runtime import distributed
 from rlsf.settings import ConfigError
 
 
@@ -17,14 +18,18 @@ class MetricLogger:
 
     ``metrics.jsonl`` gets ``{"step": s, "time": t, ...}``; TensorBoard and W&B get the numeric
     values under the same namespaced keys (``reward/mean``, ``loss/policy``, ``timing/update``).
+    Across processes only rank 0 writes (its records are the global batch's figures); on the
+    other ranks the logger is inert.
     """
 
     def __init__(self, run_dir: str | Path, sinks: list[str], config: dict[str, Any] | None = None,
                  filename: str = "metrics.jsonl") -> None:
         self.run_dir = Path(run_dir)
-        self.run_dir.mkdir(parents=True, exist_ok=True)
         self.path = self.run_dir / filename
         self._tb = self._wandb = self._jsonl = None
+        if not distributed.is_main():
+            return
+        self.run_dir.mkdir(parents=True, exist_ok=True)
         if "tensorboard" in sinks:
             try:
                 from torch.utils.tensorboard import SummaryWriter
@@ -73,10 +78,12 @@ def truncate_metrics(path: str | Path, step: int) -> None:
     """Drop the records of steps after ``step`` (a resumed run's checkpoint; 0: all): they are about
     to be redone, and two records of one step would corrupt every curve and mean."""
     path = Path(path)
-    if path.is_file():
+    if distributed.is_main() and path.is_file():  # rank 0 owns the run folder
         kept = [r for r in read_metrics(path) if r.get("step", 0) <= step]
         path.write_text("".join(json.dumps(r) + "\n" for r in kept))
 
 
 def note(msg: str) -> None:
-    print(msg, file=sys.stderr, flush=True)
+    """A line on stderr (from rank 0 only, across processes: the ranks run the same stage)."""
+    if distributed.is_main():
+        print(msg, file=sys.stderr, flush=True)

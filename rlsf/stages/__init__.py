@@ -20,16 +20,19 @@ _MODEL_ORM = (*_MODEL_PLAIN, "model.gradient_checkpointing")
 #: SFT's: it trains (LoRA) but never samples.
 _MODEL_SFT = ("model.name", "model.device", "model.dtype", "model.autocast", "model.lora", "model.lora_r",
               "model.lora_alpha", "model.lora_dropout", "model.gradient_checkpointing", "model.threads")
+#: The sampling engine's settings, for the stages that sample without training (evaluation, the ORM).
+_ENGINE = ("rollout.engine", "rollout.fused_step", "rollout.vllm_memory_share", "rollout.vllm_kv_cache_gib",
+           "rollout.vllm_max_model_len")
 #: The token-reward settings (``reward.orm`` and its weights are the RL loop's alone).
 _TOKEN_REWARD = ("reward.mode", "reward.spread_spans", "reward.span_weight")
 
 STAGE_SETTINGS: dict[str, tuple[str, ...]] = {
     "sft": (*_MODEL_SFT, "task", "sft", "run"),
     "train": ("model", "task", "rollout", "reward", "check", "train", "algorithm", "run"),
-    "eval": (*_MODEL_PLAIN, "task.name", "task.options", "rollout.engine", "rollout.fused_step", "check", "eval",
+    "eval": (*_MODEL_PLAIN, "task.name", "task.options", *_ENGINE, "check", "eval",
              "run.output_dir", "run.seed"),
     "orm": (*_MODEL_ORM, "task", "rollout.max_new_tokens", "rollout.temperature", "rollout.top_p",
-            "rollout.generation_batch_size", "rollout.engine", "rollout.fused_step", "check", "orm", "run"),
+            "rollout.generation_batch_size", *_ENGINE, "check", "orm", "run"),
     "check": ("model.name", "task.name", "task.options", *_TOKEN_REWARD, "check"),
 }
 # The chained stages read what their stages read (in this order, each once).

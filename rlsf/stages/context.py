@@ -1,5 +1,6 @@
-"""What every stage does first: validate the settings, decide device and precision, seed, load the
-task, its split and the policy, and prepare the run folder.
+"""What every stage does first: validate the settings, join the other processes if launched in
+several, decide device and precision, seed, load the task, its split and the policy, and prepare
+the run folder (written by rank 0 alone).
 """
 
 from __future__ import annotations
@@ -9,10 +10,11 @@ from typing import NamedTuple
 
 from rlsf.config import Config
 from rlsf.models.loading import LoraSpec, enable_gradient_checkpointing, load_model, load_tokenizer, resolve_model
+from rlsf.runtime import distributed
 from rlsf.runtime.checkpoint import Checkpointer
 from rlsf.runtime.device import Runtime, setup
 from rlsf.runtime.utils import seed_everything
-from rlsf.settings import ConfigError
+from rlsf.settings import ConfigError, require
 from rlsf.tasks import Task, TaskError, get_task
 
 
@@ -26,13 +28,54 @@ class Start(NamedTuple):
 
 def start(cfg: Config, split: str | None = None, limit: int = 0, runtime: Runtime | None = None) -> Start:
     """The start-up every stage shares, in this order (a seeded run depends on it): validate the
-    settings, decide device and precision (or take ``runtime``), seed every generator, build the
-    task and load ``split`` (default: the task's training split), its first ``limit`` examples."""
+    settings, join the process group of a multi-process launch, decide device and precision (or
+    take ``runtime``; across processes rank 0 decides for all), seed every generator (the same
+    seed on every rank: the models they build are the same), build the task and load ``split``
+    (default: the task's training split), its first ``limit`` examples."""
     cfg.validate()
-    rt = runtime or setup(cfg)
+    distributed.setup(cfg.model.device)
+    rt = runtime or decide_runtime(cfg)
     seed_everything(cfg.run.seed)
     task = load_task(cfg)
     return Start(rt, task, load_split(cfg, task, split or task.splits[0], limit))
+
+
+def decide_runtime(cfg: Config) -> Runtime:
+    """Device and precision; across processes rank 0's decision (a probe run on every rank could
+    decide differently, and every rank must compute alike)."""
+    if distributed.size() == 1:
+        return setup(cfg)
+    rt = distributed.broadcast_object(setup(cfg) if distributed.is_main() else None)
+    if not distributed.is_main() and cfg.model.threads:  # setup()'s per-process part
+        import torch
+
+        torch.set_num_threads(cfg.model.threads)
+    return rt
+
+
+def check_world(cfg: Config, stage: str) -> None:
+    """Refuse settings that cannot be split evenly over the processes of this launch."""
+    w = distributed.size()
+    if w == 1:
+        return
+    if stage == "sft":
+        require(cfg.sft.batch_size % w == 0, "sft.batch_size", f"must divide by the {w} processes")
+        return
+    algo = cfg.train.algorithm
+    require(cfg.rollout.engine != "vllm", "rollout.engine",
+            f"vllm has not been tried across processes; with {w} processes use rollout.engine: builtin or hf")
+    require(cfg.rollout.prompts_per_step % w == 0, "rollout.prompts_per_step",
+            f"must divide by the {w} processes (each samples its share of the prompts, whole groups)")
+    section = cfg.section(algo)
+    for name in ("minibatch_size", "batch_size"):
+        if hasattr(section, name):
+            require(getattr(section, name) % w == 0, f"{algo}.{name}", f"must divide by the {w} processes")
+
+
+def run_info(runtime: Runtime | None) -> dict:
+    """The ``runtime:`` block of a run's ``config.yaml``: the runtime's decisions and the number of
+    processes (``world_size``, as launched: recorded, never a setting)."""
+    return {**(runtime.as_dict() if runtime is not None else {}), **distributed.world().as_dict()}
 
 
 def load_task(cfg: Config) -> Task:
@@ -64,13 +107,17 @@ def load_policy(cfg: Config, runtime: Runtime, name: str | None = None, *, lora:
 def prepare_run_dir(cfg: Config, runtime: Runtime | None = None, *, resume: bool) -> Path:
     """Create the run folder; refuse to overwrite an earlier run's checkpoints unless resuming.
 
-    ``config.yaml`` holds the settings and, under ``runtime:``, what the runtime decided.
+    ``config.yaml`` holds the settings and, under ``runtime:``, what the runtime decided and the
+    number of processes (``world_size``). Across processes rank 0 writes it and the others wait.
     """
     run_dir = Path(cfg.run.output_dir)
     if not resume and Checkpointer(run_dir).latest() is not None:
         raise ConfigError(
             f"run.output_dir: {run_dir} already holds checkpoints of an earlier run; pass --resume to "
             "continue it or choose another --output-dir (nothing was overwritten)")
-    run_dir.mkdir(parents=True, exist_ok=True)
-    cfg.save(run_dir / "config.yaml", {"runtime": runtime.as_dict()} if runtime is not None else None)
+    distributed.barrier()  # every rank has looked before rank 0 writes
+    if distributed.is_main():
+        run_dir.mkdir(parents=True, exist_ok=True)
+        cfg.save(run_dir / "config.yaml", {"runtime": run_info(runtime)})
+    distributed.barrier()
     return run_dir

@@ -48,6 +48,7 @@ from rlsf.feedback.certificate import Certificate
 from rlsf.feedback.service import CheckService
 from rlsf.rollout.collect import rollout_and_check, score_with_orm
 from rlsf.rollout.engines import SamplingModel
+from rlsf.runtime import distributed
 from rlsf.runtime.device import Runtime
 from rlsf.runtime.utils import rng_state, set_rng_state
 from rlsf.stages.context import load_policy, start
@@ -123,14 +124,15 @@ def evaluate(cfg: Config, *, model=None, tokenizer=None, output: str | Path | No
 def _evaluate(cfg: Config, model, tokenizer, output, runtime) -> dict[str, Any]:
     e = cfg.eval
     rt, task, examples = start(cfg, e.split, e.num_examples, runtime=runtime)
+    distributed.require_single_process("rlsf eval")  # (rlsf pipeline evaluates on rank 0 alone)
     if model is None:
         model, tokenizer = load_policy(cfg, rt, lora=False)
     t0 = time.perf_counter()
-    sampler = SamplingModel(model, rt.sampling_precision, fused=cfg.rollout.engine == "rlsf" and cfg.rollout.fused_step)
     gen = dict(max_new_tokens=e.max_new_tokens, batch_size=e.batch_size, precision=rt.sampling_precision,
                engine=cfg.rollout.engine, fused_step=cfg.rollout.fused_step)
     condition = e.condition or None
-    with CheckService.for_config(cfg, task, tokenizer) as checker:
+    with (SamplingModel.for_settings(model, tokenizer, rt, cfg.rollout, seed=cfg.run.seed) as sampler,
+          CheckService.for_config(cfg, task, tokenizer) as checker):
         greedy = rollout_and_check(sampler.model, tokenizer, task, examples, checker, do_sample=False, judge=True,
                                    condition=condition, **gen)
         sampled = None

@@ -36,6 +36,7 @@ from typing import Any
 
 from rlsf.algorithms import ALGORITHMS
 from rlsf.config import Config
+from rlsf.runtime import distributed
 from rlsf.runtime.metric_log import note
 from rlsf.settings import ConfigError, require
 from rlsf.stages.evaluate import evaluate
@@ -123,6 +124,8 @@ def guard_settings(root: Path, key: str, settings: dict[str, Any], remedy: str) 
 
 def run_experiment(cfg: Config) -> dict[str, Any]:
     cfg.validate()
+    distributed.setup(cfg.model.device)
+    distributed.require_single_process("rlsf experiment")
     check_experiment(cfg)
     x = cfg.experiment
     root = Path(cfg.run.output_dir)

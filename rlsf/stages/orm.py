@@ -32,6 +32,7 @@ from tqdm.auto import tqdm
 from rlsf.config import Config
 from rlsf.errors import RlsfError
 from rlsf.models.orm import OutcomeRewardModel, collate_scored, encode, last_position_scores, orm_loss
+from rlsf.runtime import distributed
 from rlsf.runtime.utils import autocast, make_adamw
 from rlsf.settings import ConfigError
 from rlsf.tasks.base import Example, Task
@@ -72,9 +73,9 @@ def _labelled_samples(cfg: Config, rt, task: Task, examples: list[Example], mode
         note(f"orm: resume: {len(rows)} labelled samples read from {path}")
         return rows
     ro = cfg.rollout
-    sampler = SamplingModel(model, rt.sampling_precision, fused=ro.engine == "rlsf" and ro.fused_step)
     note(f"orm: sampling {cfg.orm.samples_per_prompt} solutions of {len(examples)} problems from {cfg.model.name}")
-    with CheckService.for_config(cfg, task, tokenizer) as checker:
+    with (SamplingModel.for_settings(model, tokenizer, rt, ro, seed=cfg.run.seed) as sampler,
+          CheckService.for_config(cfg, task, tokenizer) as checker):
         exp = rollout_and_check(sampler.model, tokenizer, task, examples, checker, samples=cfg.orm.samples_per_prompt,
                                 max_new_tokens=ro.max_new_tokens, temperature=ro.temperature, top_p=ro.top_p,
                                 batch_size=ro.generation_batch_size, precision=rt.sampling_precision, engine=ro.engine,
@@ -110,6 +111,7 @@ def train_orm(cfg: Config) -> dict[str, Any]:
 
     o = cfg.orm
     rt, task, examples = start(cfg, limit=o.prompts or cfg.task.train_examples)
+    distributed.require_single_process("rlsf orm")
     by_id = {ex["id"]: ex for ex in examples}
     out = Path(cfg.run.output_dir)
     if not cfg.run.resume and any((out / f).exists() for f in ("samples.jsonl", "head.pt")):

@@ -7,6 +7,10 @@ Folder layout under ``run.output_dir``::
     rl/         RL run (config, metrics, checkpoints, model/)
     eval_rl.json,  eval_rl_samples.jsonl      held-out figures after RL
     summary.json
+
+Across processes SFT and RL run on every rank (their stages shard the batches); the two
+evaluations run on rank 0 alone while the others wait (so their figures are the one-process
+figures), and rank 0 writes everything above.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ from typing import Any
 
 from rlsf.algorithms import ALGORITHMS
 from rlsf.config import Config
+from rlsf.runtime import distributed
 from rlsf.runtime.metric_log import note
 from rlsf.settings import ConfigError
 from rlsf.stages.evaluate import evaluate
@@ -34,11 +39,24 @@ def with_settings(cfg: Config, **settings: Any) -> Config:
     return out
 
 
+def on_rank_zero(fn, *args, **kw) -> Any:
+    """``fn`` run by rank 0 alone as in one process (:func:`rlsf.runtime.distributed.solo`), the
+    other ranks waiting; its result on every rank."""
+    out = None
+    if distributed.is_main():
+        with distributed.solo():
+            out = fn(*args, **kw)
+    distributed.barrier()
+    return distributed.broadcast_object(out)
+
+
 def pipeline(cfg: Config) -> dict[str, Any]:
     cfg.validate()
+    distributed.setup(cfg.model.device)
     root = Path(cfg.run.output_dir)
-    root.mkdir(parents=True, exist_ok=True)
-    cfg.save(root / "config.yaml")
+    if distributed.is_main():
+        root.mkdir(parents=True, exist_ok=True)
+        cfg.save(root / "config.yaml", {"runtime": distributed.world().as_dict()})
     resume = cfg.run.resume
     times: dict[str, float] = {}
 
@@ -73,11 +91,11 @@ def pipeline(cfg: Config) -> dict[str, Any]:
         settings = {"model.name": model_name, "model.lora": False}
         if label == "after" and not cfg.eval.condition:  # e.g. rcrl: ask for the good outcome
             settings["eval.condition"] = ALGORITHMS[cfg.train.algorithm].evaluation_condition(cfg)
-        results[label] = evaluate(with_settings(cfg, **settings), output=out)
+        results[label] = on_rank_zero(evaluate, with_settings(cfg, **settings), output=out)
         times[f"eval_{label}"] = time.perf_counter() - t0
 
     for stage in ("sft", "rl"):
-        if (root / stage / "metrics.jsonl").is_file():
+        if distributed.is_main() and (root / stage / "metrics.jsonl").is_file():
             try:
                 from rlsf.runtime.plots import plot_metrics
 
@@ -85,7 +103,8 @@ def pipeline(cfg: Config) -> dict[str, Any]:
             except (FileNotFoundError, ConfigError) as e:  # matplotlib missing: the run is still fine
                 note(f"no plot for {stage}: {e}")
     summary = {"before": results["before"], "after": results["after"], "stage_seconds": times}
-    (root / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    if distributed.is_main():
+        (root / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     return summary
 
 

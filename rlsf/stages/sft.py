@@ -3,6 +3,10 @@
 The loss is the cross-entropy of the completion tokens only. Prompt and completion are
 tokenised separately and concatenated, exactly as at generation time, where the model
 continues from the tokenised prompt.
+
+Across processes each rank takes a contiguous share of every step's batch; the loss is the token
+mean over the whole batch and the gradients are summed over ranks (:func:`sft_update`), so a step
+is the one a single process takes on the same batch. Rank 0 writes the run folder.
 """
 
 from __future__ import annotations
@@ -18,10 +22,11 @@ from rlsf.algorithms.supervised import collate, sft_update
 from rlsf.config import Config
 from rlsf.models.loading import save_model
 from rlsf.rollout.collect import render_prompt
+from rlsf.runtime import distributed
 from rlsf.runtime.checkpoint import Checkpointer, load_trainable_state, trainable_state
 from rlsf.runtime.metric_log import MetricLogger, note, truncate_metrics
-from rlsf.runtime.utils import batch_indices, make_adamw, model_device, rng_state, set_rng_state
-from rlsf.stages.context import load_policy, prepare_run_dir, start
+from rlsf.runtime.utils import batch_indices, make_adamw, model_device, rng_state, seed_everything, set_rng_state
+from rlsf.stages.context import check_world, load_policy, prepare_run_dir, run_info, start
 from rlsf.tasks.base import Task, TaskError
 
 
@@ -51,6 +56,7 @@ def sft(cfg: Config) -> dict[str, Any]:
     """Fine-tune ``model.name`` on the task's demonstrations; saves ``<output_dir>/model``."""
     c = cfg.sft
     rt, task, examples = start(cfg, limit=cfg.task.train_examples)
+    check_world(cfg, "sft")
     model, tokenizer = load_policy(cfg, rt)
     data = []
     too_long = 0
@@ -71,9 +77,10 @@ def sft(cfg: Config) -> dict[str, Any]:
     run_dir = prepare_run_dir(cfg, rt, resume=cfg.run.resume)
     ckpt = Checkpointer(run_dir, keep=2)
     params = [p for p in model.parameters() if p.requires_grad]
+    distributed.broadcast_tensors(params)  # every rank starts from rank 0's weights
     opt = make_adamw([{"params": params, "lr": c.lr}], weight_decay=c.weight_decay)
     step = 0
-    if cfg.run.resume and (path := ckpt.latest()) is not None:
+    if cfg.run.resume and (path := distributed.broadcast_object(ckpt.latest())) is not None:
         state = ckpt.load(path)
         load_trainable_state(model, state["model"])
         opt.load_state_dict(state["optimizer"])
@@ -82,32 +89,41 @@ def sft(cfg: Config) -> dict[str, Any]:
         note(f"resume: continuing SFT from {path} (step {step})")
     if cfg.run.resume:  # records past the checkpoint (all, with none) are about to be redone
         truncate_metrics(run_dir / "metrics.jsonl", step)
-    logger = MetricLogger(run_dir, cfg.run.loggers, {**cfg.to_dict(), "runtime": rt.as_dict()})
+    logger = MetricLogger(run_dir, cfg.run.loggers, {**cfg.to_dict(), "runtime": run_info(rt)})
     device = model_device(model)
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     model.train()
-    bar = tqdm(total=c.steps, initial=step, desc="sft", unit="step", disable=not cfg.run.progress, dynamic_ncols=True)
+    bar = tqdm(total=c.steps, initial=step, desc="sft", unit="step",
+               disable=not (cfg.run.progress and distributed.is_main()), dynamic_ncols=True)
     last: dict[str, Any] = {"demonstrations": len(data)}
     try:
         while step < c.steps:
             t0 = time.perf_counter()
-            batch = collate([data[i] for i in batch_indices(len(data), c.batch_size, step, cfg.run.seed)], pad)
+            picked = batch_indices(len(data), c.batch_size, step, cfg.run.seed)
+            if distributed.size() > 1:  # this rank's share; its own random stream (LoRA dropout)
+                picked = distributed.shard(picked)
+                seed_everything(distributed.rank_seed(cfg.run.seed, step))
+            batch = collate([data[i] for i in picked], pad)
             batch = {k: v.to(device) for k, v in batch.items()}
             lr = lr_at(step, c.steps, c.warmup_steps, c.lr)
             for g in opt.param_groups:
                 g["lr"] = lr
             loss, gn = sft_update(model, opt, params, batch, rt.precision, c.max_grad_norm)
             step += 1
+            tokens = int(distributed.all_sum([float((batch["labels"] != -100).sum())])[0])  # the whole batch's
             last = {"loss/sft": float(loss), "lr": lr, "loss/grad_norm": float(gn),
-                    "tokens": int((batch["labels"] != -100).sum()), "timing/step": time.perf_counter() - t0}
+                    "tokens": tokens, "timing/step": time.perf_counter() - t0}
             logger.log(step, last)
             bar.update(1)
             bar.set_postfix(loss=f"{last['loss/sft']:.3f}")
             if c.save_every and step % c.save_every == 0 and step < c.steps:
-                ckpt.save(step, {"model": trainable_state(model), "optimizer": opt.state_dict(), "rng": rng_state()})
+                ckpt.save(step, lambda: {"model": trainable_state(model), "optimizer": opt.state_dict(),
+                                         "rng": rng_state()})
     finally:
         bar.close()
         logger.close()
-    ckpt.save(step, {"model": trainable_state(model), "optimizer": opt.state_dict(), "rng": rng_state()})
-    save_model(model, tokenizer, Path(run_dir) / "model")
+    ckpt.save(step, lambda: {"model": trainable_state(model), "optimizer": opt.state_dict(), "rng": rng_state()})
+    if distributed.is_main():
+        save_model(model, tokenizer, Path(run_dir) / "model")
+    distributed.barrier()
     return last

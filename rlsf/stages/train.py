@@ -13,10 +13,17 @@ Read top to bottom, one step is (each line names the module that does it)::
 
 The experience record (:class:`~rlsf.experience.Experience`) is the one thing handed from stage
 to stage; the algorithm is whatever ``train.algorithm`` names in the registry.
+
+Across processes (docs/scaling.md) each rank samples and checks its contiguous share of the step's
+prompts, every sample of a prompt on the same rank (a group is never split), and draws from its
+own random stream (seeded by seed, step and rank); the algorithm sums gradients over ranks and
+gathers its batch statistics, the step's figures are computed from every rank's rows, and rank 0
+alone writes the run folder.
 """
 
 from __future__ import annotations
 
+import os
 import time
 from pathlib import Path
 from typing import Any
@@ -34,20 +41,23 @@ from rlsf.feedback.service import CheckService
 from rlsf.models.loading import save_model
 from rlsf.rollout.collect import rollout_and_check, score_with_orm
 from rlsf.rollout.engines import SamplingModel
+from rlsf.runtime import distributed
 from rlsf.runtime.checkpoint import Checkpointer, load_trainable_state, trainable_state
 from rlsf.runtime.metric_log import MetricLogger, note, truncate_metrics
-from rlsf.runtime.utils import Timer, batch_indices, rng_state, set_rng_state
-from rlsf.stages.context import load_policy, prepare_run_dir, start
+from rlsf.runtime.utils import Timer, batch_indices, rng_state, seed_everything, set_rng_state
+from rlsf.stages.context import check_world, load_policy, prepare_run_dir, run_info, start
 
 
 class RLTrainer:
     def __init__(self, cfg: Config) -> None:
         self.cfg = cfg
         self.runtime, self.task, self.examples = start(cfg, limit=cfg.task.train_examples)
+        check_world(cfg, "train")
         self.model, self.tokenizer = load_policy(cfg, self.runtime)
         self.algo = ALGORITHMS[cfg.train.algorithm](self.model, self.tokenizer, self.task, cfg, self.runtime)
-        self.sampler = SamplingModel(self.model, self.runtime.sampling_precision,
-                                     fused=cfg.rollout.engine == "rlsf" and cfg.rollout.fused_step)
+        distributed.broadcast_tensors(self.trained_parameters())  # every rank starts from rank 0's weights
+        self.sampler = SamplingModel.for_settings(self.model, self.tokenizer, self.runtime, cfg.rollout,
+                                                  seed=cfg.run.seed)
         self.orm = None
         if cfg.reward.orm:
             from rlsf.models.orm import OutcomeRewardModel
@@ -60,21 +70,37 @@ class RLTrainer:
         self.step = 0
         self.samples = 0
 
+    def trained_parameters(self) -> list[torch.Tensor]:
+        """What the optimiser updates (the policy's trainable weights, a value head)."""
+        opt = getattr(self.algo, "optimizer", None)
+        if opt is None:
+            return [p for p in self.model.parameters() if p.requires_grad]
+        return [p for g in opt.param_groups for p in g["params"]]
+
     # ---- one step ------------------------------------------------------------------------------
     def rollout_step(self) -> Experience:
+        """This rank's rows of the step's batch (all of it in one process)."""
         c, t = self.cfg, self.timer
         if self.checker is None:
-            self.checker = CheckService.for_config(c, self.task, self.tokenizer)
+            workers = None
+            if c.check.workers < 0 and distributed.world().local_size > 1:  # the cores are shared by the ranks
+                workers = max(1, (os.cpu_count() or 1) // distributed.world().local_size)
+            self.checker = CheckService.for_config(c, self.task, self.tokenizer, workers=workers)
         batch = [self.examples[i] for i in batch_indices(len(self.examples), c.rollout.prompts_per_step,
                                                          self.step, c.run.seed)]
+        if distributed.size() > 1:
+            batch = distributed.shard(batch)
+            seed_everything(distributed.rank_seed(c.run.seed, self.step))
         with t("generate"):
             self.sampler.sync()
-        return rollout_and_check(
+        exp = rollout_and_check(
             self.sampler.model, self.tokenizer, self.task, batch, self.checker, samples=c.rollout.samples_per_prompt,
             reward=c.reward, timer=t, max_new_tokens=c.rollout.max_new_tokens, temperature=c.rollout.temperature,
             top_p=c.rollout.top_p, batch_size=c.rollout.generation_batch_size, precision=self.runtime.sampling_precision,
             engine=c.rollout.engine, fused_step=c.rollout.fused_step, ignore_eos=c.rollout.ignore_eos,
             condition=self.algo.sampling_condition)
+        self.sampler.release()  # a sleeping vLLM leaves the GPU's memory to the update
+        return exp
 
     def outcome_scores(self, exp: Experience) -> dict[str, float]:
         """Mix the ORM's scores into the token rewards (reward.orm / orm_weight / checker_weight)."""
@@ -87,6 +113,9 @@ class RLTrainer:
                 scores = torch.tensor(score_with_orm(self.orm, self.task, exp.examples, exp.texts,
                                                      precision=self.runtime.precision))
         exp.rewards, stats = with_outcome_scores(exp.rewards, exp.response_mask, exp.valid, scores, r)
+        if scores is not None and distributed.size() > 1:  # the mean over every rank's valid rows
+            total, n = distributed.all_sum([float(scores[exp.valid].sum()), float(exp.valid.sum())]).tolist()
+            stats = {"reward/orm": total / n} if n else {}
         return stats
 
     def train_step(self) -> dict[str, Any]:
@@ -94,19 +123,25 @@ class RLTrainer:
         exp = self.rollout_step()
         orm_stats = self.outcome_scores(exp)
         stats = {**orm_stats, **self.algo.step(exp, self.timer)}
-        self.samples += len(exp)
-        metrics = {**experience_metrics(exp), "samples": self.samples, **stats, **self.timer.pop()}
+        whole = gather_experience(exp)  # every rank's rows, for the step's figures
+        self.samples += len(whole)
+        metrics = {**experience_metrics(whole), "samples": self.samples, **stats, **self.timer.pop()}
         metrics["timing/step"] = time.perf_counter() - t0
         self.step += 1
         return metrics
 
     # ---- checkpoints ---------------------------------------------------------------------------
     def save_checkpoint(self) -> Path:
-        return self.ckpt.save(self.step, {"model": trainable_state(self.model), "algorithm": self.algo.state_dict(),
-                                          "rng": rng_state(), "samples": self.samples})
+        """Rank 0 writes; the state is the same on every rank (rank 0's random state is kept: one
+        process resumes from it, several reseed by step and rank)."""
+        return self.ckpt.save(self.step, lambda: {"model": trainable_state(self.model),
+                                                  "algorithm": self.algo.state_dict(), "rng": rng_state(),
+                                                  "samples": self.samples, "world_size": distributed.size()})
 
     def resume(self) -> bool:
-        path = self.ckpt.latest()
+        """Load the last checkpoint (rank 0's pick, read by every rank), written with this or
+        another number of processes: nothing in it depends on it."""
+        path = distributed.broadcast_object(self.ckpt.latest())
         if path is None:
             note(f"resume: no checkpoint in {self.ckpt.dir}, starting from step 0")
             return False
@@ -115,7 +150,9 @@ class RLTrainer:
         self.algo.load_state_dict(state["algorithm"])
         set_rng_state(state["rng"])
         self.step, self.samples = state["step"], state["samples"]
-        note(f"resume: continuing from {path} (step {self.step})")
+        was, now = state.get("world_size", 1), distributed.size()
+        note(f"resume: continuing from {path} (step {self.step})"
+             + (f", written by {was} processes, continued by {now}" if was != now else ""))
         return True
 
     # ---- the loop ------------------------------------------------------------------------------
@@ -125,10 +162,10 @@ class RLTrainer:
         if c.run.resume:  # records past the checkpoint (all, with none) are about to be redone
             self.resume()
             truncate_metrics(self.run_dir / "metrics.jsonl", self.step)
-        logger = MetricLogger(self.run_dir, c.run.loggers, {**c.to_dict(), "runtime": self.runtime.as_dict()})
+        logger = MetricLogger(self.run_dir, c.run.loggers, {**c.to_dict(), "runtime": run_info(self.runtime)})
         last: dict[str, Any] = {}
         bar = tqdm(total=c.train.steps, initial=self.step, desc=f"rl/{c.train.algorithm}", unit="step",
-                   disable=not c.run.progress, dynamic_ncols=True)
+                   disable=not (c.run.progress and distributed.is_main()), dynamic_ncols=True)
         try:
             while self.step < c.train.steps:
                 last = self.train_step()
@@ -141,11 +178,14 @@ class RLTrainer:
         finally:
             bar.close()
             logger.close()
+            self.sampler.close()
             if self.checker is not None:
                 self.checker.close()
                 self.checker = None
         self.save_checkpoint()
-        save_model(self.model, self.tokenizer, self.run_dir / "model")
+        if distributed.is_main():
+            save_model(self.model, self.tokenizer, self.run_dir / "model")
+        distributed.barrier()
         return last
 
 
@@ -171,6 +211,24 @@ def experience_metrics(exp: Experience) -> dict[str, float]:
         **certificate_summary(certs),
     }
     return out
+
+
+def gather_experience(exp: Experience) -> Experience:
+    """Every rank's rows in rank order (the order one process samples them in), with what the
+    step's figures read: certificates, truncation, response masks and rewards (padded to the
+    longest response). In one process: ``exp``."""
+    if distributed.size() == 1:
+        return exp
+    parts = distributed.gather_objects((exp.certificates, exp.truncated, exp.response_mask.cpu(),
+                                        exp.rewards.cpu() if exp.rewards is not None else None))
+    width = max(m.shape[1] for _, _, m, _ in parts)
+    pad = torch.nn.functional.pad
+    masks = torch.cat([pad(m, (0, width - m.shape[1])) for _, _, m, _ in parts])
+    rewards = torch.cat([pad(r, (0, width - r.shape[1])) for _, _, _, r in parts]) if parts[0][3] is not None else None
+    empty = torch.zeros(len(masks), 0, dtype=torch.long)
+    return Experience(prompt_ids=empty, prompt_mask=empty, response_ids=masks.long(), response_mask=masks,
+                      truncated=[t for _, ts, _, _ in parts for t in ts],
+                      certificates=[c for cs, _, _, _ in parts for c in cs], rewards=rewards)
 
 
 def train(cfg: Config) -> dict[str, Any]:
