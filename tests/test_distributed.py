@@ -201,6 +201,30 @@ def test_accelerate_launch_trains_in_two_processes_and_writes_once(tiny_model_di
     assert yaml.safe_load((run / "config.yaml").read_text())["runtime"]["world_size"] == 1
 
 
+def test_torchrun_pipeline_in_two_processes(tiny_model_dir, tmp_path):
+    """`torchrun --nproc-per-node 2 -m rlsf pipeline`: SFT and RL across both processes, the two
+    evaluations on rank 0, one run folder (each stage's config.yaml says world_size 2)."""
+    run = tmp_path / "run"
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "OMP_NUM_THREADS": "1",
+           "PYTHONPATH": str(ROOT)}
+    env.pop("WORLD_SIZE", None)
+    torchrun = str(Path(sys.executable).with_name("torchrun"))
+    flags = ["--config", str(ROOT / "configs" / "game24.yaml"), "--model", tiny_model_dir, "--sft.steps", "2",
+             "--sft.batch_size", "4", "--steps", "1", "--rollout.prompts_per_step", "2",
+             "--rollout.samples_per_prompt", "2", "--rollout.max_new_tokens", "8", "--ppo.minibatch_size", "2",
+             "--eval.num_examples", "4", "--eval.k", "2", "--eval.max_new_tokens", "8", "--model.autocast", "none",
+             "--check.workers", "0", "--no-progress", "--output-dir", str(run)]
+    proc = subprocess.run([torchrun, "--nproc-per-node", "2", "--master-port", str(free_port()), "-m", "rlsf",
+                           "pipeline", *flags], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    for stage in ("sft", "rl"):
+        assert yaml.safe_load((run / stage / "config.yaml").read_text())["runtime"]["world_size"] == 2
+    records = [json.loads(line) for line in (run / "rl" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in records] == [1] and records[0]["samples"] == 4
+    assert (run / "eval_sft.json").is_file() and (run / "eval_rl.json").is_file() and (run / "summary.json").is_file()
+    assert proc.stderr.count("rlsf: device cpu") == 1
+
+
 def test_a_launch_that_started_fewer_processes_than_asked_is_refused(monkeypatch):
     """`accelerate launch --cpu --num_processes 2` runs the command once (its multi-CPU launcher needs
     mpirun), with this environment: refused rather than trained in one process."""
