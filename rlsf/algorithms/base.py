@@ -23,6 +23,7 @@ import torch
 from torch.nn.attention import SDPBackend, sdpa_kernel
 from transformers import DynamicCache
 
+from rlsf.algorithms.advantages import masked_mean_across_ranks
 from rlsf.algorithms.core import (
     batch_entropy,
     batch_entropy_index,
@@ -125,8 +126,9 @@ def _shared_forward(model, exp: Experience, labels: torch.Tensor, first: torch.T
     cache = DynamicCache(config=model.config)
     net, lm = (model, {"output_hidden_states": hidden}) if body is None else (body, {})
     with autocast(precision, device):
-        pre = net(input_ids=p_ids[first], attention_mask=p_mask[first], position_ids=position_ids_from_mask(p_mask[first]),
-                  past_key_values=cache, use_cache=True, **lm, **({"logits_to_keep": 1} if body is None else {}))
+        pre = net(input_ids=p_ids[first], attention_mask=p_mask[first],
+                  position_ids=position_ids_from_mask(p_mask[first]), past_key_values=cache, use_cache=True, **lm,
+                  **({"logits_to_keep": 1} if body is None else {}))
         cache.batch_select_indices(inverse)
         # The response's last token predicts nothing we score, so it is not fed.
         r_ids, r_mask = labels[:, :-1], exp.response_mask[:, :-1].to(device)
@@ -470,20 +472,13 @@ class PolicyGradient(Algorithm):
         out = {}
         if ref_logp is not None:
             kl = masked_sum(kl_penalty(logp, ref_logp.to(logp.device), "k1"), mask, dim=1)
-            if distributed.size() > 1:  # over every rank's completions
-                s, n = distributed.all_sum([float(kl.sum()), float((mask.sum(1) > 0).sum())]).tolist()
-                out["kl"] = s / max(n, 1.0)
-            else:
-                out["kl"] = float(kl.sum() / (mask.sum(1) > 0).sum().clamp(min=1))
+            # Over every rank's completions (in one process the collective is the identity).
+            s, n = distributed.all_sum([float(kl.sum()), float((mask.sum(1) > 0).sum())]).tolist()
+            out["kl"] = s / max(n, 1.0)
         if exp.logprobs is not None:
             # How far the sampling distribution (bf16 sampling weights) is from the policy being
             # updated: the update uses its own log-probs, so this is a diagnostic.
-            gap = (exp.logprobs - logp).abs()
-            if distributed.size() > 1:
-                s, n = distributed.all_sum([float(masked_sum(gap, mask)), float(mask.sum())]).tolist()
-                out["rollout/logprob_gap"] = s / max(n, 1.0)
-            else:
-                out["rollout/logprob_gap"] = float(masked_mean(gap, mask))
+            out["rollout/logprob_gap"] = masked_mean_across_ranks((exp.logprobs - logp).abs(), mask)
         return out
 
     def state_dict(self) -> dict[str, Any]:

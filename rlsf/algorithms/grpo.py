@@ -54,13 +54,11 @@ class GRPO(PolicyGradient):
                 data["old_logp"], _ = self.rollout_logprobs(exp)
             if self.reference is not None:
                 data["ref_logp"] = self.reference_logprobs(exp)
-        if distributed.size() > 1:  # over every rank's groups (a group is never split across ranks)
-            groups = float(len(exp.group.unique()))
-            zero, n = distributed.all_sum([_zero_group_share(adv, exp) * groups, groups]).tolist()
-            abs_max = float(distributed.all_sum([float(adv.abs().max())], op="max")[0])
-            return data, {"advantage/abs_max": abs_max, "advantage/zero_groups": zero / max(n, 1.0)}
-        return data, {"advantage/abs_max": float(adv.abs().max()),
-                      "advantage/zero_groups": _zero_group_share(adv, exp)}
+        # Over every rank's groups (a group is never split across ranks; one process: the identity).
+        groups = float(len(exp.group.unique()))
+        zero, n = distributed.all_sum([_zero_group_share(adv, exp) * groups, groups]).tolist()
+        abs_max = float(distributed.all_sum([float(adv.abs().max())], op="max")[0])
+        return data, {"advantage/abs_max": abs_max, "advantage/zero_groups": zero / max(n, 1.0)}
 
     def loss(self, mb: Experience, data: dict[str, torch.Tensor], fo: ForwardOut, mask: torch.Tensor):
         c = self.acfg

@@ -15,7 +15,7 @@ import torch
 
 from rlsf.algorithms.advantages import gae, masked_mean_across_ranks, whiten_across_ranks
 from rlsf.algorithms.base import ForwardOut, PolicyGradient, PolicyUpdateConfig
-from rlsf.algorithms.core import clipped_policy_loss, clipped_value_loss, kl_penalty, masked_mean, masked_whiten
+from rlsf.algorithms.core import clipped_policy_loss, clipped_value_loss, kl_penalty, masked_whiten
 from rlsf.algorithms.registry import register
 from rlsf.experience import Experience
 from rlsf.models.parts import ValueHead, hidden_size
@@ -84,13 +84,10 @@ class PPO(PolicyGradient):
         data = {"old_logp": old_logp, "values": values, "adv": adv, "returns": returns}
         if ref_logp is not None:
             data["ref_logp"] = ref_logp
-        if distributed.size() == 1:
-            stats = {"value/mean": float(masked_mean(values, mask)), "value/returns": float(masked_mean(returns, mask)),
-                     "value/warmup": float(self.warming_up), **length_bias(adv, mask, exp.truncated)}
-        else:
-            stats = {"value/mean": masked_mean_across_ranks(values, mask),
-                     "value/returns": masked_mean_across_ranks(returns, mask),
-                     "value/warmup": float(self.warming_up), **length_bias_across_ranks(adv, mask, exp.truncated)}
+        # Over every rank's rows (in one process the collectives are the identity).
+        stats = {"value/mean": masked_mean_across_ranks(values, mask),
+                 "value/returns": masked_mean_across_ranks(returns, mask),
+                 "value/warmup": float(self.warming_up), **length_bias(adv, mask, exp.truncated)}
         return data, stats
 
     def loss(self, mb: Experience, data: dict[str, torch.Tensor], fo: ForwardOut, mask: torch.Tensor):
@@ -123,16 +120,8 @@ class PPO(PolicyGradient):
 
 def length_bias(adv: torch.Tensor, mask: torch.Tensor, truncated: list[bool]) -> dict[str, float]:
     """Mean advantage of the tokens of completions cut by the length limit minus that of completions
-    that ended: positive means the update pushes towards running on (a diagnostic of how rewards,
-    the critic and whitening interact; see the README's stability notes)."""
-    cut = torch.tensor(truncated, dtype=torch.bool)
-    if cut.all() or not cut.any():
-        return {}
-    return {"advantage/truncated_minus_ended": float(masked_mean(adv[cut], mask[cut]) - masked_mean(adv[~cut], mask[~cut]))}
-
-
-def length_bias_across_ranks(adv: torch.Tensor, mask: torch.Tensor, truncated: list[bool]) -> dict[str, float]:
-    """:func:`length_bias` over every rank's rows."""
+    that ended, over every rank's rows: positive means the update pushes towards running on (a
+    diagnostic of how rewards, the critic and whitening interact; see the README's stability notes)."""
     cut = torch.tensor(truncated, dtype=torch.bool)[:, None].to(mask.dtype)
     a_cut, n_cut, a_end, n_end, r_cut, r_all = distributed.all_sum([
         float((adv * mask * cut).sum()), float((mask * cut).sum()), float((adv * mask * (1 - cut)).sum()),
