@@ -43,12 +43,11 @@ def vllm_installed() -> bool:
     return importlib.util.find_spec("vllm") is not None
 
 
-def policy_weights(model: Any, full: bool) -> Iterator[tuple[str, torch.Tensor]]:
-    """The policy's weights under their Hugging Face names, as vLLM's ``load_weights`` reads them.
+def policy_weights(model: Any) -> Iterator[tuple[str, torch.Tensor]]:
+    """Every weight of the policy under its Hugging Face name, as vLLM's ``load_weights`` reads them.
 
     A peft policy yields each LoRA layer's merged weight ``W + scale * B @ A`` under the base
-    layer's name (the model is not modified). ``full=False`` yields only weights that training can
-    change (trainable parameters and merged LoRA layers), ``True`` every weight.
+    layer's name (the model is not modified).
     """
     if is_peft_model(model):
         base = model.get_base_model()
@@ -67,12 +66,11 @@ def policy_weights(model: Any, full: bool) -> Iterator[tuple[str, torch.Tensor]]
                     if adapter in module.lora_A:
                         w += module.get_delta_weight(adapter).to(w.dtype)
                 yield name.replace(".base_layer.", "."), w
-            elif full or p.requires_grad:
+            else:
                 yield name.replace(".base_layer.", ".").replace(".modules_to_save.default.", "."), p.detach()
         return
     for name, p in model.named_parameters():
-        if full or p.requires_grad:
-            yield name, p.detach()
+        yield name, p.detach()
 
 
 def model_folder(model: Any, tokenizer: Any, scratch: Path) -> str:
@@ -130,7 +128,7 @@ class VLLMEngine:
         from disk does). Every weight goes each time: the reload finishes a layer once all of its
         weights have arrived."""
         self.wake()
-        weights = list(policy_weights(self.policy, full=True))
+        weights = list(policy_weights(self.policy))
         self.llm.collective_rpc("reload_weights", kwargs={"weights_iterator": weights, "is_checkpoint_format": True})
         self.llm.reset_prefix_cache()  # cached prompt keys/values belong to the old weights
         self.synced = True
