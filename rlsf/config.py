@@ -169,6 +169,9 @@ class Config:
         need(m.logit_chunk >= 0, "model.logit_chunk", f"must be >= 0 (0: the whole logits at once), got {m.logit_chunk}")
         need(m.threads >= 0, "model.threads", "must be >= 0")
         need(r.mode in ("token", "sequence"), "reward.mode", f"must be token or sequence, got {r.mode!r}")
+        need(r.preset in ("signed", "rlsf"), "reward.preset", f"must be signed or rlsf, got {r.preset!r}")
+        need(r.preset != "rlsf" or r.mode == "token", "reward.preset",
+             "rlsf is a token-level form (flagged tokens 0, the rest positive): it needs reward.mode token")
         need(ro.prompts_per_step > 0, "rollout.prompts_per_step", "must be > 0")
         need(ro.samples_per_prompt > 0, "rollout.samples_per_prompt", "must be > 0")
         need(ro.max_new_tokens > 0, "rollout.max_new_tokens", "must be > 0")

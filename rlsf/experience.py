@@ -88,3 +88,39 @@ class Experience:
                        offsets=pick(self.offsets), certificates=pick(self.certificates), rewards=rw)
 
 
+def concat(parts: list[Experience]) -> Experience:
+    """The rows of ``parts`` one after the other, as one record: prompts left-padded and responses
+    right-padded to the widest part, group ids renumbered so that parts never share a group (a
+    training step made of several rollout batches, e.g. an Expert Iteration round over every
+    training problem)."""
+    if len(parts) == 1:
+        return parts[0]
+    P = max(p.prompt_ids.shape[1] for p in parts)
+    R = max(p.response_ids.shape[1] for p in parts)
+
+    def left(x: torch.Tensor) -> torch.Tensor:
+        return torch.nn.functional.pad(x, (P - x.shape[1], 0))
+
+    def right(x: torch.Tensor) -> torch.Tensor:
+        return torch.nn.functional.pad(x, (0, R - x.shape[1]))
+
+    def optional(get) -> torch.Tensor | None:
+        xs = [get(p) for p in parts]
+        return None if any(x is None for x in xs) else torch.cat([right(x) for x in xs])
+
+    groups, start = [], 0
+    for p in parts:
+        g = p.group if p.group is not None else torch.arange(len(p))
+        groups.append(g + start)
+        start += int(g.max()) + 1 if len(g) else 0
+    return Experience(prompt_ids=torch.cat([left(p.prompt_ids) for p in parts]),
+                      prompt_mask=torch.cat([left(p.prompt_mask) for p in parts]),
+                      response_ids=torch.cat([right(p.response_ids) for p in parts]),
+                      response_mask=torch.cat([right(p.response_mask) for p in parts]),
+                      truncated=[t for p in parts for t in p.truncated], logprobs=optional(lambda p: p.logprobs),
+                      examples=[x for p in parts for x in p.examples], group=torch.cat(groups),
+                      texts=[x for p in parts for x in p.texts], offsets=[x for p in parts for x in p.offsets],
+                      certificates=[x for p in parts for x in p.certificates],
+                      rewards=optional(lambda p: p.rewards))
+
+

@@ -58,6 +58,12 @@ class ModelConfig:
                                        "instead of keeping them (less memory, about a third more update time). "
                                        "RL updates then run one full pass per sample (ppo/grpo.share_prompts does not "
                                        "apply: a checkpointed layer keeps no key/value cache).")
+    fsdp: bool = opt(False, "Shard the policy's weights, gradients and optimiser state over the processes of a "
+                     "multi-process run (torch's FSDP2, fully_shard: each decoder layer, then the root), for models "
+                     "whose training state does not fit one device; the frozen reference is sharded the same way. "
+                     "Rollouts gather the whole model on every process while they sample. For torchrun; accelerate "
+                     "launch --use_fsdp --fsdp_version 2 turns it on too. In one process there is nothing to shard: "
+                     "the model trains as usual. See docs/scaling.md.")
     reference_precision: str = opt("auto", "Precision of the frozen reference policy of the KL terms (full fine-tuning; "
                                    "under LoRA the reference is the policy with adapters disabled, no copy): 'same' "
                                    "(float32 like the policy's master weights), 'bf16' (its matrices stored in bf16 "
@@ -121,6 +127,12 @@ class RolloutConfig:
 
 @dataclass
 class RewardConfig:
+    preset: str = opt("signed", "How a certificate becomes token rewards. 'signed' (default): the score on the last "
+                      "token and each span's signed reward on the tokens it covers (errors negative, credit "
+                      "positive); an attempt's total is squashed to stay above the no-attempt reward (-1). "
+                      "'rlsf': the RLSF paper's non-negative form: flagged tokens 0, every other token 1/n, "
+                      "+1 on the last token only when correct (token mode only). Under both, no reply, prose or "
+                      "a copied input earns less than any attempt. See README, 'Rewards'.")
     mode: str = opt("token", "'token': certificate spans reward the tokens they cover and the "
                     "outcome score goes on the last token (RLSF). 'sequence': only the score, on "
                     "the last token (the scalar baseline).")

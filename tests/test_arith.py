@@ -39,8 +39,10 @@ def spans(text: str, cert) -> list[tuple[str, float, str]]:
     ("7+x=9", ZERO, "malformed"),  # letters
     ("7-2=5", ZERO, "malformed"),  # only + and *
     ("7+2=٩", ZERO, "malformed"),  # ASCII digits only
-    ("", ZERO, "empty"),
-    (" \n\t", ZERO, "empty"),
+    ("", -1.0, "empty"),  # no attempt: below every chain (the paper's reward, ZERO, is the `reward` metric)
+    (" \n\t", -1.0, "empty"),
+    ("I don't know.", -1.0, "malformed"),  # prose: no attempt
+    ("3+4+2=", -1.0, "malformed"),  # the expression copied back: no attempt
     ("7+2", 1.0, "incomplete"),  # the paper's reward gives an unfinished right chain full marks; not correct
     ("7+2=9\nDone.", 1.0, "text_after_chain"),  # later lines are not the chain (nor checked)
     ("3+6=9", 1.0, "correct"),  # any chain that removes one operator per statement and keeps the value
@@ -50,8 +52,9 @@ def spans(text: str, cert) -> list[tuple[str, float, str]]:
 def test_paper_reward_by_hand(task, text: str, score: float, verdict: str) -> None:
     cert = task.check(EX, text)
     assert cert.score == pytest.approx(score, rel=1e-12) and cert.verdict == verdict and verdict in VERDICTS
-    assert cert.correct == (verdict == "correct")
+    assert cert.correct == (verdict == "correct") and cert.attempted == (score != -1.0)
     assert math.isfinite(cert.score) and math.isfinite(cert.info["error"]) and cert.info["error"] <= ERROR_CAP
+    assert task.metrics(EX, cert)["reward"] == pytest.approx(max(score, ZERO), rel=1e-12)  # the paper's figure
 
 
 def test_reward_values() -> None:

@@ -205,6 +205,92 @@ def test_logprobs_entropy_batch_entropy():
     close(batch_entropy(peaked[[0, 0]]), 0.0, tol=1e-4)  # collapsed batch: no diversity
 
 
+def test_whole_batch_entropy_gradient_sums_over_minibatches():
+    """Each minibatch differentiates through its own rows, the others' distributions constant: the
+    gradients summed over the minibatches are the gradient of the whole batch's batch entropy, and
+    the value of every part is the whole batch's; scale n_batch / n_minibatch scales the gradient only."""
+    from rlsf.algorithms.core import batch_entropy_part
+
+    torch.manual_seed(0)
+    logits = (torch.randn(12, 7) * 2).requires_grad_()
+    temperature = 0.7
+    whole = batch_entropy(logits, temperature)
+    (want,) = torch.autograd.grad(whole, logits)
+    probs = (logits.detach() / temperature).softmax(-1)
+    got = torch.zeros_like(logits)
+    for rows in torch.randperm(12).split(4):
+        others = torch.ones(12, dtype=torch.bool)
+        others[rows] = False
+        part = batch_entropy_part(logits[rows], probs[others].sum(0), 12, temperature)
+        close(part, whole, tol=1e-6)
+        (g,) = torch.autograd.grad(part, logits)
+        got += g
+        scaled = batch_entropy_part(logits[rows], probs[others].sum(0), 12, temperature, scale=3.0)
+        close(scaled, whole, tol=1e-6)
+        close(torch.autograd.grad(scaled, logits)[0], 3 * g, tol=1e-6)
+    assert float((got - want).abs().max()) <= 1e-6
+    assert float(want.abs().max()) > 1e-3  # not trivially zero
+    # One minibatch holding every row: the plain batch entropy.
+    close(batch_entropy_part(logits, torch.zeros(7), 12, temperature), whole, tol=1e-6)
+
+
+@pytest.mark.parametrize("scope", ["batch", "minibatch"])
+def test_update_batch_entropy_scope(tiny_model_dir, scope):
+    """A GRPO update of 8 rows in minibatches of 4 whose only gradient is the batch entropy's
+    (advantages and KL zero): with scope batch each minibatch's gradient is (8 / 4) x its share of the
+    gradient of the whole batch's term, so the two sum to 2 x that gradient; with scope minibatch they
+    are the gradients of each minibatch's own term. The logged figure is the whole batch's (or the
+    mean of the minibatches')."""
+    from rlsf.algorithms import ALGORITHMS
+    from rlsf.algorithms.base import entropy_positions, response_forward
+    from rlsf.config import Config
+    from rlsf.models.loading import load_model, load_tokenizer
+    from rlsf.runtime.device import Runtime
+    from rlsf.runtime.utils import Timer
+    from test_distributed import fixed_batch
+
+    cfg = Config.load(None, {"model.name": tiny_model_dir, "model.autocast": "none", "train.algorithm": "grpo",
+                             "rollout.prompts_per_step": 4, "rollout.samples_per_prompt": 2, "grpo.kl_coef": 0.0,
+                             "grpo.minibatch_size": 4, "grpo.batch_entropy_coef": 0.5, "grpo.max_grad_norm": 0.0,
+                             "grpo.batch_entropy_scope": scope, "grpo.batch_entropy_position": "before_end"})
+    model, tok = load_model(tiny_model_dir), load_tokenizer(tiny_model_dir)
+    algo = ALGORITHMS["grpo"](model, tok, None, cfg, Runtime("cpu", "none", "test", "cpu"))
+    exp = fixed_batch(len(tok))
+    exp.rewards = torch.zeros_like(exp.rewards)  # zero advantages: the batch entropy is the only gradient
+    params = [p for p in model.parameters() if p.requires_grad]
+    grads, parts = [], []
+    torch.manual_seed(1)
+    order = [r.tolist() for r in torch.randperm(len(exp)).split(4)]  # the minibatches step() will draw
+
+    def record() -> None:  # in place of the optimiser's step: the weights stay, each gradient is kept
+        grads.append([p.grad.clone() if p.grad is not None else torch.zeros_like(p) for p in params])
+
+    algo.optimizer.step = record
+    torch.manual_seed(1)
+    stats = algo.step(exp, Timer())
+
+    def term(rows: list[int]) -> torch.Tensor:
+        mb = exp.select(rows, trim=True)
+        fo = response_forward(model, mb, temperature=1.0, precision="none", share_prompts=False)
+        mask = mb.loss_mask
+        return batch_entropy(fo.logits_at(entropy_positions(algo.acfg, mask, mb.truncated))[mask.sum(1) > 0])
+
+    whole = term(list(range(len(exp))))
+    want = torch.autograd.grad(-0.5 * whole, params, allow_unused=True)
+    if scope == "batch":
+        got = [sum(g[i] for g in grads) / 2 for i in range(len(params))]
+        close(stats["batch_entropy"], whole.detach(), tol=1e-5)
+    else:
+        parts = [term(rows) for rows in order]
+        want = [sum(gs) for gs in zip(*(torch.autograd.grad(-0.5 * t, params, allow_unused=True) for t in parts))]
+        got = [sum(g[i] for g in grads) for i in range(len(params))]
+        close(stats["batch_entropy"], sum(float(t) for t in parts) / 2, tol=1e-5)
+    scale = max(float(w.abs().max()) for w in want if w is not None)
+    assert scale > 0
+    for w, g in zip(want, got):
+        assert float(((w if w is not None else 0) - g).abs().max()) <= 1e-5 * scale
+
+
 def test_distinct_n_and_opening_share_by_hand():
     from rlsf.evaluation.metrics import distinct_n, opening_share
 

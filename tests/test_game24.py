@@ -249,7 +249,8 @@ def test_no_answer_and_truncation(task: Game24) -> None:
 @pytest.mark.parametrize("completion", ["", "   \n\n\t "])
 def test_empty(task: Game24, completion: str) -> None:
     cert = task.check(PUZZLE, completion)
-    assert cert.verdict == "empty" and cert.spans == [] and cert.score == 0.0 and not cert.correct
+    assert cert.verdict == "empty" and cert.spans == [] and cert.score == -1.0 and not cert.correct
+    assert not cert.attempted  # no attempt: below every attempt (tests/test_reward_ordering.py)
 
 
 def test_garbage_and_huge_input(task: Game24) -> None:
@@ -270,7 +271,7 @@ def test_garbage_and_huge_input(task: Game24) -> None:
         "1 + 1 = 2" + " " * 50_000 + "(left: 2",
     ]:
         cert = task.check(PUZZLE, completion)
-        assert not cert.correct and cert.errors()
+        assert not cert.correct and (cert.errors() or not cert.attempted)  # "x" * 1e6: no attempt
         assert all(0 <= s.start <= s.end <= len(completion) for s in cert.spans)
 
     # A very long rambling derivation is judged line by line; the first step is the only right one.
@@ -306,7 +307,7 @@ def test_fuzz_never_raises(task: Game24) -> None:
         cert = task.check(PUZZLE, text)
         assert isinstance(cert, Certificate) and cert.verdict in VERDICTS
         assert all(0 <= s.start <= s.end <= len(text) for s in cert.spans)
-        assert cert.score == (1.0 if cert.correct else 0.0)
+        assert cert.score == (1.0 if cert.correct else 0.0 if cert.attempted else -1.0)
 
 
 # -- soundness: nothing false, nothing unverified ------------------------------------------------

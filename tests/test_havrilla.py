@@ -210,12 +210,13 @@ def test_rcrl_labels_every_sample_by_its_outcome(tiny_model_dir, tmp_path, share
     from rlsf.runtime.device import setup
 
     cfg = tiny_cfg(tiny_model_dir, tmp_path, **{"task.name": "svamp", "train.algorithm": "rcrl", "rcrl.lr": 1e-2,
-                                                "rcrl.batch_size": 2})
+                                                "rcrl.batch_size": 2, "train.steps": 1})
     task = get_task("svamp")
     ex = task.load("train")[:2]
     model, tok = load_model(tiny_model_dir), load_tokenizer(tiny_model_dir)
     algo = ALGORITHMS["rcrl"](model, tok, task, cfg, setup(cfg))
-    assert algo.sampling_condition == "good" and ALGORITHMS["rcrl"].evaluation_condition(cfg) == "good"
+    # Offline (the paper's): the start model samples from plain prompts; evaluation asks for "good".
+    assert algo.sampling_condition is None and ALGORITHMS["rcrl"].evaluation_condition(cfg) == "good"
     n = 3
     exp = Experience(torch.full((n, 2), 7), torch.ones(n, 2, dtype=torch.long), torch.tensor([[5, 6], [8, 9], [4, 0]]),
                      torch.tensor([[1, 1], [1, 1], [1, 0]]), [False, True, False], examples=[ex[0], ex[0], ex[1]],
@@ -232,8 +233,10 @@ def test_rcrl_labels_every_sample_by_its_outcome(tiny_model_dir, tmp_path, share
 def test_rcrl_trains_in_the_engine_and_samples_conditioned(tiny_model_dir, tmp_path) -> None:
     from rlsf.stages.train import RLTrainer
 
-    cfg = tiny_cfg(tiny_model_dir, tmp_path, **{"train.algorithm": "rcrl", "train.steps": 2, "rcrl.batch_size": 2})
+    cfg = tiny_cfg(tiny_model_dir, tmp_path, **{"train.algorithm": "rcrl", "train.steps": 2, "rcrl.batch_size": 2,
+                                                "rcrl.variant": "online", "rcrl.rounds": "batch"})
     trainer = RLTrainer(cfg)
+    assert "online variant" in ALGORITHMS["rcrl"].procedure(cfg) and "not the paper's" in ALGORITHMS["rcrl"].procedure(cfg)
     exp = trainer.rollout_step()
     assert all("[good] " in trainer.tokenizer.decode(p[m.bool()]) for p, m in zip(exp.prompt_ids, exp.prompt_mask))
     metrics = trainer.train()
@@ -243,6 +246,63 @@ def test_rcrl_trains_in_the_engine_and_samples_conditioned(tiny_model_dir, tmp_p
 def test_rcrl_thresholds_must_increase() -> None:
     with pytest.raises(ConfigError, match="rcrl.thresholds"):
         Config.load(None, {"train.algorithm": "rcrl", "rcrl.thresholds": [1.0, 0.5]})
+
+
+@pytest.mark.parametrize("settings, match", [({"rcrl.variant": "replay"}, "rcrl.variant"),
+                                             ({"rcrl.restart": False}, "rcrl.restart"),
+                                             ({"rcrl.sample_conditioned": True}, "rcrl.sample_conditioned")])
+def test_rcrl_offline_refuses_the_online_variants_settings(settings, match) -> None:
+    with pytest.raises(ConfigError, match=match):
+        Config.load(None, {"train.algorithm": "rcrl", **settings})
+    if match != "rcrl.variant":  # the online variant takes them
+        Config.load(None, {"train.algorithm": "rcrl", "rcrl.variant": "online", **settings})
+
+
+def test_offline_rcrl_samples_the_start_model_and_fits_once_at_the_end(space_first, tiny_model_dir, tmp_path,
+                                                                       monkeypatch) -> None:
+    """The paper's RCRL: every completion comes from the start model, with plain prompts; the steps
+    before the last only sample and label; the last fits the start model on all of them. Continued
+    past its end (as rlsf experiment does between evaluations), the run puts the start weights back
+    before sampling again and refits on the larger set."""
+    import rlsf.stages.train as train_stage
+    from rlsf.stages.pipeline import with_settings
+    from rlsf.stages.train import RLTrainer
+
+    def weights(model) -> dict[str, torch.Tensor]:
+        return {n: p.detach().clone() for n, p in model.named_parameters()}
+
+    def same(a, b) -> bool:
+        return all(torch.equal(a[n], b[n]) for n in a)
+
+    cfg = tiny_cfg(tiny_model_dir, tmp_path, **{
+        "task.name": space_first, "task.train_examples": 3, "train.algorithm": "rcrl", "train.steps": 2,
+        "train.save_every": 1, "rollout.max_new_tokens": 2, "rollout.ignore_eos": True, "rcrl.lr": 1e-2,
+        "rcrl.batch_size": 4})
+    calls = []
+    real = train_stage.rollout_and_check
+
+    def spy(model, tokenizer, task, examples, *args, **kw):
+        calls.append({"condition": kw.get("condition"), "weights": weights(trainer.model)})
+        return real(model, tokenizer, task, examples, *args, **kw)
+
+    monkeypatch.setattr(train_stage, "rollout_and_check", spy)
+    trainer = RLTrainer(cfg)
+    start = weights(trainer.model)
+    trainer.train()
+    rows = [json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["ei/steps"] for r in rows][0] == 0 and rows[1]["ei/steps"] >= 1 and "loss/sft" in rows[1]
+    assert rows[1]["ei/dataset"] == 2 * 3 * 2 and rows[1]["ei/epochs"] == pytest.approx(1.0, abs=0.34)
+    assert all(c["condition"] is None for c in calls) and all(same(c["weights"], start) for c in calls)
+    assert not same(weights(trainer.model), start)  # the model saved is the fit
+    labelled = [trainer.tokenizer.decode(p) for p, _ in trainer.algo.data]
+    assert all(("[good] " in t) != ("[bad] " in t) for t in labelled)
+    # One more step, resumed from the end: sampled by the start model again, then refitted on all 18.
+    more = RLTrainer(with_settings(cfg, **{"train.steps": 3, "run.resume": True}))
+    trainer = more
+    calls.clear()
+    metrics = more.train()
+    assert len(calls) == 2 and all(same(c["weights"], start) for c in calls)
+    assert metrics["ei/dataset"] == 3 * 3 * 2 and metrics["ei/steps"] >= 1
 
 
 # ---- the experiment ------------------------------------------------------------------------------------
@@ -272,8 +332,10 @@ def test_experiment_runs_every_arm_and_resumes(tiny_model_dir, tmp_path) -> None
     cfg = tiny_cfg(tiny_model_dir, tmp_path, **{
         "experiment.samples": 8, "experiment.evaluations": 2, "experiment.orm": False, "eval.selectors": ["maj"],
         "experiment.examples": 2,
-        "experiment.arms": {"ppo": {"train.algorithm": "ppo"}, "ei": {"train.algorithm": "expert_iteration"},
-                            "rcrl": {"train.algorithm": "rcrl"}}})
+        "experiment.arms": {"ppo": {"train.algorithm": "ppo"},
+                            # rounds over every one of 2 training problems: 2 x 2 samples, a batch's worth
+                            "ei": {"train.algorithm": "expert_iteration", "task.train_examples": 2},
+                            "rcrl": {"train.algorithm": "rcrl", "task.train_examples": 2}}})
     results = run_experiment(cfg)
     root = tmp_path / "run"
     assert [p["samples"] for p in results["arms"]["ppo"]["curve"]] == [0, 4, 8]
@@ -282,6 +344,7 @@ def test_experiment_runs_every_arm_and_resumes(tiny_model_dir, tmp_path) -> None
     assert steps == [1, 2]  # trained to the first evaluation, then resumed to the budget
     table = (root / "table.md").read_text()
     assert "| SFT (start) | 0 |" in table and "| rcrl | 8 |" in table and "maj@1" in table
+    assert "Arms: ppo: ppo; ei: expert_iteration; rcrl: rcrl, offline" in table  # what each arm ran
     assert (root / "plot.png").stat().st_size > 0 and (root / "plot_kl.png").stat().st_size > 0  # ppo logs KL
     listed = [line for line in table.split("Greedy completions")[1].splitlines() if line.startswith("| ")]
     assert len(listed) == 3 and listed[0].startswith("| problem | SFT (start) | ppo | ei | rcrl |")
@@ -380,8 +443,9 @@ def test_expert_iteration_raises_the_success_rate(space_first, tiny_model_dir, t
         "rollout.ignore_eos": True})  # every completion is cut by design: EI keeps them
     trainer = RLTrainer(cfg)
 
-    def success() -> float:
-        return sum(sum(c.correct for c in trainer.rollout_step().certificates) for _ in range(8)) / (8 * 16)
+    def success() -> float:  # over 8 rounds of the 16 problems x 4 samples
+        certs = [c for _ in range(8) for c in trainer.rollout_step().certificates]
+        return sum(c.correct for c in certs) / len(certs)
 
     before = success()
     metrics = trainer.train()

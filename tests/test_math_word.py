@@ -78,8 +78,11 @@ def test_sparse_and_reference_modes() -> None:
     sparse = get_task("gsm8k", dense="none").check(EX, bad)
     assert sparse.spans == [] and sparse.score == 0.0
     ref = get_task("gsm8k", dense="reference").check(EX, bad)
-    # the reference's first intermediate result (24) is stated; 72 is not
-    assert [(bad[s.start:s.end], s.reward) for s in ref.spans if s.reward > 0] == [("24", 0.25)]
+    # 24 is written, not computed, and 48+24 = 73 is wrong: no reference step is credited
+    assert [s for s in ref.spans if s.reward > 0] == [] and ref.info["reference_steps"] == 0.0
+    good = "Half of 48 is 48/2 = 24.\nThen 48+24 = 73.\n#### 73"
+    ref = get_task("gsm8k", dense="reference").check(EX, good)
+    assert [(good[s.start:s.end], s.reward) for s in ref.spans if s.reward > 0] == [("48/2 = 24", 0.25)]
     with pytest.raises(TaskError, match="dense must be one of"):
         get_task("gsm8k", dense="dense")
 
@@ -89,6 +92,162 @@ def test_sparse_and_reference_modes() -> None:
 def test_verdicts(text: str, verdict: str) -> None:
     cert = get_task("gsm8k").check(EX, text)
     assert cert.verdict == verdict and verdict in VERDICTS
+    assert cert.attempted == (verdict not in ("empty", "no_answer"))
+
+
+# ---- the dense reference reward: Havrilla et al.'s reference steps, in order, computed ----------------
+REF = get_task("gsm8k", dense="reference")
+# Step 1's result (15) is also a number of the question.
+FRUIT = {"id": "f", "question": "Tom has 3 bags of 5 apples and 15 pears. How many fruits does he have?",
+         "answer": "30", "intermediate": ["15", "30"], "steps": [["3*5", "15"], ["15+15", "30"]],
+         "solution": "3 * 5 = 15 apples.\n15 + 15 = 30 fruits.\n#### 30"}
+
+
+def credited(task, example: dict, text: str) -> list[tuple[str, str]]:
+    """(text credited, message) of each reference-step span."""
+    cert = task.check(example, text)
+    return [(text[s.start:s.end], s.message) for s in cert.spans if s.reward > 0]
+
+
+def test_reference_steps_are_matched_in_order_each_once() -> None:
+    in_order = "48/2 = 24 in May.\n48+24 = 72 in all.\n#### 72"
+    assert credited(REF, EX, in_order) == [("48/2 = 24", "reference step 1 of 2: 24"),
+                                           ("48+24 = 72", "reference step 2 of 2: 72")]
+    backwards = "48+24 = 72 in all, since 48/2 = 24 in May.\n#### 72"  # one step only: the order is broken
+    assert len(credited(REF, EX, backwards)) == 1
+    repeated = "48/2 = 24\n48/2 = 24\n48/2 = 24\n#### 96"  # one step, written three times: credited once
+    cert = REF.check(EX, repeated)
+    assert [round(s.reward, 3) for s in cert.spans if s.reward > 0] == [0.25] and cert.info["reference_steps"] == 0.5
+    skipped = "12 + 12 = 24\n24 * 3 = 72\n#### 72"  # any calculation that computes the step's value counts
+    assert [m for _, m in credited(REF, EX, skipped)] == ["reference step 1 of 2: 24", "reference step 2 of 2: 72"]
+
+
+def test_reference_never_credits_a_number_that_is_only_written_or_copied() -> None:
+    for text in ("#### 72", "24 then 72\n#### 72", "The answer is 72.", "\\boxed{72}",
+                 "48 * 1 = 48\n48 + 0 = 48\n#### 48"):  # trivial operations compute nothing
+        assert credited(REF, EX, text) == [], text
+    # "= 15" repeats a number of the question: no credit; "3 * 5 = 15" computes it
+    assert [m for _, m in credited(REF, FRUIT, "Apples = 15\n15 + 15 = 30\n#### 30")] == [
+        "reference step 2 of 2: 30"]
+    assert len(credited(REF, FRUIT, "3 * 5 = 15\n15 + 15 = 30\n#### 30")) == 2
+    assert credited(REF, EX, "Total = 72\n#### 72") == [("72", "reference step 2 of 2: 72")]  # not a question number
+    assert credited(REF, EX, "48/2 = 25\n#### 72") == []  # a wrong calculation states no result
+
+
+def test_svamp_steps_are_the_equation_operations(tmp_path: Path) -> None:
+    (tmp_path / "svamp").mkdir()
+    rows = [{"ID": "a", "Body": "3 birds sat. 6 storks and 2 more birds came.", "Question": "How many more storks?",
+             "Equation": "( 6.0 - ( 3.0 + 2.0 ) )", "Answer": 1.0},
+            {"ID": "b", "Body": "A pack costs 76 dollars with 25 off.", "Question": "What do you pay?",
+             "Equation": "( 76.0 - 25.0 )", "Answer": 51.0},
+            {"ID": "c", "Body": "Ann has 692 girls.", "Question": "How many?",
+             "Equation": "( ( 692.0 + 692.0 ) - 458.0 ) / 2.0", "Answer": 463.0}]
+    (tmp_path / "svamp" / "SVAMP.json").write_text(json.dumps(rows))
+    task = get_task("svamp", data_dir=str(tmp_path), dense="reference", test_size=0)
+    by_id = {ex["id"]: ex for ex in task.load("train")}
+    assert by_id["a"]["steps"] == [["3 + 2", "5"], ["6 - 5", "1"]] and by_id["a"]["intermediate"] == ["5", "1"]
+    assert by_id["b"]["steps"] == [["76 - 25", "51"]]
+    assert by_id["c"]["intermediate"] == ["1384", "926", "463"]
+    ex = by_id["a"]
+    # one line, both steps: the inner operation computes 5, the whole 1
+    assert [m for _, m in credited(task, ex, ex["solution"])] == ["reference step 1 of 2: 5",
+                                                                  "reference step 2 of 2: 1"]
+    assert [m for _, m in credited(task, ex, "( 6 - ( 3 + 2 ) ) = 2\n#### 2")] == ["reference step 1 of 2: 5"]
+    assert credited(task, ex, "6 - 3 + 2 = 5\n#### 5") == []  # another order of operations: 3, then 5 (not step 1)
+    assert credited(task, ex, "#### 1") == [] and task.check(ex, "#### 1").correct
+    slip = task.near_misses(ex)["slip carried through"]
+    assert slip == "3 + 2 = 6\n6 - 6 = 0\n#### 0"
+
+
+# ---- no attempt, near misses and hacks -----------------------------------------------------------------
+@pytest.mark.parametrize("text, verdict", [
+    ("", "empty"), (" \n\t", "empty"), ("I don't know.", "no_answer"),
+    ("I'm sorry, but I can't help with that.", "no_answer"), ("Could you clarify the question?", "no_answer"),
+    ("Let me think step by step. The answer is clear.", "no_answer"),
+    (EX["question"], "copies_question"), ("  " + EX["question"].upper() + "\nLet me see.", "copies_question"),
+    ("Natalia sold clips to 48 friends in April", "copies_question"), ("48", "copies_question"),
+])
+def test_non_attempts(text: str, verdict: str) -> None:
+    for dense in ("none", "reference", "symbolic"):
+        cert = get_task("gsm8k", dense=dense).check(EX, text)
+        assert (cert.verdict, cert.attempted, cert.correct, cert.score) == (verdict, False, False, -1.0), (dense, text)
+
+
+@pytest.mark.parametrize("text, verdict", [
+    ("48/2 = 24, and 48 + 24 = 73", "wrong_answer"),  # calculations without a #### line: an attempt
+    ("I got 5 then 7", "wrong_answer"),  # numbers of its own
+    ("#### 48", "wrong_answer"),  # a bare answer copied from the question: an attempt, the least of them
+    (EX["question"] + "\n48/2 = 24\n48 + 24 = 72\n#### 72", "correct"),  # restated, then solved
+    ("She sold 72 clips.", "correct"),
+])
+def test_attempts(text: str, verdict: str) -> None:
+    cert = get_task("gsm8k").check(EX, text)
+    assert cert.attempted and cert.verdict == verdict
+
+
+def test_a_right_answer_that_is_a_number_of_the_question_is_correct() -> None:
+    ex = {**EX, "answer": "48"}
+    assert get_task("gsm8k").check(ex, "She has 48 clips.").correct
+    assert not get_task("gsm8k").check(ex, ex["question"]).attempted  # the question restated never is
+
+
+def test_unsupported_answers_score_below_wrong_answers_with_work() -> None:
+    task = get_task("gsm8k")
+    guess = task.check(EX, "#### 48")
+    assert guess.score == -0.5 and [(s.start, s.end, s.reward) for s in guess.spans] == [(5, 7, -1.0), (0, 7, -1.0)]
+    assert "copied from the question" in guess.spans[1].message
+    assert task.check(EX, "Total = 25\n#### 25").score == -0.5  # "= 25" with nothing computed before it
+    worded = "She sold 48 clips / 2 = 24 clips in May and 48 clips + 24 clips = 73 clips.\n#### 73"
+    assert task.check(EX, worded).score == 0.0  # a calculation written with units is work
+    assert get_task("gsm8k", unsupported_score=0.0, dense="none").check(EX, "#### 48").score == 0.0  # the paper's
+
+
+def test_near_misses_and_hacks_on_the_worked_example() -> None:
+    from rlsf.tasks.harness import reward_ordering, total_reward
+
+    task = get_task("gsm8k")
+    ex = {**EX, "steps": [["48/2", "24"], ["48+24", "72"]]}
+    misses, hacks = task.near_misses(ex), task.reward_hacks(ex)
+    assert misses == {"last step off by one": "Natalia sold 48/2 = 24 clips in May.\nNatalia sold 48+24 = 73 clips."
+                                              "\n#### 73",
+                      "slip carried through": "48/2 = 25\n48+25 = 73\n#### 73"}
+    assert hacks == {"copied answer 48": "#### 48", "question numbers listed, the largest": "48\n#### 48",
+                     "question restated, first number as answer": EX["question"] + "\n#### 48", "bare 0": "#### 0"}
+    for dense in DENSE_MODES:
+        assert reward_ordering(get_task("gsm8k", dense=dense), [ex]), dense
+    # The values of the README's table (signed preset, token mode)
+    signed = {name: round(total_reward(task.check(ex, text), text), 3)
+              for name, text in {"demo": ex["solution"], **misses, **hacks, "none": "I don't know."}.items()}
+    assert signed == {"demo": 1.5, "last step off by one": -0.833, "slip carried through": -0.833,
+                      "copied answer 48": -0.9, "question numbers listed, the largest": -0.9,
+                      "question restated, first number as answer": -0.9, "bare 0": -0.9, "none": -1.0}
+
+
+DENSE_MODES = ("reference", "symbolic")  # sparse: every wrong attempt earns the same under reward.preset rlsf
+
+
+def test_sparse_orders_hacks_below_near_misses_by_the_score() -> None:
+    from rlsf.tasks.harness import total_reward
+
+    task = get_task("gsm8k", dense="none")
+    ex = {**EX, "steps": [["48/2", "24"], ["48+24", "72"]]}
+    near = [task.check(ex, t) for t in task.near_misses(ex).values()]
+    hacks = [task.check(ex, t) for t in task.reward_hacks(ex).values()]
+    assert {c.score for c in near} == {0.0} and {c.score for c in hacks} == {-0.5}
+    assert all(total_reward(h, "#### 0", "rlsf") == total_reward(n, "#### 0", "rlsf") for h in hacks for n in near)
+
+
+def test_near_misses_exist_for_every_shipped_problem(shared_data) -> None:
+    for name in ("gsm8k", "svamp"):
+        task = get_task(name)
+        examples = task.load("test")
+        slips = 0
+        for ex in examples:
+            misses = task.near_misses(ex)
+            assert "last step off by one" in misses, ex["id"]
+            slips += "slip carried through" in misses
+        multi = sum(len(ex["steps"]) > 1 for ex in examples)
+        assert slips >= 0.9 * multi, (name, slips, multi)
 
 
 def test_huge_and_hostile_text_is_quick() -> None:

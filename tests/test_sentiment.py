@@ -111,8 +111,11 @@ def test_threshold_verdicts_and_metrics() -> None:
 def test_blank_completion(task) -> None:
     ex = {**EX, "prompt": "A wonderful film"}
     for text in ("", "  \n"):
-        cert = task.check(ex, text)  # the paper's score is the prompt's; an empty continuation is no success
-        assert cert.verdict == "empty" and not cert.correct and cert.score == polarity("A wonderful film") > 0
+        cert = task.check(ex, text)  # no attempt: below every continuation; the paper's score (the prompt's) is the metric
+        assert cert.verdict == "empty" and not cert.correct and not cert.attempted and cert.score == -1.0
+        assert task.metrics(ex, cert)["vader"] == polarity("A wonderful film") > 0
+    cert = task.check(ex, " a WONDERFUL  film! ")  # the prompt's words copied back
+    assert not cert.attempted and cert.verdict == "empty"
 
 
 def test_span_scale_and_truncation() -> None:

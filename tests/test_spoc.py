@@ -118,7 +118,8 @@ def test_compile_errors_flag_their_lines_with_the_compilers_words(spoc, example)
     flagged = {completion[s.start:s.end].strip(): s.message for s in cert.errors()}
     assert "cin >> s" in flagged and "expected" in flagged["cin >> s"]
     assert "cout << undeclared;" in flagged and "undeclared" in flagged["cout << undeclared;"]
-    assert all(s.reward == -1.0 for s in cert.errors())
+    lines = max(len(example["pseudocode"]), len(broken.split("\n")))  # each flagged line: its share of error_reward
+    assert all(s.reward == pytest.approx(-1.0 / lines) for s in cert.errors())
     assert all(0 <= s.start <= s.end <= len(completion) for s in cert.spans)
 
 
@@ -138,7 +139,10 @@ def test_hostile_includes_and_empty_answers(spoc, example):
     cert = spoc.check(example, '#include "/etc/shadow"\nint main() {}')
     assert cert.verdict == "compile_error" and "No such file" in cert.errors()[0].message  # hidden by the sandbox
     assert spoc.check(example, "  \n").verdict == "empty"
-    assert spoc.check(example, "I cannot do this.").verdict == "compile_error"
+    for prose in ("I cannot do this.", "\n".join(f"{i + 1}: {t}" for i, t in enumerate(example["pseudocode"]))):
+        cert = spoc.check(example, prose)  # prose, or the pseudo-code copied back: no attempt
+        assert cert.verdict == "no_code" and not cert.attempted and cert.score == -1.0
+    assert spoc.check(example, example["code"]).attempted
 
 
 def test_verdicts_are_cached_by_source(spoc, example):
@@ -179,7 +183,8 @@ def test_sft_train_and_eval_run_on_spoc(tiny_model_dir, tmp_path, shared_data):
     sft(tiny_cfg(tiny_model_dir, tmp_path / "sft", **common))
     tr = RLTrainer(tiny_cfg(tiny_model_dir, tmp_path / "rl", **common, **{"train.steps": 1}))
     metrics = tr.train()
-    assert metrics["check/failed"] == 0.0 and metrics["feedback/verdict/compile_error"] > 0
+    assert metrics["check/failed"] == 0.0
+    assert metrics.get("feedback/verdict/compile_error", 0) + metrics.get("feedback/verdict/no_code", 0) > 0
     res = evaluate(tiny_cfg(tiny_model_dir, tmp_path / "ev", **common))
     assert {"greedy/compiles", "greedy/success", "pass@1", "pass@1/compiles", "maj@1"} <= set(res)
 

@@ -54,22 +54,23 @@ def test_multibyte_characters(tokenizer):
     # Every token carrying a byte of the emoji maps onto it, so a span over it reaches them all.
     raw = [tokenizer.convert_ids_to_tokens(i) for i in ids]
     assert len(carriers) >= 1
-    r = certificate_token_rewards(Certificate(0.0, "x", spans=[Span(emoji, emoji + 1, -1.0)]), offs)
+    r = certificate_token_rewards(Certificate(0.0, "x", spans=[Span(emoji, emoji + 1, -0.4)]), offs)
     assert all(r[i] < 0 for i in carriers), (raw, offs)
-    assert sum(r) == pytest.approx(-1.0)
+    assert sum(r) == pytest.approx(-0.4)
 
 
 def test_span_starting_and_ending_inside_tokens(tokenizer):
     text = "12 + 12 = 24 (left: 24)"
     ids = ids_of(tokenizer, text)
     _, offs = decode_with_offsets(tokenizer, ids)
-    span = Span(1, 6, -0.6)  # from inside "12" to inside the second "12"
+    span = Span(1, 6, -0.2)  # from inside "12" to inside the second "12"
     hit = [i for i, (s, e) in enumerate(offs) if s < 6 and e > 1]
-    r = certificate_token_rewards(Certificate(0.0, "x", spans=[span]), offs)
-    assert [i for i, v in enumerate(r) if v != 0] == hit
-    assert sum(r) == pytest.approx(-0.6)  # spread: total independent of tokenisation
-    r = certificate_token_rewards(Certificate(0.0, "x", spans=[span]), offs, spread_spans=False)
-    assert all(r[i] == pytest.approx(-0.6) for i in hit)
+    cert = Certificate(1.0, "x", spans=[span])  # a total above the squash (see test_reward_ordering)
+    r = certificate_token_rewards(cert, offs)
+    assert [i for i, v in enumerate(r[:-1]) if v != 0] == hit
+    assert sum(r) == pytest.approx(1.0 - 0.2)  # spread: total independent of tokenisation
+    r = certificate_token_rewards(cert, offs, spread_spans=False)
+    assert len(hit) <= 5 and all(r[i] == pytest.approx(-0.2) for i in hit)
 
 
 def test_score_on_last_token_and_sequence_mode(tokenizer):
@@ -93,7 +94,8 @@ def test_empty_and_truncated_completions(tokenizer):
     assert certificate_token_rewards(Certificate(-1.0, "empty"), []) == []
     # Only an end-of-turn token: the score lands on it.
     text, offs = decode_with_offsets(tokenizer, [tokenizer.eos_token_id])
-    assert text == "" and certificate_token_rewards(Certificate(-1.0, "empty", spans=[Span(0, 0, -0.5)]), offs) == [-1.5]
+    assert text == "" and certificate_token_rewards(Certificate(-0.2, "x", spans=[Span(0, 0, -0.2)]), offs) == [-0.4]
+    assert certificate_token_rewards(Certificate.no_attempt("empty", "no reply"), offs) == [-1.0]
     # Cut at the length limit (no end of turn): the score goes on the last token sampled.
     ids = ids_of(tokenizer, "4 + 8 = 12 (left: 4 6")
     _, offs = decode_with_offsets(tokenizer, ids)
@@ -106,8 +108,8 @@ def test_empty_and_truncated_completions(tokenizer):
 def test_span_past_text_is_not_dropped(tokenizer):
     ids = ids_of(tokenizer, "abc")
     _, offs = decode_with_offsets(tokenizer, ids)
-    r = certificate_token_rewards(Certificate(0.0, "x", spans=[Span(50, 60, -1.0)]), offs)
-    assert sum(r) == pytest.approx(-1.0) and r[-1] == pytest.approx(-1.0)
+    r = certificate_token_rewards(Certificate(0.0, "x", spans=[Span(50, 60, -0.4)]), offs)
+    assert sum(r) == pytest.approx(-0.4) and r[-1] == pytest.approx(-0.4)
 
 
 def test_reward_tensor_alignment(tokenizer):
@@ -117,10 +119,10 @@ def test_reward_tensor_alignment(tokenizer):
     mask[0, : len(a)] = 1
     mask[1, : len(b)] = 1
     offs = [decode_with_offsets(tokenizer, a)[1], decode_with_offsets(tokenizer, b)[1]]
-    certs = [Certificate(1.0, "c", True), Certificate(-1.0, "w")]
+    certs = [Certificate(1.0, "c", True), Certificate(-0.3, "w")]
     r = token_reward_tensor(certs, offs, mask, mode="sequence")
     assert r.shape == mask.shape
-    assert r[0, len(a) - 1] == 1.0 and r[1, len(b) - 1] == -1.0
+    assert r[0, len(a) - 1] == 1.0 and r[1, len(b) - 1] == pytest.approx(-0.3)
     assert r[1, len(b):].abs().sum() == 0
     with pytest.raises(ValueError, match="row 1"):
         token_reward_tensor(certs, [offs[0], offs[0]], mask)

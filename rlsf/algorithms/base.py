@@ -17,7 +17,7 @@ from __future__ import annotations
 import contextlib
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Callable
 
 import torch
 from torch.nn.attention import SDPBackend, sdpa_kernel
@@ -27,6 +27,7 @@ from rlsf.algorithms.advantages import masked_mean_across_ranks
 from rlsf.algorithms.core import (
     batch_entropy,
     batch_entropy_index,
+    batch_entropy_part,
     entropy_from_logits,
     kl_penalty,
     last_token_index,
@@ -41,6 +42,7 @@ from rlsf.models.parts import chunked_logprobs, decoder_body, output_head, posit
 from rlsf.models.reference import Reference, reference_precision
 from rlsf.rollout.engines import unique_prompts
 from rlsf.runtime import distributed
+from rlsf.runtime.fsdp import clip_grad_norm_, root_pass
 from rlsf.runtime.utils import Timer, autocast, make_adamw, model_device
 from rlsf.settings import opt, require, require_adamw
 
@@ -70,6 +72,7 @@ class ForwardOut:
         return self.head_logits(self.final[rows, index])
 
 
+@root_pass  # under FSDP: one forward of the sharded root around the direct calls of its parts
 def response_forward(model, exp: Experience, *, temperature: float, precision: str, hidden: bool = False,
                      share_prompts: bool = True, logit_chunk: int = 0, entropy: bool = False,
                      entropy_grad: bool = False) -> ForwardOut:
@@ -184,6 +187,14 @@ def pad_to(x: torch.Tensor, width: int) -> torch.Tensor:
     return torch.nn.functional.pad(x, (0, width - x.shape[1]))
 
 
+def entropy_positions(acfg, mask: torch.Tensor, truncated: list[bool] | None) -> torch.Tensor:
+    """Each row's response position in the batch entropy (``batch_entropy_position`` of the settings
+    ``acfg``): its last token, or with ``before_end`` the one before a final end-of-turn token."""
+    if acfg.batch_entropy_position == "before_end" and truncated is not None:
+        return batch_entropy_index(mask, torch.tensor([not t for t in truncated], device=mask.device))
+    return last_token_index(mask)
+
+
 class Algorithm(ABC):
     """An RL update rule. Subclasses set ``Config`` (their settings section, a dataclass of
     :func:`~rlsf.config.opt` fields) and are registered with ``rlsf.algorithms.register``."""
@@ -203,6 +214,28 @@ class Algorithm(ABC):
         prompts, checker and demonstrations), ``runtime`` the device and precision decision."""
         self.model, self.tokenizer, self.task, self.cfg, self.runtime = model, tokenizer, task, cfg, runtime
         self.acfg = cfg.section(self.name)
+
+    @classmethod
+    def procedure(cls, cfg) -> str:
+        """What this algorithm with these settings does, in a few words, naming any variant that is
+        not the paper's procedure (labels of results: ``rlsf experiment``'s table, the run's notes)."""
+        return cls.name
+
+    @classmethod
+    def samples_per_step(cls, cfg, train_size: Callable[[], int]) -> int:
+        """Completions one training step samples: one rollout batch of ``rollout.prompts_per_step``
+        prompts x ``rollout.samples_per_prompt``. ``train_size()`` is the number of training
+        problems, for an algorithm whose step covers every one of them (:meth:`step_examples`)."""
+        return cfg.rollout.prompts_per_step * cfg.rollout.samples_per_prompt
+
+    def step_examples(self, examples: list, step: int) -> list | None:
+        """The training problems step ``step`` samples, each ``rollout.samples_per_prompt`` times, in
+        rollout batches of ``rollout.prompts_per_step`` (one :meth:`step` on all of them); None (the
+        default): the trainer's next batch of ``rollout.prompts_per_step`` problems."""
+        return None
+
+    def prepare_sampling(self) -> None:
+        """Called by the trainer before each step's rollouts (e.g. to put the weights that sample in place)."""
 
     @abstractmethod
     def step(self, exp: Experience, timer: Timer) -> dict[str, float]:
@@ -226,9 +259,17 @@ class PolicyUpdateConfig:
     kl_coef: float = opt(0.05, "KL coefficient to the reference policy (0: no reference is kept).")
     entropy_coef: float = opt(0.0, "Token-entropy bonus coefficient c_H: mean entropy of the policy's "
                               "next-token distributions over response tokens.")
-    batch_entropy_coef: float = opt(0.0, "Batch-entropy bonus c_B (Padula & Soemers): entropy of the mean, "
-                                    "over the minibatch, of each sample's next-token distribution at its last "
-                                    "response position (softmax at batch_entropy_temperature).")
+    batch_entropy_coef: float = opt(0.0, "Batch-entropy bonus c_B (Padula & Soemers): entropy of the mean, over "
+                                    "the rollout batch (batch_entropy_scope), of each sample's next-token "
+                                    "distribution at its batch-entropy position (batch_entropy_position; softmax at "
+                                    "batch_entropy_temperature).")
+    batch_entropy_scope: str = opt("batch", "Rows whose distributions are averaged in the batch entropy: batch (the "
+                                   "paper's: every row of the rollout batch; each minibatch's gradient flows through "
+                                   "its own rows, the other rows enter as constants computed with the weights before "
+                                   "the minibatch loop, at the cost of one more forward pass over the batch where the "
+                                   "update makes none of its own; logged batch_entropy is the whole batch's) or "
+                                   "minibatch (rlsf's earlier variant: the mean over the minibatch_size rows of each "
+                                   "minibatch alone, which is a different and noisier term when the batch is split).")
     batch_entropy_temperature: float = opt(1.0, "Softmax temperature of the batch-entropy term.")
     lr: float = opt(3e-6, "AdamW learning rate of the policy. AdamW's first updates move every weight by about the "
                     "learning rate whatever the gradient (benchmarks/bench_first_update.py): 1e-5 moved the SFT "
@@ -257,6 +298,8 @@ class PolicyUpdateConfig:
         require(self.batch_entropy_temperature > 0, f"{name}.batch_entropy_temperature", "must be > 0")
         require(self.batch_entropy_position in ("last", "before_end"), f"{name}.batch_entropy_position",
                 "must be last or before_end")
+        require(self.batch_entropy_scope in ("batch", "minibatch"), f"{name}.batch_entropy_scope",
+                "must be batch or minibatch")
 
 
 class PolicyGradient(Algorithm):
@@ -277,6 +320,13 @@ class PolicyGradient(Algorithm):
                           if self.acfg.kl_coef > 0 else None)
         self.optimizer = make_adamw(self.param_groups(), weight_decay=self.acfg.weight_decay)
         self.updates = 0  # optimiser steps taken (learning-rate warm-up)
+
+    @classmethod
+    def procedure(cls, cfg) -> str:
+        a = cfg.section(cls.name)
+        if a.batch_entropy_coef != 0 and a.batch_entropy_scope == "minibatch":
+            return f"{cls.name}, batch entropy per minibatch (not the paper's whole-batch term)"
+        return cls.name
 
     # ---- hooks ---------------------------------------------------------------------------------
     def param_groups(self) -> list[dict[str, Any]]:
@@ -304,15 +354,42 @@ class PolicyGradient(Algorithm):
 
     @torch.no_grad()
     def rollout_logprobs(self, exp: Experience, *, values: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """Log-probs (and values) of the current policy for the whole batch, in minibatches."""
+        """Log-probs (and values) of the current policy for the whole batch, in minibatches. When
+        :meth:`step` asks for them (the whole-batch batch entropy), the same pass keeps each row's
+        batch-entropy distribution (``_batch_probs``), so no second pass is made."""
         R = exp.response_ids.shape[1]
-        logps, vals = [], []
+        logps, vals, probs = [], [], []
         for rows in self._chunks(len(exp)):
-            out = self.forward(self.model, exp.select(rows, trim=True), hidden=values)
+            mb = exp.select(rows, trim=True)
+            out = self.forward(self.model, mb, hidden=values)
             logps.append(pad_to(out.logp.cpu(), R))
             if values:
                 vals.append(pad_to(self.value_head(out.hidden.float()).cpu(), R))
+            if self._collect_probs:
+                probs.append(self._entropy_probs(out, mb))
+        if self._collect_probs:
+            self._batch_probs = torch.cat(probs)
         return torch.cat(logps), (torch.cat(vals) if values else None)
+
+    @torch.no_grad()
+    def batch_entropy_rows(self, exp: Experience) -> torch.Tensor:
+        """Each row's next-token distribution at its batch-entropy position under the current policy,
+        ``[B, V]`` (zero on rows whose check failed), in minibatches: the whole-batch batch entropy's
+        constants when no other pass over the batch precedes the update."""
+        return torch.cat([self._entropy_probs(self.forward(self.model, mb), mb)
+                          for mb in (exp.select(rows, trim=True) for rows in self._chunks(len(exp)))])
+
+    def _entropy_probs(self, out: ForwardOut, mb: Experience) -> torch.Tensor:
+        mask = mb.loss_mask.to(out.logp.device)
+        logits = out.logits_at(entropy_positions(self.acfg, mask, mb.truncated)).float()
+        return (logits / self.acfg.batch_entropy_temperature).softmax(-1) * (mask.sum(1) > 0)[:, None]
+
+    #: Set by :meth:`step` for the whole-batch batch entropy (see :meth:`regularisers`).
+    _collect_probs = False
+    _batch_probs: torch.Tensor | None = None
+    _whole_batch: dict[str, Any] | None = None
+    _seen: dict[str, Any] | None = None
+    _mb_rows: torch.Tensor | None = None
 
     @torch.no_grad()
     def reference_logprobs(self, exp: Experience) -> torch.Tensor:
@@ -353,21 +430,50 @@ class PolicyGradient(Algorithm):
     def regularisers(self, fo: ForwardOut, mask: torch.Tensor, truncated: list[bool] | None = None
                      ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """Token-entropy and batch-entropy bonuses (subtracted from the loss); both always logged.
-        ``truncated``: rows cut by max_new_tokens (the others ended with an end-of-turn token)."""
+        ``truncated``: rows cut by max_new_tokens (the others ended with an end-of-turn token).
+
+        The batch entropy is over the whole rollout batch (``batch_entropy_scope: batch``, when
+        :meth:`step` split it into minibatches and the term has a coefficient:
+        :meth:`_whole_batch_entropy`) or over the minibatch's rows."""
         with torch.set_grad_enabled(torch.is_grad_enabled() and self.acfg.entropy_coef != 0):
             ent = masked_mean(fo.token_entropy(), mask)
         rows = mask.sum(1) > 0
         with torch.set_grad_enabled(torch.is_grad_enabled() and self.acfg.batch_entropy_coef != 0):
-            index = last_token_index(mask)
-            if self.acfg.batch_entropy_position == "before_end" and truncated is not None:
-                index = batch_entropy_index(mask, torch.tensor([not t for t in truncated], device=mask.device))
-            last = fo.logits_at(index)[rows]
-            if distributed.size() > 1:
+            last = fo.logits_at(entropy_positions(self.acfg, mask, truncated))[rows]
+            if getattr(self, "_whole_batch", None) is not None:
+                bent = self._whole_batch_entropy(last, rows)
+            elif distributed.size() > 1:
                 bent = self._global_batch_entropy(last)
             else:
                 bent = batch_entropy(last, self.acfg.batch_entropy_temperature) if len(last) else torch.zeros(())
+        seen = getattr(self, "_seen", None)
+        if seen is not None:  # the rows' distributions as this pass saw them: the logged whole-batch figure
+            probs = (last.detach().float() / self.acfg.batch_entropy_temperature).softmax(-1)
+            seen["sum"] = probs.sum(0) + (seen["sum"] if seen["sum"] is not None else 0)
+            seen["rows"] += len(last)
         bonus = self.acfg.entropy_coef * ent + self.acfg.batch_entropy_coef * bent
         return bonus, {"entropy": ent.detach(), "batch_entropy": bent.detach()}
+
+    def _whole_batch_entropy(self, last: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+        """The batch entropy of the whole rollout batch (every rank's rows), differentiable through
+        this minibatch's rows ``last`` (``rows``: which of the minibatch's rows they are): the other
+        rows' distributions enter as constants, computed before the minibatch loop
+        (:func:`rlsf.algorithms.core.batch_entropy_part`). The gradient is scaled by
+        ``batch rows / minibatch rows``: each minibatch's step gets the minibatch estimate of the
+        whole-batch term's gradient, as its clipped term is the minibatch estimate of the batch's,
+        so ``batch_entropy_coef`` weighs the term as in the paper's loss whatever the number of
+        minibatches. Across processes the rank's part is divided by its token share, as in
+        :meth:`_global_batch_entropy`."""
+        wb = self._whole_batch
+        own_before = wb["probs"][self._mb_rows.to(wb["probs"].device)][rows.to(wb["probs"].device)]
+        rest = (wb["total"] - own_before.sum(0)).to(last.device)
+        n = float(len(last))
+        if distributed.size() > 1:
+            n = float(distributed.all_sum([n])[0])
+        scale = wb["count"] / n if n > 0 else 0.0
+        if distributed.size() > 1:
+            scale = scale / self._share if self._share > 0 and len(last) else 0.0
+        return batch_entropy_part(last, rest, wb["count"], self.acfg.batch_entropy_temperature, scale=scale)
 
     def _global_batch_entropy(self, last: torch.Tensor) -> torch.Tensor:
         """The batch entropy of the *global* minibatch (every rank's rows), differentiable through
@@ -407,7 +513,22 @@ class PolicyGradient(Algorithm):
         W = distributed.size()
         if not bool(distributed.all_sum([float(exp.valid.any())], op="max")[0]):
             return {"update/skipped": 1.0}  # every check failed (on every rank): nothing to learn from
+        whole = self.acfg.batch_entropy_scope == "batch"
+        # Split into minibatches, the batch entropy of the whole batch needs the other rows'
+        # distributions: kept from the pass prepare() makes anyway (old log-probs), else one of its own.
+        self._collect_probs = whole and len(exp) > self.local_minibatch and self.acfg.batch_entropy_coef != 0
+        self._batch_probs = None
         data, stats = self.prepare(exp, timer)
+        if self._collect_probs:
+            if self._batch_probs is None:
+                with timer("logprobs"):
+                    self._batch_probs = self.batch_entropy_rows(exp)
+            rows = float((exp.loss_mask.sum(1) > 0).sum())
+            total = distributed.sum_tensor(torch.cat([self._batch_probs.sum(0).double(),
+                                                      torch.tensor([rows], dtype=torch.float64,
+                                                                   device=self._batch_probs.device)]))
+            self._whole_batch = {"probs": self._batch_probs, "total": total[:-1].float(), "count": float(total[-1])}
+        self._seen = {"sum": None, "rows": 0} if whole else None
         mask_all = exp.loss_mask
         if "old_logp" in data:
             stats.update(self._diagnostics(exp, data["old_logp"], data.get("ref_logp"), mask_all))
@@ -417,8 +538,11 @@ class PolicyGradient(Algorithm):
         params = [p for g in self.optimizer.param_groups for p in g["params"]]
         self.model.train()
         with timer("update"):
-            for _ in range(self.acfg.epochs):
+            for epoch in range(self.acfg.epochs):
+                if epoch == 1:
+                    seen, self._seen = self._seen, None  # the first pass over the batch is the logged one
                 for rows in torch.randperm(len(exp)).split(self.local_minibatch):
+                    self._mb_rows = rows
                     mb = exp.select(rows, trim=True)  # no columns that are padding in every row
                     R = mb.response_ids.shape[1]
                     mask = mb.loss_mask.to(device)
@@ -442,7 +566,7 @@ class PolicyGradient(Algorithm):
                     mstats["total"] = loss.detach()
                     mstats = self._global_stats(mstats) if W > 1 else mstats
                     if self.acfg.max_grad_norm > 0:
-                        mstats["grad_norm"] = torch.nn.utils.clip_grad_norm_(params, self.acfg.max_grad_norm)
+                        mstats["grad_norm"] = clip_grad_norm_(params, self.acfg.max_grad_norm)  # the global norm
                     self._set_lr()
                     self.optimizer.step()
                     self.updates += 1
@@ -450,8 +574,18 @@ class PolicyGradient(Algorithm):
                         sums[k] = sums.get(k, 0.0) + float(v)
                     count += 1
         self._share = 1.0
+        if self.acfg.epochs == 1:
+            seen = self._seen
+        self._collect_probs, self._batch_probs, self._whole_batch, self._seen, self._mb_rows = False, None, None, None, None
         for k, v in sums.items():
             stats[k if k in DIAGNOSTICS or k.startswith("rollout/") else f"loss/{k}"] = v / count
+        if whole and seen is not None and seen["sum"] is not None:
+            # The whole batch's figure (every rank's rows), not the mean of the minibatches' own.
+            total = distributed.sum_tensor(torch.cat([seen["sum"].double(), torch.tensor(
+                [float(seen["rows"])], dtype=torch.float64, device=seen["sum"].device)]))
+            if total[-1] > 0:
+                p = (total[:-1] / total[-1]).float()
+                stats["batch_entropy"] = float(-(p * p.clamp(min=1e-12).log()).sum())
         stats["lr"] = self.optimizer.param_groups[0]["lr"]
         return stats
 

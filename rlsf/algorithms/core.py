@@ -68,6 +68,28 @@ def batch_entropy(last_logits: torch.Tensor, temperature: float = 1.0) -> torch.
     return -(p * p.clamp(min=1e-12).log()).sum()
 
 
+def batch_entropy_part(own_logits: torch.Tensor, rest_probs: torch.Tensor, total_rows: float,
+                       temperature: float = 1.0, scale: float = 1.0) -> torch.Tensor:
+    """The batch entropy of a whole batch, differentiable through one part of its rows (a minibatch).
+
+    ``own_logits`` ``[n, V]``: the part's logits at each row's batch-entropy position; ``rest_probs``
+    ``[V]``: the sum of the other rows' next-token distributions (softmax at ``temperature``), entered
+    as a constant; ``total_rows``: ``n`` plus the number of other rows. The value is the whole batch's
+    ``H(p_bar)``, ``p_bar = (sum_own softmax(z_i / T) + rest_probs) / total_rows``; the gradient is
+    ``scale`` times the part's share of the gradient of ``H(p_bar)``. With ``scale`` 1 the gradients
+    of the parts of a batch, each with the others' rows as ``rest_probs``, sum to the gradient of
+    :func:`batch_entropy` over the whole batch (when ``rest_probs`` holds the same weights' values).
+    ``scale = total_rows / n`` makes each part's gradient the minibatch estimate of that gradient, as
+    a minibatch's token mean is of the batch's (what the clipped policy-gradient update uses).
+    """
+    p = ((own_logits.float() / temperature).softmax(-1).sum(0) + rest_probs.detach().float()) / total_rows
+    h = -(p * p.clamp(min=1e-12).log()).sum()
+    if scale == 1.0:
+        return h
+    value = h.detach()
+    return (h - value) * scale + value
+
+
 def kl_penalty(logp: torch.Tensor, ref_logp: torch.Tensor, kind: str = "k1") -> torch.Tensor:
     """Per-token estimate of KL(policy || reference) from log-probs of sampled tokens.
 

@@ -12,6 +12,7 @@ import torch
 from rlsf.models.loading import is_peft_model
 from rlsf.models.parts import decoder_body
 from rlsf.runtime import distributed
+from rlsf.runtime.fsdp import clip_grad_norm_, root_pass
 from rlsf.runtime.utils import autocast, model_device
 
 
@@ -30,6 +31,7 @@ def collate(pairs: list[tuple[list[int], list[int]]], pad_id: int) -> dict[str, 
 
 
 
+@root_pass  # under FSDP: one forward of the sharded root around the direct calls of its parts
 def completion_loss(model, batch: dict[str, torch.Tensor]) -> torch.Tensor:
     """Mean cross-entropy of the labelled (completion) tokens, as HF's ``labels=`` loss, but with
     the LM head applied only to the positions that predict a label: a long prompt's logits
@@ -65,7 +67,7 @@ def sft_update(model, optimizer, params: list, batch: dict[str, torch.Tensor], p
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
     distributed.all_reduce_gradients(params)
-    gn = torch.nn.utils.clip_grad_norm_(params, max_grad_norm) if max_grad_norm > 0 else torch.zeros(())
+    gn = clip_grad_norm_(params, max_grad_norm) if max_grad_norm > 0 else torch.zeros(())
     optimizer.step()
     if distributed.size() > 1:
         return distributed.all_sum([float(loss.detach())])[0].to(torch.float32), gn

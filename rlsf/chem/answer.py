@@ -1,22 +1,36 @@
 """Where the SMILES answer is in a completion: after a ``SMILES:`` marker, in backticks, or the
-longest SMILES-like chunk (see :mod:`rlsf.tasks.chem` for the rules as the checker states them)."""
+longest SMILES-like chunk (see :mod:`rlsf.tasks.chem` for the rules as the checker states them).
+
+English words are not SMILES even where their letters are SMILES atoms: ``I`` in "I don't know."
+is the pronoun, not iodine; "no", "so", "Con" are words (:func:`is_word`). The marker and the
+longest-chunk rules skip them, so prose finds no answer at all.
+"""
 
 from __future__ import annotations
 
 import re
 
-from rlsf.chem.smiles import is_smiles_like
+from rlsf.chem.smiles import is_smiles_like, parse
 
 _MARKER = re.compile(r"(?:SMILES|Answer|Product|Reactants)\s*[:=]\s*", re.I)
-
-
-
 _BACKTICKS = re.compile(r"`+([^`\s]+)`+")
-
-
-
 _TRIM = ".,;:!?\"'`"
+#: Written like a word: a capital and small letters ("No", "Con"), small letters ("so"), or a
+#: short run of capitals ("NA", "IDK").
+_WORD_SHAPE = re.compile(r"[A-Z]?[a-z]+|[A-Z]{1,4}")
+#: One-letter words of English prose that are SMILES atoms.
+_PRONOUNS = frozenset({"I"})
 
+
+def is_word(chunk: str, alone: bool = True) -> bool:
+    """``chunk`` is an English word rather than a SMILES: letters only, written like a word, and
+    not a valid molecule ("Cl", "Br", "C", "CO" are molecules; "No", "so", "NA", "none" are not).
+    ``I`` is a word unless it stands ``alone`` (the whole answer: hydrogen iodide)."""
+    if not chunk.isascii() or not chunk.isalpha():
+        return False
+    if chunk in _PRONOUNS:
+        return not alone
+    return _WORD_SHAPE.fullmatch(chunk) is not None and parse(chunk) is None
 
 
 def find_answer(completion: str) -> tuple[int, int] | None:
@@ -44,7 +58,7 @@ def find_answer(completion: str) -> tuple[int, int] | None:
         pass
     if marker is not None:
         found = chunk_at(marker.end())
-        if found is not None:
+        if found is not None and not is_word(completion[found[0]:found[1]], alone=False):
             return found
     tick = _BACKTICKS.search(completion)
     if tick is not None:
@@ -52,7 +66,8 @@ def find_answer(completion: str) -> tuple[int, int] | None:
     best: tuple[int, int] | None = None
     for m in re.finditer(r"\S+", completion):
         s, e = _trimmed(m.start(), m.end())
-        if e > s and is_smiles_like(completion[s:e]) and (best is None or e - s > best[1] - best[0]):
+        if (e > s and is_smiles_like(completion[s:e]) and not is_word(completion[s:e], alone=False)
+                and (best is None or e - s > best[1] - best[0])):
             best = (s, e)
     if best is None and len(stripped.split()) == 1:  # a lone chunk is the answer, even if it is not SMILES
         s = completion.index(stripped)

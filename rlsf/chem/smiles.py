@@ -303,3 +303,64 @@ def unexplained_atoms(product: "Chem.Mol", sources: "Chem.Mol") -> dict[str, lis
         if a.GetAtomicNum() > 1:
             seen.setdefault(a.GetSymbol(), []).append(a.GetIdx())
     return {el: idx[have.get(el, 0):] for el, idx in seen.items() if len(idx) > have.get(el, 0)}
+
+
+# ---- the readable part of an unparsable SMILES -------------------------------------------------
+_BONDS = {"-", "=", "#", "$", ":", "/", "\\", "~", "."}
+
+
+def salvage(d: Diagnosis) -> "Chem.Mol | None":
+    """The molecule RDKit can read from a SMILES it cannot parse, unsanitised: the tokens before the
+    first syntax problem, less the ring labels that do not close there (or close on their own atom),
+    unmatched ``)`` and dangling bonds, with open branches closed. Atom ``i`` is the ``i``-th atom
+    token of the SMILES. ``d.raw`` when the SMILES parses; ``None`` when nothing readable is left."""
+    if d.raw is not None:
+        return d.raw
+    if any(p.kind == "length" for p in d.problems):
+        return None
+    stop = min((s for p in d.problems if p.kind in ("syntax", "charset", "mapping") for s, _ in p.chars),
+               default=len(d.smiles))
+    tokens = [t for t in d.tokens if t.end <= stop]
+    drop: set[int] = set()
+    opened: dict[str, tuple[int, int | None]] = {}  # ring label -> (token position, atom that opened it)
+    last_atom: int | None = None
+    for i, t in enumerate(tokens):
+        if t.atom is not None:
+            last_atom = t.atom
+        elif _RING.fullmatch(t.text):
+            if t.text in opened:
+                j, atom = opened.pop(t.text)
+                if atom == last_atom:  # closes on the atom that opened it
+                    drop |= {i, j}
+            else:
+                opened[t.text] = (i, last_atom)
+        elif t.text == ".":
+            last_atom = None
+    drop |= {j for j, _ in opened.values()}
+    kept: list[str] = []
+    depth = 0
+    for i, t in enumerate(tokens):
+        if i in drop:
+            continue
+        if t.text == ")":
+            if depth == 0 or (kept and kept[-1] == "("):  # unmatched, or an empty branch
+                if kept and kept[-1] == "(":
+                    kept.pop()
+                    depth -= 1
+                continue
+            depth -= 1
+        elif t.text == "(":
+            depth += 1
+        kept.append(t.text)
+    while kept and (kept[-1] in _BONDS or kept[-1] == "("):
+        depth -= kept.pop() == "("
+    text = "".join(kept) + ")" * depth
+    atoms = sum(1 for t in tokens if t.atom is not None)
+    if not atoms or sum(1 for i, t in enumerate(tokens) if t.atom is not None and i not in drop) != atoms:
+        return None
+    with rdkit_log():
+        try:
+            mol = Chem.MolFromSmiles(text, sanitize=False)
+        except Exception:  # noqa: BLE001
+            return None
+    return mol if mol is not None and mol.GetNumAtoms() == atoms else None

@@ -145,8 +145,8 @@ def _print_tokens(cfg: Config, tokenizer, ids: list[int], offsets, text: str, ce
 
     r = cfg.reward
     rewards = certificate_token_rewards(cert, offsets, mode=r.mode, spread_spans=r.spread_spans,
-                                        span_weight=r.span_weight)
-    table = Table(title=f"{cert.verdict} (score {cert.score:+.3f}), reward.mode {r.mode}: "
+                                        span_weight=r.span_weight, preset=r.preset)
+    table = Table(title=f"{cert.verdict} (score {cert.score:+.3f}), reward {r.preset}/{r.mode}: "
                         f"{len(ids)} tokens, total {sum(rewards):+.3f}", title_justify="left")
     for col, just in (("#", "right"), ("token", "left"), ("chars", "right"), ("reward", "right"), ("because", "left")):
         table.add_column(col, justify=just)

@@ -8,6 +8,13 @@ into a reward per sampled token.
 
 Checkers never raise on model output: unparsable text is itself a certificate (a low score and
 a span over the offending text).
+
+**No attempt is the worst outcome.** A completion that does not attempt the task's answer form
+(nothing, blank text, prose, a refusal, the prompt or an input copied back) gets
+:meth:`Certificate.no_attempt`: ``attempted`` false. The reward shaping gives it less than any
+attempt, right or wrong, whatever the attempt's spans (:mod:`rlsf.feedback.rewards`), so a policy
+under RL pressure cannot learn that silence pays. The checker harness tests the rule on every task
+(:func:`rlsf.tasks.harness.reward_ordering`).
 """
 
 from __future__ import annotations
@@ -16,6 +23,8 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 CHECKER_FAILED = "checker_failed"
+#: The score of a completion that makes no attempt; the shaping keeps every attempt above it.
+NO_ATTEMPT_SCORE = -1.0
 
 
 @dataclass(frozen=True)
@@ -52,6 +61,9 @@ class Certificate:
             when there is none.
         failed: the *checker* failed (timed out, crashed): the certificate says nothing about the
             completion, so the update leaves the sample out instead of punishing the model for it.
+        attempted: the completion attempts the task's answer form (right or wrong). False for no
+            reply, blank text, prose, a refusal, a copy of the prompt or of an input: the reward
+            shaping then ranks it below every attempt (see :meth:`no_attempt`).
     """
 
     score: float
@@ -61,6 +73,15 @@ class Certificate:
     info: dict[str, Any] = field(default_factory=dict)
     answer: str | None = None
     failed: bool = False
+    attempted: bool = True
+
+    @classmethod
+    def no_attempt(cls, verdict: str, message: str, text: str = "", **info: Any) -> "Certificate":
+        """A completion that makes no attempt (``verdict`` says which kind: ``empty``, ``no_answer``,
+        ``copies_input``...). Its ``score`` is the no-attempt reward; one zero-reward span over the
+        text carries ``message`` so that ``rlsf check`` can say why."""
+        spans = [Span(0, len(text), 0.0, message)] if text.strip() else []
+        return cls(score=NO_ATTEMPT_SCORE, verdict=verdict, spans=spans, info=dict(info), attempted=False)
 
     @classmethod
     def checker_failed(cls, reason: str) -> "Certificate":
@@ -75,7 +96,8 @@ class Certificate:
 
     def explain(self, completion: str) -> str:
         """Human-readable report: each span's text and message."""
-        lines = [f"verdict={self.verdict} score={self.score:+.3f} correct={self.correct}"]
+        lines = [f"verdict={self.verdict} score={self.score:+.3f} correct={self.correct}"
+                 + ("" if self.attempted else " (no attempt)")]
         if self.failed:
             lines.append(f"  checker failed: {self.info.get('checker_error', '')}")
         for s in sorted(self.spans, key=lambda s: s.start):

@@ -20,6 +20,7 @@ import torch
 
 from rlsf.models.loading import is_peft_model
 from rlsf.models.parts import forward_logits
+from rlsf.runtime import fsdp
 
 REFERENCE_PRECISIONS = ("same", "bf16", "auto")
 
@@ -55,6 +56,9 @@ class Reference:
         frozen copy's linear weights in bf16 (see the module docstring; no effect under LoRA)."""
         if is_peft_model(model):
             return cls(model, shared=True)
+        if fsdp.is_sharded(model):  # a frozen copy sharded like the policy, made from this rank's shards
+            linear = _linear_only_parameters if precision == "bf16" else None
+            return cls(fsdp.frozen_copy(model, linear), shared=False, precision=precision)
         # Pre-seeding deepcopy's memo with bf16 copies makes them without a float32 copy first;
         # deepcopy keeps tied embeddings tied (a tied matrix is an embedding and stays float32).
         memo = {id(p): torch.nn.Parameter(p.detach().to(torch.bfloat16), requires_grad=False)
@@ -82,6 +86,7 @@ class Reference:
             with (torch.autocast(device_type=device, dtype=torch.bfloat16) if self.precision == "bf16"
                   else contextlib.nullcontext()):
                 yield self.model
+            fsdp.release(self.model)  # sharded (FSDP): free the root's gathered weights
             return
         was_training = self.model.training
         self.model.eval()

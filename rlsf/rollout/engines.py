@@ -17,6 +17,7 @@ from transformers import GenerationConfig, LogitsProcessor, LogitsProcessorList
 
 from rlsf.experience import Experience
 from rlsf.rollout.fused_step import FusedLlamaStep, ModelStep, fused_step_supported
+from rlsf.runtime import fsdp
 from rlsf.runtime.utils import autocast, model_device
 
 
@@ -33,13 +34,17 @@ class SamplingModel:
     weights itself at the start of each rollout, so nothing is kept between rollouts. Otherwise
     we keep a bf16 copy of the parameters (buffers such as rotary frequencies stay float32),
     refreshed from the master weights by :meth:`sync` before each rollout.
+
+    A policy sharded by FSDP (:mod:`rlsf.runtime.fsdp`) is gathered whole by :meth:`sync` and
+    freed again by :meth:`release`, so every engine samples from the whole weights; no bf16 copy
+    is kept (bf16 sampling runs under autocast, or the fused step makes its bf16 weights).
     """
 
     def __init__(self, model, precision: str = "none", fused: bool = False, vllm=None) -> None:
         self.policy = model
         self.copy = None
         self.vllm = vllm  # a VLLMEngine (rollout.engine: vllm): it holds its own copy of the weights
-        if vllm is not None or (fused and fused_step_supported(model)):
+        if vllm is not None or (fused and fused_step_supported(model)) or fsdp.is_sharded(model):
             return
         if precision == "bf16" and next(model.parameters()).dtype == torch.float32:
             self.copy = copy.deepcopy(model).eval()
@@ -64,7 +69,8 @@ class SamplingModel:
     @torch.no_grad()
     def sync(self) -> None:
         """Copy the trained weights into the copy (frozen ones, e.g. a LoRA base, never change),
-        or push them into vLLM."""
+        or push them into vLLM; a sharded policy is gathered whole until :meth:`release`."""
+        fsdp.unshard_all(self.policy)
         if self.vllm is not None:
             self.vllm.sync()
         if self.copy is not None:
@@ -73,7 +79,9 @@ class SamplingModel:
                     dst.copy_(src)
 
     def release(self) -> None:
-        """Sampling is over for now: a sleeping vLLM gives the GPU's memory back to the update."""
+        """Sampling is over for now: a sleeping vLLM gives the GPU's memory back to the update, a
+        sharded policy frees its gathered weights."""
+        fsdp.reshard_all(self.policy)
         if self.vllm is not None:
             self.vllm.sleep()
 

@@ -6,7 +6,10 @@ run killed while saving never leaves a half-written checkpoint that ``--resume``
 
 Across processes the weights and optimiser state are the same on every rank, so rank 0 alone
 writes the checkpoint (the others wait for it); it holds nothing that depends on the number of
-processes, so a run resumes with the same or another process count.
+processes, so a run resumes with the same or another process count. Under FSDP
+(:mod:`rlsf.runtime.fsdp`) every rank holds a shard: all of them gather the whole tensors (the
+state callable runs on every rank) and rank 0 writes them, in the same format, so such a
+checkpoint too resumes with any number of processes, with or without FSDP.
 """
 
 from __future__ import annotations
@@ -18,7 +21,7 @@ from typing import Any, Callable
 import torch
 
 from rlsf.errors import RlsfError
-from rlsf.runtime import distributed
+from rlsf.runtime import distributed, fsdp
 
 
 class CheckpointError(RlsfError):
@@ -40,9 +43,12 @@ class Checkpointer:
         return found[-1] if found else None
 
     def save(self, step: int, state: dict[str, Any] | Callable[[], dict[str, Any]]) -> Path:
-        """Write ``state`` (or what the callable returns, made on rank 0 only) as step ``step``'s
-        checkpoint; every rank calls this and returns once it is written."""
+        """Write ``state`` (or what the callable returns, made on rank 0 only; under FSDP on every
+        rank, whose shards it gathers) as step ``step``'s checkpoint; every rank calls this and
+        returns once it is written."""
         final = self.dir / f"step_{step:06d}"
+        if callable(state) and fsdp.active():
+            state = state()  # a collective: the whole tensors are gathered from every rank's shards
         if distributed.is_main():
             self._write(step, state() if callable(state) else state, final)
         distributed.barrier()
@@ -70,17 +76,19 @@ class Checkpointer:
 
 
 def trainable_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
-    """The parameters being trained (all of them, or only LoRA adapters)."""
-    return {n: p.detach().cpu().clone() for n, p in model.named_parameters() if p.requires_grad}
+    """The parameters being trained (all of them, or only LoRA adapters), whole (a model sharded by
+    FSDP: gathered, every rank calling this)."""
+    fsdp.release(model)  # FSDP: the root's parameters are its shards again
+    return {n: fsdp.full_tensor(p.detach()).cpu().clone() for n, p in model.named_parameters() if p.requires_grad}
 
 
 def load_trainable_state(model: torch.nn.Module, state: dict[str, torch.Tensor]) -> None:
+    fsdp.release(model)  # FSDP: load into the shards, not into gathered copies about to be freed
     params = dict(model.named_parameters())
     missing = [n for n, p in params.items() if p.requires_grad and n not in state]
     unknown = [n for n in state if n not in params]
     if missing or unknown:
         raise ValueError(f"checkpoint does not match the model (missing {missing[:3]}, unknown {unknown[:3]}): "
                          "was it written with other model or LoRA settings?")
-    with torch.no_grad():
-        for n, t in state.items():
-            params[n].copy_(t)
+    for n, t in state.items():
+        fsdp.load_full(params[n], t)  # a sharded parameter takes its shard of the whole tensor

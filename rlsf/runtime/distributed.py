@@ -14,9 +14,15 @@ before clipping and the optimiser step. The summed gradient is then the gradient
 batch's loss, and every rank takes the same optimiser step from the same weights (broadcast from
 rank 0 at start, :func:`broadcast_tensors`, as DDP does).
 
+With FSDP2 (``model.fsdp``, ``accelerate launch --use_fsdp --fsdp_version 2``) the policy's
+parameters are shards (:mod:`rlsf.runtime.fsdp`): FSDP reduce-scatters their gradients (summed,
+like :func:`all_reduce_gradients`, which then leaves them alone and sums the plain parameters
+only) and :func:`broadcast_tensors` skips them (each rank's shard was cut from rank 0's weights).
+
 ``accelerate launch --cpu --num_processes N`` does *not* start N processes (accelerate's multi-CPU
 launcher needs ``mpirun``; without it one process runs): :func:`setup` refuses that case rather
-than silently training in one process. FSDP and DeepSpeed launches are refused too (not built).
+than silently training in one process. FSDP version 1, the accelerate FSDP options rlsf does not
+build (CPU offloading, accelerate's activation checkpointing) and DeepSpeed launches are refused too.
 """
 
 from __future__ import annotations
@@ -74,11 +80,39 @@ def launched_size() -> int:
     return _env_int("WORLD_SIZE", "PMI_SIZE", "OMPI_COMM_WORLD_SIZE", "MV2_COMM_WORLD_SIZE", default=1)
 
 
+def fsdp_launch() -> bool:
+    """Whether the launcher asked for FSDP (``accelerate launch --use_fsdp``; :mod:`rlsf.runtime.fsdp`)."""
+    return os.environ.get("ACCELERATE_USE_FSDP", "").lower() == "true"
+
+
+def fsdp_reshard_after_forward() -> bool:
+    """accelerate's ``--fsdp_reshard_after_forward`` (true when not launched by accelerate): whether
+    decoder layers free their gathered weights after forward (false: kept until the backward pass)."""
+    value = os.environ.get("FSDP_RESHARD_AFTER_FORWARD", "true").strip().lower()
+    if value not in ("true", "false"):
+        raise ConfigError(f"accelerate launch --fsdp_reshard_after_forward {value}: FSDP2 takes true or false")
+    return value == "true"
+
+
+def _refuse_unsupported_fsdp() -> None:
+    """FSDP2 only, and only the accelerate options rlsf builds."""
+    version = os.environ.get("FSDP_VERSION", "1").strip()
+    if version != "2":
+        raise ConfigError(f"accelerate launch --use_fsdp asked for FSDP version {version}: rlsf builds FSDP2 only "
+                          "(torch's fully_shard); add --fsdp_version 2 (fsdp_version: 2 in the accelerate config "
+                          "file, as in configs/accelerate/fsdp2.yaml), or set model.fsdp: true under torchrun")
+    if os.environ.get("FSDP_OFFLOAD_PARAMS", "false").lower() == "true":
+        raise ConfigError("accelerate launch --fsdp_offload_params true: offloading the shards to the CPU is not "
+                          "built in rlsf; leave it false (docs/scaling.md)")
+    if os.environ.get("FSDP_ACTIVATION_CHECKPOINTING", "false").lower() == "true":
+        raise ConfigError("accelerate launch --fsdp_activation_checkpointing true: use --model.gradient_checkpointing "
+                          "true instead (rlsf checkpoints its decoder layers itself)")
+    fsdp_reshard_after_forward()
+
+
 def _refuse_unsupported_launch() -> None:
-    if os.environ.get("ACCELERATE_USE_FSDP", "").lower() == "true":
-        raise ConfigError("accelerate launch --use_fsdp: FSDP is not built in rlsf yet (the model must fit one "
-                          "device); launch data-parallel instead: accelerate launch --multi_gpu --num_processes N "
-                          "-m rlsf ... (docs/scaling.md)")
+    if fsdp_launch():
+        _refuse_unsupported_fsdp()
     if os.environ.get("ACCELERATE_USE_DEEPSPEED", "").lower() == "true":
         raise ConfigError("accelerate launch --use_deepspeed: DeepSpeed is not supported by rlsf; launch "
                           "data-parallel instead: accelerate launch --multi_gpu --num_processes N -m rlsf ...")
@@ -163,7 +197,8 @@ def require_single_process(what: str) -> None:
 
 # ---- collectives (the identity in one process) -------------------------------------------------------
 def _device() -> torch.device:
-    return torch.device("cuda", torch.cuda.current_device()) if _world.backend == "nccl" else torch.device("cpu")
+    # "nccl", or accelerate's "cuda:nccl,cpu:gloo" (FSDP with full state dicts)
+    return torch.device("cuda", torch.cuda.current_device()) if "nccl" in _world.backend else torch.device("cpu")
 
 
 def barrier() -> None:
@@ -238,14 +273,28 @@ def _reduce_flat(tensors: list[torch.Tensor], broadcast: bool = False) -> None:
             t.copy_(reduced)
 
 
+def is_shard(t: Any) -> bool:
+    """Whether ``t`` is a :class:`~torch.distributed.tensor.DTensor` (a parameter sharded by FSDP)."""
+    from torch.distributed.tensor import DTensor
+
+    return isinstance(t, DTensor)
+
+
+def plain_tensors(tensors: Sequence[torch.Tensor]) -> list[torch.Tensor]:
+    """The tensors that are not FSDP shards (FSDP handles those)."""
+    return [t for t in tensors if not is_shard(t)]
+
+
 def all_reduce_gradients(params: Sequence[torch.nn.Parameter]) -> None:
     """Sum every parameter's gradient over ranks, in place (before clipping and the optimiser step).
 
     A parameter no rank gave a gradient keeps ``grad = None`` (AdamW then leaves it alone, as in
-    one process); one that some ranks did not reach gets zeros there before the sum."""
+    one process); one that some ranks did not reach gets zeros there before the sum. Parameters
+    sharded by FSDP (:mod:`rlsf.runtime.fsdp`) are left alone: FSDP has summed their gradients
+    (reduce-scatter) in the backward pass."""
     if size() == 1:
         return
-    params = [p for p in params if p.requires_grad]
+    params = [p for p in plain_tensors(params) if p.requires_grad]
     reached = all_sum([float(p.grad is not None) for p in params], op="max").tolist()
     grads = []
     for p, r in zip(params, reached):
@@ -258,9 +307,10 @@ def all_reduce_gradients(params: Sequence[torch.nn.Parameter]) -> None:
 
 @torch.no_grad()
 def broadcast_tensors(tensors: Sequence[torch.Tensor]) -> None:
-    """Overwrite ``tensors`` with rank 0's (the weights every rank starts from, as DDP does)."""
+    """Overwrite ``tensors`` with rank 0's (the weights every rank starts from, as DDP does). Shards
+    of an FSDP model are left alone: each rank holds its own (made from rank 0's weights)."""
     if size() > 1:
-        _reduce_flat([t.data for t in tensors], broadcast=True)
+        _reduce_flat([t.data for t in plain_tensors(tensors)], broadcast=True)
 
 
 # ---- sharding ------------------------------------------------------------------------------------------

@@ -71,7 +71,11 @@ def make_adamw(groups: list[dict[str, Any]], **kw: Any) -> torch.optim.AdamW:
     devices = {p.device.type for g in groups for p in g["params"]}
     fused = devices <= {"cpu", "cuda"} and all(p.dtype in (torch.float32, torch.bfloat16, torch.float16)
                                                for g in groups for p in g["params"])
-    return torch.optim.AdamW(groups, fused=fused or None, **kw)
+    optimizer = torch.optim.AdamW(groups, fused=fused or None, **kw)
+    from rlsf.runtime.fsdp import make_optimizer_hooks
+
+    make_optimizer_hooks(optimizer)  # FSDP-sharded parameters: whole tensors in its state dict
+    return optimizer
 
 
 def epoch_order(n: int, epoch: int, seed: int) -> np.ndarray:

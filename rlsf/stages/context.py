@@ -9,10 +9,18 @@ from pathlib import Path
 from typing import NamedTuple
 
 from rlsf.config import Config
-from rlsf.models.loading import LoraSpec, enable_gradient_checkpointing, load_model, load_tokenizer, resolve_model
-from rlsf.runtime import distributed
+from rlsf.models.loading import (
+    LoraSpec,
+    enable_gradient_checkpointing,
+    load_model,
+    load_tokenizer,
+    resolve_model,
+    save_model,
+)
+from rlsf.runtime import distributed, fsdp
 from rlsf.runtime.checkpoint import Checkpointer
 from rlsf.runtime.device import Runtime, setup
+from rlsf.runtime.metric_log import note
 from rlsf.runtime.utils import seed_everything
 from rlsf.settings import ConfigError, require
 from rlsf.tasks import Task, TaskError, get_task
@@ -73,9 +81,11 @@ def check_world(cfg: Config, stage: str) -> None:
 
 
 def run_info(runtime: Runtime | None) -> dict:
-    """The ``runtime:`` block of a run's ``config.yaml``: the runtime's decisions and the number of
-    processes (``world_size``, as launched: recorded, never a setting)."""
-    return {**(runtime.as_dict() if runtime is not None else {}), **distributed.world().as_dict()}
+    """The ``runtime:`` block of a run's ``config.yaml``: the runtime's decisions, the number of
+    processes (``world_size``, as launched: recorded, never a setting) and whether the policy is
+    sharded over them (``fsdp``)."""
+    return {**(runtime.as_dict() if runtime is not None else {}), **distributed.world().as_dict(),
+            "fsdp": fsdp.active()}
 
 
 def load_task(cfg: Config) -> Task:
@@ -101,7 +111,21 @@ def load_policy(cfg: Config, runtime: Runtime, name: str | None = None, *, lora:
     model = load_model(path, dtype=cfg.model.dtype, lora=spec)
     if cfg.model.gradient_checkpointing:
         enable_gradient_checkpointing(model)
-    return model.to(runtime.torch_device), tokenizer
+    model = model.to(runtime.torch_device)
+    if fsdp.decide(cfg):  # model.fsdp or accelerate's --use_fsdp, in several processes
+        fsdp.shard_model(model)
+    elif (cfg.model.fsdp or fsdp.launch_requested()) and distributed.launched_size() <= 1:
+        note("model.fsdp: one process, nothing to shard: the model trains unsharded")
+    return model, tokenizer
+
+
+def save_policy(model, tokenizer, path: str | Path) -> None:
+    """Rank 0 saves the policy as a model folder (:func:`~rlsf.models.loading.save_model`); a model
+    sharded by FSDP is gathered first, every rank taking part. The others wait until it is written."""
+    plain = fsdp.full_model(model)  # the model itself when it is not sharded
+    if distributed.is_main():
+        save_model(plain, tokenizer, path)
+    distributed.barrier()
 
 
 def prepare_run_dir(cfg: Config, runtime: Runtime | None = None, *, resume: bool) -> Path:

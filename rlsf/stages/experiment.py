@@ -71,16 +71,24 @@ def expand_arms(arms: dict[str, Any], seeds: list[int]) -> dict[str, tuple[str, 
             for name, settings in arms.items()}
 
 
+def step_samples(cfg: Config) -> int:
+    """Completions one training step of a run with these settings samples: one rollout batch, or for
+    an Expert Iteration round over every training problem (``expert_iteration.rounds: full``) that
+    many problems x ``rollout.samples_per_prompt``."""
+    def train_size() -> int:
+        from rlsf.stages.context import load_split, load_task
+
+        task = load_task(cfg)
+        return len(load_split(cfg, task, task.splits[0], cfg.task.train_examples))
+
+    return ALGORITHMS[cfg.train.algorithm].samples_per_step(cfg, train_size)
+
+
 def check_experiment(cfg: Config) -> None:
-    x, ro = cfg.experiment, cfg.rollout
+    x = cfg.experiment
     require(isinstance(x.seeds, list) and all(isinstance(s, int) and not isinstance(s, bool) for s in x.seeds)
             and len(set(x.seeds)) == len(x.seeds), "experiment.seeds", "must be a list of distinct integers")
-    batch = ro.prompts_per_step * ro.samples_per_prompt
     require(bool(x.arms) and isinstance(x.arms, dict), "experiment.arms", "name at least one arm: {name: {settings}}")
-    require(x.samples >= batch and x.samples % batch == 0, "experiment.samples",
-            f"must be a positive multiple of rollout.prompts_per_step x rollout.samples_per_prompt = {batch}")
-    require(1 <= x.evaluations <= x.samples // batch, "experiment.evaluations",
-            f"must be between 1 and the {x.samples // batch} training steps")
     for name, settings in x.arms.items():
         require(isinstance(settings, dict), f"experiment.arms.{name}", "must be a mapping of settings")
         require("/" not in str(name), f"experiment.arms.{name}", "an arm's name is a folder name: no '/'")
@@ -89,9 +97,16 @@ def check_experiment(cfg: Config) -> None:
         uses_orm = (settings or {}).get("reward.orm") == "orm"
         require(not uses_orm or x.orm, f"experiment.arms.{name}", "uses reward.orm: orm but experiment.orm is false")
         try:
-            arm_config(cfg, settings).validate()
+            arm = arm_config(cfg, settings)
+            arm.validate()
         except ConfigError as e:
             raise ConfigError(f"experiment.arms.{name}: {e}") from None
+        per = step_samples(arm)
+        require(x.samples >= per and x.samples % per == 0, "experiment.samples",
+                f"must be a positive multiple of the {per} completions one training step of arm {name} samples "
+                f"({ALGORITHMS[arm.train.algorithm].procedure(arm)})")
+        require(1 <= x.evaluations <= x.samples // per, "experiment.evaluations",
+                f"must be between 1 and the {x.samples // per} training steps of arm {name}")
 
 
 # Settings that may change between two runs of one experiment without making its results stale.
@@ -169,10 +184,10 @@ def run_experiment(cfg: Config) -> dict[str, Any]:
 
     results: dict[str, Any] = {"sft": held_out("sft", start, cfg), "arms": {}, "table": list(x.table),
                                "start": "SFT (start)" if cfg.sft.steps > 0 else f"{cfg.model.name} (start)"}
-    batch = cfg.rollout.prompts_per_step * cfg.rollout.samples_per_prompt
     prompts = prompt_texts(cfg) if x.examples else None  # read once: the table is rewritten after every arm
     for name, (group, settings) in expand_arms(x.arms, x.seeds).items():
         arm = arm_config(cfg, settings)
+        batch = step_samples(arm)  # completions per training step: a rollout batch, or a round over every problem
         if arm.reward.orm == "orm":
             arm.reward.orm = str(orm_dir)
         arm_dir = root / "arms" / name
@@ -196,7 +211,8 @@ def run_experiment(cfg: Config) -> dict[str, Any]:
             shutil.rmtree(arm_dir / "checkpoints", ignore_errors=True)
         if arm_start != start:  # its own start is its point at 0 samples (shared by arms starting there)
             curve[0] = {"samples": 0, **held_out("start-" + re.sub(r"[^\w.-]+", "_", arm_start), arm_start, cfg)}
-        results["arms"][name] = {"arm": group, "settings": settings, "curve": curve}
+        results["arms"][name] = {"arm": group, "settings": settings, "curve": curve,
+                                 "procedure": ALGORITHMS[arm.train.algorithm].procedure(arm)}
         results["times_s"] = times
         write_results(root, results, x.examples, prompts)
     return results
@@ -256,6 +272,9 @@ def format_table(results: dict[str, Any]) -> str:
         rows.append(f"| {label} | {lasts[0]['samples']} | " + " | ".join(
             _mean_sd([last.get(k, math.nan) for last in lasts]) for k in keys) + " |")
     rows.append("")
+    procedures = {g: results["arms"][names[0]].get("procedure") for g, names in groups.items()}
+    if any(procedures.values()):
+        rows.append("Arms: " + "; ".join(f"{g}: {p}" for g, p in procedures.items() if p) + ".")
     if len(groups) < len(results["arms"]):
         rows.append("Mean ± standard deviation over seeds (results.json has every run).")
     rows.append(f"Held-out: {sft_figs['num_examples']} problems of {sft_figs['task']} ({sft_figs['split']}), "

@@ -78,7 +78,8 @@ def pipeline(cfg: Config) -> dict[str, Any]:
         if stage_dir is not None:  # RL between the two evaluations
             if not done(stage_dir / "model" / "config.json"):
                 t0 = time.perf_counter()
-                note(f"[3/4] RL ({cfg.train.algorithm}, {cfg.reward.mode}-level rewards) for {cfg.train.steps} steps")
+                note(f"[3/4] RL ({ALGORITHMS[cfg.train.algorithm].procedure(cfg)}, {cfg.reward.mode}-level rewards) "
+                     f"for {cfg.train.steps} steps")
                 train(with_settings(cfg, **{"run.output_dir": str(stage_dir), "model.name": start_model}))
                 times["rl"] = time.perf_counter() - t0
             model_name = str(stage_dir / "model")

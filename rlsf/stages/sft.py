@@ -20,13 +20,12 @@ from tqdm.auto import tqdm
 
 from rlsf.algorithms.supervised import collate, sft_update
 from rlsf.config import Config
-from rlsf.models.loading import save_model
 from rlsf.rollout.collect import render_prompt
 from rlsf.runtime import distributed
 from rlsf.runtime.checkpoint import Checkpointer, load_trainable_state, trainable_state
 from rlsf.runtime.metric_log import MetricLogger, note, truncate_metrics
 from rlsf.runtime.utils import batch_indices, make_adamw, model_device, rng_state, seed_everything, set_rng_state
-from rlsf.stages.context import check_world, load_policy, prepare_run_dir, run_info, start
+from rlsf.stages.context import check_world, load_policy, prepare_run_dir, run_info, save_policy, start
 from rlsf.tasks.base import Task, TaskError
 
 
@@ -123,7 +122,5 @@ def sft(cfg: Config) -> dict[str, Any]:
         bar.close()
         logger.close()
     ckpt.save(step, lambda: {"model": trainable_state(model), "optimizer": opt.state_dict(), "rng": rng_state()})
-    if distributed.is_main():
-        save_model(model, tokenizer, Path(run_dir) / "model")
-    distributed.barrier()
+    save_policy(model, tokenizer, Path(run_dir) / "model")  # rank 0 writes (FSDP: every rank gathers)
     return last

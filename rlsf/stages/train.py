@@ -3,6 +3,8 @@
 Read top to bottom, one step is (each line names the module that does it)::
 
     examples  = next batch of training prompts (deterministic in seed and step)    runtime/utils.batch_indices
+                  (or the problems the algorithm asks for, e.g. every one for an Expert Iteration
+                  round, sampled in batches of rollout.prompts_per_step and concatenated)
     exp       = rollout_and_check(policy, examples x samples_per_prompt)           rollout/collect
                   prompts rendered, sampled by the engine                          rollout/engines   timing/generate
                   each row, as it ends, checked: ids -> text, offsets, certificate feedback/service
@@ -35,17 +37,17 @@ from tqdm.auto import tqdm
 from rlsf.algorithms import ALGORITHMS
 from rlsf.config import Config
 from rlsf.evaluation.metrics import answer_mode_share, certificate_summary
-from rlsf.experience import Experience
+from rlsf.experience import Experience, concat
 from rlsf.feedback.rewards import with_outcome_scores
 from rlsf.feedback.service import CheckService
-from rlsf.models.loading import save_model
 from rlsf.rollout.collect import rollout_and_check, score_with_orm
 from rlsf.rollout.engines import SamplingModel
 from rlsf.runtime import distributed
 from rlsf.runtime.checkpoint import Checkpointer, load_trainable_state, trainable_state
 from rlsf.runtime.metric_log import MetricLogger, note, truncate_metrics
 from rlsf.runtime.utils import Timer, batch_indices, rng_state, seed_everything, set_rng_state
-from rlsf.stages.context import check_world, load_policy, prepare_run_dir, run_info, start
+from rlsf.settings import ConfigError
+from rlsf.stages.context import check_world, load_policy, prepare_run_dir, run_info, save_policy, start
 
 
 class RLTrainer:
@@ -86,21 +88,34 @@ class RLTrainer:
             if c.check.workers < 0 and distributed.world().local_size > 1:  # the cores are shared by the ranks
                 workers = max(1, (os.cpu_count() or 1) // distributed.world().local_size)
             self.checker = CheckService.for_config(c, self.task, self.tokenizer, workers=workers)
-        batch = [self.examples[i] for i in batch_indices(len(self.examples), c.rollout.prompts_per_step,
-                                                         self.step, c.run.seed)]
+        # A step is one rollout batch of the shuffled training problems, or every problem the algorithm
+        # asks for (an Expert Iteration round: all of them), sampled in rollout batches of the same size.
+        wanted = self.algo.step_examples(self.examples, self.step)
+        if wanted is None:
+            batches = [[self.examples[i] for i in batch_indices(len(self.examples), c.rollout.prompts_per_step,
+                                                                self.step, c.run.seed)]]
+            if distributed.size() > 1:
+                batches = [distributed.shard(batches[0])]
+        else:  # this rank's contiguous share (whole problems), in batches of its share of prompts_per_step
+            W, r, n = distributed.size(), distributed.rank(), len(wanted)
+            mine, per = wanted[r * n // W:(r + 1) * n // W], c.rollout.prompts_per_step // W
+            if not mine:
+                raise ConfigError(f"train.algorithm {c.train.algorithm}: {n} training problems cannot be shared "
+                                  f"by {W} processes")
+            batches = [mine[i:i + per] for i in range(0, len(mine), per)]
         if distributed.size() > 1:
-            batch = distributed.shard(batch)
             seed_everything(distributed.rank_seed(c.run.seed, self.step))
+        self.algo.prepare_sampling()
         with t("generate"):
             self.sampler.sync()
-        exp = rollout_and_check(
+        parts = [rollout_and_check(
             self.sampler.model, self.tokenizer, self.task, batch, self.checker, samples=c.rollout.samples_per_prompt,
             reward=c.reward, timer=t, max_new_tokens=c.rollout.max_new_tokens, temperature=c.rollout.temperature,
             top_p=c.rollout.top_p, batch_size=c.rollout.generation_batch_size, precision=self.runtime.sampling_precision,
             engine=c.rollout.engine, fused_step=c.rollout.fused_step, ignore_eos=c.rollout.ignore_eos,
-            condition=self.algo.sampling_condition)
+            condition=self.algo.sampling_condition) for batch in batches]
         self.sampler.release()  # a sleeping vLLM leaves the GPU's memory to the update
-        return exp
+        return concat(parts)
 
     def outcome_scores(self, exp: Experience) -> dict[str, float]:
         """Mix the ORM's scores into the token rewards (reward.orm / orm_weight / checker_weight)."""
@@ -183,9 +198,7 @@ class RLTrainer:
                 self.checker.close()
                 self.checker = None
         self.save_checkpoint()
-        if distributed.is_main():
-            save_model(self.model, self.tokenizer, self.run_dir / "model")
-        distributed.barrier()
+        save_policy(self.model, self.tokenizer, self.run_dir / "model")  # rank 0 writes (FSDP: all gather)
         return last
 
 

@@ -48,6 +48,11 @@ Statements after the final value share one ``error_reward`` span; an unfinished 
 the chain's line gets ``error_reward``. ``Certificate.answer`` is the value of the last statement,
 for majority votes.
 
+**No attempt** (:meth:`Certificate.no_attempt`, score -1, below every chain however wrong): a blank
+reply (``empty``), and a chain's line with no digit (prose) or that only restates the expression
+(``malformed``). The paper's reward gives these about 0, like a skipped step; its figure stays
+the ``reward`` metric.
+
 Verdicts, first that applies: ``empty``, ``malformed``, ``wrong_steps`` (operator counts, extra
 statements), ``wrong_value``, ``incomplete``, ``text_after_chain``, ``correct``. Metrics:
 ``success`` (0/1, correct) and ``reward`` (the paper's score, graded).
@@ -264,7 +269,7 @@ class Arith(Task):
         numbers, operators = parsed
         target, n_ops = value(numbers, operators), len(operators)
         if not isinstance(completion, str) or not completion.strip():
-            return Certificate(paper_reward(ERROR_CAP), "empty", info=self._info(ERROR_CAP, 0, 0, n_ops))
+            return Certificate.no_attempt("empty", "no reply", "", **self._info(ERROR_CAP, 0, 0, n_ops))
 
         # The chain's line: the first non-blank one; [line_start, line_end) without its newline.
         line_start = 0
@@ -274,6 +279,10 @@ class Arith(Task):
             if completion[line_start:line_end].strip():
                 break
             line_start = line_end + 1
+        chain = "".join(completion[line_start:line_end].split())
+        if not any(c in "0123456789" for c in chain) or chain.rstrip("=") == "".join(example["expression"].split()):
+            return Certificate.no_attempt("malformed", "no calculation: prose, or the expression copied back",
+                                          completion, **self._info(ERROR_CAP, 0, 0, n_ops))
         pieces, s = [], line_start  # (start, end) of each statement in the completion
         while (eq := completion.find("=", s, line_end)) >= 0:
             pieces.append((s, eq))
@@ -346,4 +355,17 @@ class Arith(Task):
                 "step_accuracy": right / statements if statements else 0.0, "chain_progress": right / n_ops}
 
     def metrics(self, example: Example, certificate: Certificate) -> dict[str, float]:
-        return {"success": float(certificate.correct), "reward": float(certificate.score)}
+        # the paper's reward, also for a reply that attempts nothing (whose training score is -1)
+        return {"success": float(certificate.correct), "reward": paper_reward(certificate.info["error"])}
+
+    def near_misses(self, example: Example) -> dict[str, str]:
+        *steps, last = example["chain"].split("=")
+        misses = {"last value off by one": "=".join([*steps, str(int(last) + 1)])}
+        if steps:  # a slip in the first statement's number, carried through
+            misses["first statement slip"] = "=".join([re.sub(r"[0-9]+$", lambda m: str(int(m[0]) + 1), steps[0]),
+                                                       *steps[1:], last])
+        return {k: v for k, v in misses.items() if not self.check(example, v).correct}
+
+    def reward_hacks(self, example: Example) -> dict[str, str]:
+        value_ = example["chain"].split("=")[-1]
+        return {"constant answer": "0", "the value with no steps, wrong": str(int(value_) + 1)}

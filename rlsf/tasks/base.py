@@ -50,6 +50,23 @@ Messages = list[dict[str, str]]
 
 DATA_ENV = "RLSF_DATA_DIR"
 
+#: Replies that attempt no task (see :meth:`Task.degenerate_replies`).
+GENERIC_NON_ATTEMPTS = {
+    "empty": "",
+    "blank": " \n\t\n",
+    "unknown": "I don't know.",
+    "refusal": "I'm sorry, but I can't help with that request.",
+    "prose": "Let me think about this step by step. This is an interesting problem, and the answer is clear.",
+    "question back": "Could you clarify what you mean?",
+}
+
+
+def user_text(messages: Messages) -> str:
+    """The last user message of a prompt (what a copy of the prompt restates)."""
+    users = [m["content"] for m in messages if m.get("role") == "user"]
+    return users[-1] if users else (messages[-1]["content"] if messages else "")
+
+
 _REGISTRY: dict[str, type["Task"]] = {}
 _REPORTED: set[tuple] = set()  # malformed-row reports already printed (task, file, count, first)
 
@@ -160,6 +177,24 @@ class Task(ABC):
     def demonstration(self, example: Example) -> str | None:
         """A correct completion for supervised fine-tuning, or ``None`` if there is none."""
         return None
+
+    # ---- reward ordering (checked by rlsf.tasks.harness.reward_ordering) ------------------------
+    def degenerate_replies(self, example: Example) -> dict[str, str]:
+        """Replies that make no attempt at the task (name: text). :meth:`check` must give each a
+        :meth:`~rlsf.feedback.certificate.Certificate.no_attempt` certificate, so that each earns
+        less than any attempt. A task whose answer form is prose (a review's continuation) drops
+        the prose entries."""
+        return {**GENERIC_NON_ATTEMPTS, "prompt restated": user_text(self.prompt(example))}
+
+    def near_misses(self, example: Example) -> dict[str, str]:
+        """Honest attempts in the task's answer form that are nearly right (one slip): each must be
+        an attempt, not correct, and earn more than every :meth:`reward_hacks` reply."""
+        return {}
+
+    def reward_hacks(self, example: Example) -> dict[str, str]:
+        """Replies a policy under RL pressure finds first (a long unrelated valid answer, an input
+        copied back, numbers from the question): each must earn less than every near miss."""
+        return {}
 
     # ---- evaluation ----------------------------------------------------------------------------
     def metrics(self, example: Example, certificate: Certificate) -> dict[str, float]:

@@ -1,30 +1,52 @@
 """Chemistry with RDKit certificates: molecule generation, forward synthesis, retrosynthesis.
 
 RLSF's three chemistry applications. The model answers with a SMILES string; RDKit checks it
-(:mod:`rlsf.chem.smiles`) and the certificate points at **atoms**:
+(:mod:`rlsf.chem.smiles`) and the certificate points at **atoms**.
 
-* the answer is the SMILES in the completion (:func:`find_answer`: after ``SMILES:`` /
-  ``Answer:`` if present, else in backticks, else the longest whitespace-free run of SMILES
-  characters; a completion that is only a SMILES is all answer);
+**No attempt** (:meth:`~rlsf.feedback.certificate.Certificate.no_attempt`, the least reward under
+every shaping): an empty or blank reply (``empty``); prose, a refusal or a question, i.e. no SMILES
+(``no_smiles``; English words are not SMILES even where their letters are atoms: ``I`` in "I don't
+know." is the pronoun, not iodine, :func:`rlsf.chem.answer.is_word`); the prompt given back
+(``restates_prompt``); an input molecule given back (``copies_input``: forward synthesis, an answer
+whose molecules are all among the reactants and reagents -- the solvent, a reactant; retrosynthesis,
+reactants that include the product itself). Copies compare canonical SMILES with and without
+stereochemistry.
+
+**Attempts.** The answer is the SMILES in the completion (:func:`find_answer`: after ``SMILES:`` /
+``Answer:`` if present, else in backticks, else the longest whitespace-free run of SMILES
+characters that is not a word; a completion that is only a SMILES is all answer). Its atoms are
+matched one to one to the reference's by neighbourhood (element, aromaticity, charge and the bonds
+to heavy neighbours; :mod:`rlsf.chem.match`), on the molecule RDKit reads (sanitised when valid,
+unsanitised for a valence or kekulisation problem, the part before a syntax error otherwise).
+
 * each problem RDKit reports (syntax error at a position, unclosed or duplicated ring label,
-  valence, kekulisation, aromaticity) puts ``error_reward`` on the tokens of the atoms (or
-  characters) it names, split evenly among them, with RDKit's own message; every other atom of a
-  valid prefix shares ``clean_reward`` (each atom ``clean_reward / atoms``);
+  valence, kekulisation, aromaticity, too long) puts ``error_reward`` on the tokens of the atoms
+  (or characters) it names, split evenly among them, with RDKit's own message;
+* every *matched* atom that no problem names earns ``clean_reward / max(answer atoms, reference
+  atoms)``: credit for the right parts, none for atoms the reference does not have, and none for a
+  chain longer than the reference's;
+* an answer **unrelated** to the reference -- more than ``max(related_min, related_share x
+  reference atoms)`` (5, 15 %) atoms unmatched on either side, more than one or two slips explain (an alkane
+  to the token limit, a small molecule for a large one) -- gets ``unrelated_reward`` split over its
+  unmatched atoms (over its last atom when it is too short), verdict ``unrelated`` when valid;
 * reactions: every heavy atom of a product must be accounted for by the reactants, per element
   (:func:`rlsf.chem.smiles.unexplained_atoms`). Forward synthesis: the unexplained atoms of the
   answer get ``unexplained_reward``, split among them. Retrosynthesis: the unexplained atoms are
-  in the prompt's product, so the whole answer gets it, and the message names them;
-* the score of a valid answer is the weighted mean of canonical-SMILES exact match and Morgan and
-  MACCS Tanimoto similarity to the reference (weights ``exact_weight``, ``morgan_weight``,
-  ``maccs_weight``); an invalid or missing answer scores ``invalid_score``. Exact match compares
-  canonical SMILES with the dot-separated components sorted (their order does not matter), with
-  stereochemistry unless ``stereo: false``.
+  in the prompt's product, so the whole answer gets it, and the message names them.
 
-Verdicts: ``correct`` (exact match), ``wrong`` (valid, not the reference),
-``unexplained_atoms`` (valid, but atoms come from nowhere), ``copies_input`` (reactions: the
-answer repeats the prompt's molecules -- a reactant given back as the product, or the product
-among the proposed reactants -- so no reaction happens; scored ``invalid_score``), ``syntax_error``,
-``chemistry_error`` (parses, fails sanitisation), ``too_long``, ``no_smiles``, ``empty``.
+**The score**: 1 for the reference (exact match of canonical SMILES, dot-separated components
+sorted, stereochemistry included unless ``stereo: false``); otherwise ``base_score +
+valid_reward x valid + similarity_reward x similarity``, where ``similarity`` is the Tanimoto
+similarity of the answer's and the reference's atom multisets, with and without their
+neighbourhoods (the mean of both, :attr:`rlsf.chem.match.Match.similarity`; 0 when nothing is
+readable). Similarity weighs far more than validity (0.8 against 0.1 by default), so an
+invalid answer one atom away from the reference scores above any valid molecule unrelated to it,
+and an alkane twice the reference's length matches at most half of it.
+
+Verdicts: ``correct`` (exact match), ``wrong`` (valid, close to the reference), ``unrelated``
+(valid, far from it), ``unexplained_atoms`` (valid, but atoms come from nowhere), ``syntax_error``,
+``chemistry_error`` (parses, fails sanitisation), ``too_long``, and the no-attempt verdicts
+``copies_input``, ``restates_prompt``, ``no_smiles``, ``empty``.
 
 Evaluation figures (:meth:`ChemTask.metrics`, per completion): ``success`` (exact match),
 ``validity`` (0/1), ``morgan_sim``, ``maccs_sim``, ``rdk_sim`` (Tanimoto, 0 when invalid).
@@ -33,6 +55,11 @@ their usual names: ``exact``, ``validity``, ``bleu`` (corpus BLEU over SMILES ch
 ``levenshtein`` (mean), ``maccs_fts``, ``rdk_fts``, ``morgan_fts`` (means over the valid answers,
 as MolT5 reports them). ``rlsf eval`` draws the greedy answers beside their references
 (``molecules.png``, :mod:`rlsf.chem.draw`), with the atoms certificates flag in red.
+
+Reward ordering (:func:`rlsf.tasks.harness.reward_ordering`): :meth:`ChemTask.near_misses` are
+one-slip variants of the reference (:mod:`rlsf.chem.edits`), :meth:`ChemTask.reward_hacks` the
+answers RL found in this project's runs (an alkane, to the token limit; a small unrelated molecule;
+the solvent or a reactant given back; the product given back).
 """
 
 from __future__ import annotations
@@ -44,13 +71,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from rlsf.chem.answer import find_answer
+from rlsf.chem.answer import find_answer, is_word
 from rlsf.feedback.certificate import Certificate, Span
 from rlsf.settings import opt
 from rlsf.tasks.base import Example, Messages, Task, TaskError, register
 
-VERDICTS = ("correct", "wrong", "unexplained_atoms", "copies_input", "syntax_error", "chemistry_error", "too_long",
-            "no_smiles", "empty")
+VERDICTS = ("correct", "wrong", "unrelated", "unexplained_atoms", "syntax_error", "chemistry_error", "too_long",
+            "copies_input", "restates_prompt", "no_smiles", "empty")
+NO_ATTEMPT = ("copies_input", "restates_prompt", "no_smiles", "empty")
 _KEEP = 5000  # characters of the answer kept in the certificate (string metrics use them)
 
 
@@ -65,15 +93,19 @@ class ChemTask(Task):
         train_file: str = opt("", "File of the train split (default: the task's; a path or a name in the data folder).")
         test_file: str = opt("", "File of the test split, in the same format (default: the task's).")
         error_reward: float = opt(-1.0, "Span reward of one RDKit problem, split among the atoms it names.")
-        clean_reward: float = opt(0.5, "Shared by the atoms of a valid prefix (each clean_reward / atoms).")
+        clean_reward: float = opt(0.5, "Shared by the atoms that match the reference's (each clean_reward / max(answer "
+                                  "atoms, reference atoms)); atoms the reference lacks earn nothing.")
+        unrelated_reward: float = opt(-1.0, "Span reward of an answer unrelated to the reference, split among its "
+                                      "unmatched atoms (more unmatched atoms than related_min / related_share allow).")
+        related_min: int = opt(5, "An answer is related to the reference while at most max(related_min, related_share "
+                               "x reference atoms) atoms are unmatched on either side (one slip changes up to 5).")
+        related_share: float = opt(0.15, "See related_min.")
         unexplained_reward: float = opt(-1.0, "Span reward of atoms the reactants do not account for "
                                         "(reactions; split among them).")
-        copy_reward: float = opt(-1.0, "Span reward of a reaction answer that repeats the prompt's molecules (a "
-                                 "reactant as the product, the product among the reactants); it scores invalid_score.")
-        invalid_score: float = opt(-0.5, "Score of an answer that is missing or not a valid molecule.")
-        exact_weight: float = opt(0.5, "Weight of exact match in the score of a valid answer.")
-        morgan_weight: float = opt(0.25, "Weight of Morgan (radius 2) Tanimoto similarity in the score.")
-        maccs_weight: float = opt(0.25, "Weight of MACCS Tanimoto similarity in the score.")
+        base_score: float = opt(-0.5, "Score of a wrong attempt with nothing of the reference in it.")
+        valid_reward: float = opt(0.1, "Added to the score of a valid (sanitisable) wrong answer.")
+        similarity_reward: float = opt(0.8, "Added to the score of a wrong answer times its similarity to the "
+                                       "reference (matched atoms' Tanimoto, 0..1).")
         stereo: bool = opt(True, "Exact match compares stereochemistry (isomeric SMILES); false: ignores it.")
         max_chars: int = opt(1000, "Longer answers (and longer than twice the reference) are not parsed: the "
                              "characters past the limit are flagged (0: no limit).")
@@ -83,9 +115,13 @@ class ChemTask(Task):
     def __init__(self, **options: Any) -> None:
         super().__init__(**options)
         o = self.options
-        weights = (o.exact_weight, o.morgan_weight, o.maccs_weight)
-        if min(weights) < 0 or sum(weights) <= 0:
-            raise TaskError(f"task {self.name!r}: exact/morgan/maccs weights must be >= 0 and not all 0, got {weights}")
+        if not (o.base_score + o.valid_reward + o.similarity_reward < 1 and o.similarity_reward > o.valid_reward >= 0
+                and o.base_score > -1):
+            raise TaskError(f"task {self.name!r}: need -1 < base_score, 0 <= valid_reward < similarity_reward and "
+                            f"base_score + valid_reward + similarity_reward < 1 (a wrong answer below a right one), "
+                            f"got {o.base_score}, {o.valid_reward}, {o.similarity_reward}")
+        if o.related_min < 0 or o.related_share < 0:
+            raise TaskError(f"task {self.name!r}: related_min and related_share must be >= 0")
         if o.max_chars < 0:
             raise TaskError(f"task {self.name!r}: max_chars must be >= 0 (0: no limit), got {o.max_chars}")
         self._data: dict[str, list[Example]] = {}
@@ -153,68 +189,174 @@ class ChemTask(Task):
 
     # ---- checking -------------------------------------------------------------------------------
     def check(self, example: Example, completion: str) -> Certificate:
+        from rlsf.chem.match import match
         from rlsf.chem.similarity import FINGERPRINTS, similarities
-        from rlsf.chem.smiles import canonical, diagnose
+        from rlsf.chem.smiles import canonical, diagnose, salvage
 
         o = self.options
+        if not completion.strip():
+            return Certificate.no_attempt("empty", "no answer", completion, **_info(0.0))
         where = find_answer(completion)
+        restated = self._restates_prompt(example, completion, where)
+        if restated:
+            return Certificate.no_attempt("restates_prompt", restated, completion, **_info(0.0))
         if where is None:
-            verdict = "empty" if not completion.strip() else "no_smiles"
-            spans = [] if verdict == "empty" else [Span(0, len(completion), o.error_reward, "no SMILES in the answer")]
-            return Certificate(o.invalid_score, verdict, spans=spans, info=_info(0.0))
+            return Certificate.no_attempt("no_smiles", "no SMILES in the answer: prose is no answer", completion,
+                                          **_info(0.0))
         start, end = where
+        if is_word(completion[start:end], alone=_alone(completion, start, end)):
+            return Certificate.no_attempt("no_smiles", f"{completion[start:end][:40]!r} is a word, not a SMILES: "
+                                          "prose is no answer", completion, **_info(0.0))
+        ref = _reference(example["target"], o.stereo)
         limit = max(o.max_chars, 2 * len(example["target"])) if o.max_chars else 0  # never below the reference
         d = diagnose(completion[start:end], limit)
+        info = _info(float(d.valid), smiles=d.smiles[:_KEEP])
+        exact, answer, sims = False, None, {f"{k}_sim": 0.0 for k in FINGERPRINTS}
+        if d.valid:
+            answer = canonical(d.mol, o.stereo)
+            exact = answer == ref.canonical
+            sims = similarities(d.mol, ref.fingerprints) if ref.fingerprints else sims
+            copied = "" if exact else self._copied(example, d.mol)
+            if copied:  # no reaction at all: no answer
+                return Certificate.no_attempt("copies_input", copied, completion, **info, **sims, copies_input=1.0)
         spans = self._problem_spans(d, start)
-        if not d.valid:
-            kinds = {p.kind for p in d.problems}
-            verdict = ("too_long" if "length" in kinds else
-                       "syntax_error" if kinds & {"syntax", "ring", "charset", "mapping"} or d.raw is None
-                       else "chemistry_error")
-            info = _info(0.0, problems=len(d.problems), smiles=d.smiles[:_KEEP],
-                         flagged_atoms=sorted({a for p in d.problems for a in p.atoms}))
-            return Certificate(o.invalid_score, verdict, spans=spans, info=info)
-        reference, reference_fps = _reference(example["target"], o.stereo)
-        answer = canonical(d.mol, o.stereo)
-        exact = answer == reference
-        sims = similarities(d.mol, reference_fps) if reference_fps else {f"{k}_sim": 0.0 for k in FINGERPRINTS}
-        unexplained, note = self._unexplained(example, d)
+        mol = d.mol if d.valid else salvage(d)
+        atom_tokens = [t for t in d.tokens if t.atom is not None]
+        found = None
+        if mol is not None and ref.atoms:
+            found = match(mol, ref.neighbourhoods, ref.atoms, extra_atoms=len(atom_tokens) - mol.GetNumAtoms())
+            spans.extend(self._match_spans(d, found, start))
+        unrelated = found is not None and not exact and not self._related(found)
+        if unrelated:
+            spans.extend(self._unrelated_spans(d, found, start))
+        unexplained, note = self._unexplained(example, d) if d.valid else ({}, "")
         if unexplained:
             spans.extend(self._unexplained_spans(d, unexplained, note, start, end))
-        w = (o.exact_weight, o.morgan_weight, o.maccs_weight)
-        score = (w[0] * exact + w[1] * sims["morgan_sim"] + w[2] * sims["maccs_sim"]) / sum(w)
-        verdict = "correct" if exact else "unexplained_atoms" if unexplained else "wrong"
-        copied = None if exact else self._copied(example, answer)
-        if copied:  # no reaction at all: no credit for the atoms, the whole answer flagged
-            spans = [sp for sp in spans if sp.reward < 0] + [Span(start, end, o.copy_reward, copied)]
-            score, verdict = o.invalid_score, "copies_input"
-        info = _info(1.0, exact=float(exact), smiles=d.smiles[:_KEEP], **sims,
-                     unexplained={el: list(ix) for el, ix in unexplained.items()},
-                     unexplained_atoms=sum(len(ix) for ix in unexplained.values()), copies_input=float(bool(copied)))
+        similarity = found.similarity if found is not None else 0.0
+        if exact:
+            score, verdict = 1.0, "correct"
+        else:
+            score = o.base_score + o.valid_reward * d.valid + o.similarity_reward * similarity
+            if not d.valid:
+                kinds = {p.kind for p in d.problems}
+                verdict = ("too_long" if "length" in kinds else
+                           "syntax_error" if kinds & {"syntax", "ring", "charset", "mapping"} or d.raw is None
+                           else "chemistry_error")
+            else:
+                verdict = "unexplained_atoms" if unexplained else "unrelated" if unrelated else "wrong"
+        info.update(exact=float(exact), **sims, similarity=similarity, unrelated=float(unrelated),
+                    matched_atoms=len(found.matched) if found else 0, answer_atoms=len(atom_tokens),
+                    reference_atoms=ref.atoms, unrelated_atoms=list(found.unmatched) if unrelated else [],
+                    unexplained={el: list(ix) for el, ix in unexplained.items()},
+                    unexplained_atoms=sum(len(ix) for ix in unexplained.values()), copies_input=0.0)
+        if not d.valid:
+            info.update(problems=len(d.problems), flagged_atoms=sorted({a for p in d.problems for a in p.atoms}))
         return Certificate(score, verdict, correct=exact, spans=spans, info=info, answer=answer)
 
-    def _copied(self, example: Example, answer: str) -> str:
-        """Why ``answer`` (canonical SMILES) merely repeats the prompt's molecules ("": it does not)."""
+    def _related(self, found) -> bool:
+        o = self.options
+        slack = max(o.related_min, o.related_share * found.reference_atoms)
+        return found.answer_atoms - len(found.matched) <= slack and found.missing <= slack
+
+    # ---- reward ordering (rlsf.tasks.harness.reward_ordering) -------------------------------------
+    def near_misses(self, example: Example) -> dict[str, str]:
+        """One-slip variants of the reference (:mod:`rlsf.chem.edits`), one of them invalid (a carbon with
+        five bonds)."""
+        return self._near_misses(example, ("atom changed", "bond changed", "atom removed"))
+
+    def _near_misses(self, example: Example, kinds: tuple[str, ...]) -> dict[str, str]:
+        from rlsf.chem.edits import invalid_variant, one_slip_variants
+
+        def honest(mol) -> bool:  # keeps to the atoms at hand and is no copy of the prompt
+            return self._explained(example, mol) and not self._copied(example, mol)
+
+        out = one_slip_variants(example["target"], kinds, keep=honest)
+        invalid = invalid_variant(example["target"])
+        if invalid is not None:
+            out["valence error"] = invalid
+        return out
+
+    def _explained(self, example: Example, mol) -> bool:
+        return True
+
+    def reward_hacks(self, example: Example) -> dict[str, str]:
+        """What RL found in this project's runs: straight-chain alkanes (long, to the token limit, cut
+        there), and small molecules unrelated to a reference of 10 atoms or more."""
+        from rlsf.chem.smiles import canonical, parse
+
+        ref = _reference(example["target"], self.options.stereo)
+        hacks = {"alkane": "C" * 40, "alkane to the token limit": "C" * 400,
+                 "alkane cut at the token limit": "C" * 399 + "("}
+        if ref.atoms >= 10:
+            hacks.update({"ethanol": "CCO", "methane": "C"})
+        return {k: v for k, v in hacks.items()
+                if (m := parse(v)) is None or canonical(m, self.options.stereo) != ref.canonical}
+
+    def _copied(self, example: Example, mol) -> str:
+        """Why the answer (a valid molecule) merely gives back the prompt's molecules ("": it does not)."""
+        return ""
+
+    def prompt_text(self, example: Example) -> str:
+        """The text of the prompt a reply may give back (the user message)."""
+        from rlsf.tasks.base import user_text
+
+        return user_text(self.prompt(example))
+
+    def _restates_prompt(self, example: Example, completion: str, where: tuple[int, int] | None) -> str:
+        """Why ``completion`` gives the prompt back instead of answering ("": it does not): it is a
+        piece of the prompt (three words or more), or its answer lies inside a copy of the prompt."""
+        given = " ".join(self.prompt_text(example).split())
+        mine = " ".join(completion.split())
+        if not given or not mine:
+            return ""
+        if len(mine.split()) >= 3 and mine in given:
+            return "a piece of the prompt given back: no answer"
+        at = completion.find(given) if len(given) >= 8 else -1
+        if at >= 0 and (where is None or (at <= where[0] and where[1] <= at + len(given))):
+            return "the prompt given back: no answer"
         return ""
 
     def _problem_spans(self, d, offset: int) -> list[Span]:
-        """``error_reward`` on each problem's characters; ``clean_reward`` shared by clean atoms of
-        the valid prefix (before the first syntax problem, everywhere after a chemistry one)."""
+        """``error_reward`` on each problem's characters."""
         o = self.options
-        spans: list[Span] = []
-        flagged: set[tuple[int, int]] = set()
-        for p in d.problems:
-            for s, e in p.chars:
-                spans.append(Span(offset + s, offset + e, o.error_reward / len(p.chars), p.message[:300]))
-                flagged.add((s, e))
-        stop = min((s for p in d.problems if p.kind in ("syntax", "charset", "length") for s, _ in p.chars),
-                   default=len(d.smiles))
-        atoms = [t for t in d.tokens if t.atom is not None]
-        clean = [t for t in atoms if (t.start, t.end) not in flagged and t.end <= stop]
-        if clean and o.clean_reward:
-            share = o.clean_reward / len(atoms)
-            spans.extend(Span(offset + t.start, offset + t.end, share, "") for t in clean)
+        return [Span(offset + s, offset + e, o.error_reward / len(p.chars), p.message[:300])
+                for p in d.problems for s, e in p.chars]
+
+    def _match_spans(self, d, found, offset: int) -> list[Span]:
+        """``clean_reward`` shared by the matched atoms no problem names, each ``clean_reward / max(answer
+        atoms, reference atoms)``."""
+        o = self.options
+        if not o.clean_reward:
+            return []
+        named = {a for p in d.problems for a in p.atoms}
+        share = o.clean_reward / max(found.answer_atoms, found.reference_atoms, 1)
+        spans = []
+        for a in found.matched:
+            where = d.atom_chars(a)
+            if a not in named and where is not None:
+                spans.append(Span(offset + where[0], offset + where[1], share, ""))
         return spans
+
+    def _unrelated_spans(self, d, found, offset: int) -> list[Span]:
+        """``unrelated_reward`` over the unmatched atoms of an answer unrelated to the reference, or over
+        its last atom when every atom it has matches (it is too short)."""
+        from rlsf.chem.match import describe
+
+        o = self.options
+        why = (f"unrelated to the reference: {len(found.matched)} of the answer's {found.answer_atoms} heavy atoms "
+               f"match the reference's {found.reference_atoms}")
+        chars = [(a, d.atom_chars(a)) for a in found.unmatched]
+        chars = [(a, c) for a, c in chars if c is not None]
+        if chars:
+            r = o.unrelated_reward / len(chars)
+            return [Span(offset + c[0], offset + c[1], r, f"{why}; the reference has no more {describe(found.keys[a])}")
+                    for a, c in chars]
+        last = max((t for t in d.tokens if t.atom is not None and t.atom < len(found.keys)), key=lambda t: t.end,
+                   default=None)
+        if last is None:
+            return []
+        return [Span(offset + last.start, offset + last.end, o.unrelated_reward,
+                     f"{why}: too short, {found.missing} of the reference's atoms missing")]
 
     # ---- reactions (overridden) -------------------------------------------------------------------
     def _unexplained(self, example: Example, d) -> tuple[dict[str, list[int]], str]:
@@ -230,7 +372,8 @@ class ChemTask(Task):
                 "morgan_sim": float(i.get("morgan_sim", 0.0)), "maccs_sim": float(i.get("maccs_sim", 0.0)),
                 "rdk_sim": float(i.get("rdk_sim", 0.0))}
 
-    def corpus_metrics(self, examples: list[Example], texts: list[str], certificates: list[Certificate]) -> dict[str, float]:
+    def corpus_metrics(self, examples: list[Example], texts: list[str],
+                       certificates: list[Certificate]) -> dict[str, float]:
         """The literature's figures over one completion per example (module docstring)."""
         from rlsf.chem.similarity import char_bleu, levenshtein
 
@@ -293,21 +436,43 @@ def _info(valid: float, **more: Any) -> dict[str, Any]:
     return {"valid": valid, **more}
 
 
+@dataclass(frozen=True)
+class _Ref:
+    canonical: str | None
+    fingerprints: dict
+    neighbourhoods: Any  # Counter of atom neighbourhoods (rlsf.chem.match)
+    atoms: int  # heavy atoms
+
+
 @functools.lru_cache(maxsize=4096)
-def _reference(smiles: str, stereo: bool) -> tuple[str | None, dict]:
-    """Canonical SMILES and fingerprints of a reference, once per process: the k samples of a
-    prompt, and every epoch over it, are checked against the same one."""
+def _reference(smiles: str, stereo: bool) -> _Ref:
+    """Canonical SMILES, fingerprints and atom neighbourhoods of a reference, once per process: the
+    k samples of a prompt, and every epoch over it, are checked against the same one."""
+    from collections import Counter
+
+    from rlsf.chem.match import reference_neighbourhoods
     from rlsf.chem.similarity import fingerprints
     from rlsf.chem.smiles import canonical, parse
 
     mol = parse(smiles)
-    return (None, {}) if mol is None else (canonical(mol, stereo), fingerprints(mol))
+    if mol is None:
+        return _Ref(None, {}, Counter(), 0)
+    return _Ref(canonical(mol, stereo), fingerprints(mol), *reference_neighbourhoods(mol))
+
+
+def _alone(completion: str, start: int, end: int) -> bool:
+    """Whether the answer ``completion[start:end]`` is the whole reply (but for a marker and punctuation)."""
+    from rlsf.chem.answer import _MARKER
+
+    rest = _MARKER.sub(" ", completion[:start] + " " + completion[end:])
+    return not rest.strip(" \t\r\n.,;:!?\"'`()")
 
 
 @functools.lru_cache(maxsize=4096)
 def _prompt_molecules(smiles: str, stereo: bool):
     """The prompt's molecules of a reaction, once per process: unsanitised (atom indices are SMILES
-    token order) and as the set of canonical components (``None`` where RDKit cannot sanitise)."""
+    token order) and the canonical components with and without stereochemistry (``None`` where RDKit
+    cannot sanitise)."""
     from rdkit import Chem
 
     from rlsf.chem.smiles import canonical, parse, rdkit_log
@@ -315,7 +480,9 @@ def _prompt_molecules(smiles: str, stereo: bool):
     with rdkit_log():
         raw = Chem.MolFromSmiles(smiles, sanitize=False)
     mol = parse(smiles)
-    return raw, (frozenset(canonical(mol, stereo).split(".")) if mol is not None else None)
+    if mol is None:
+        return raw, None
+    return raw, (frozenset(canonical(mol, stereo).split(".")), frozenset(canonical(mol, False).split(".")))
 
 
 # ---- the three tasks ----------------------------------------------------------------------------
@@ -409,16 +576,45 @@ class _Reaction(ChemTask):
         shortfall = ", ".join(f"{len(ix)} {el}" for el, ix in sorted(found.items()))
         return found, f"the reactants cannot account for {shortfall} of the product" if found else ""
 
-    def _copied(self, example: Example, answer: str) -> str:
+    def _copied(self, example: Example, mol) -> str:
+        from rlsf.chem.smiles import canonical
+
         _, given = _prompt_molecules(example["source"], self.options.stereo)
         if given is None:
             return ""
-        mine = set(answer.split("."))
-        if self.answer_is_product and mine <= given:
-            return "the answer is one of the reactants, unchanged: no reaction"
-        if not self.answer_is_product and given <= mine:
-            return "the answer contains the product itself: no reaction"
+        for prompt, stereo in zip(given, (self.options.stereo, False)):
+            mine = set(canonical(mol, stereo).split("."))
+            if self.answer_is_product and mine <= prompt:
+                return "the answer is among the reactants and reagents, unchanged: no reaction, no answer"
+            if not self.answer_is_product and prompt <= mine:
+                return "the answer contains the product itself: no reaction, no answer"
         return ""
+
+    def near_misses(self, example: Example) -> dict[str, str]:
+        return self._near_misses(example, ("atom changed", "bond changed", "atom added") if not self.answer_is_product
+                                 else ("atom changed", "bond changed", "atom removed"))
+
+    def reward_hacks(self, example: Example) -> dict[str, str]:
+        hacks = super().reward_hacks(example)
+        parts = example["source"].split(".")
+        if self.answer_is_product:
+            hacks["a reactant copied"] = max(parts, key=len)
+            hacks["the solvent copied"] = min(parts, key=len)
+            hacks["all inputs copied"] = example["source"]
+        else:
+            hacks["the product copied"] = example["source"]
+            hacks["the product and water"] = example["source"] + ".O"
+        return hacks
+
+    def _explained(self, example: Example, mol) -> bool:
+        """No atom of the product comes from nowhere (a near miss keeps to the atoms at hand)."""
+        from rlsf.chem.smiles import unexplained_atoms
+
+        source, _ = _prompt_molecules(example["source"], self.options.stereo)
+        if source is None:
+            return True
+        product, reactants = (mol, source) if self.answer_is_product else (source, mol)
+        return not unexplained_atoms(product, reactants)
 
 
 @register("forward")

@@ -35,6 +35,9 @@ everything it states is true and was verified** -- nothing false, nothing unchec
   answer gets an ``answer_error_reward`` span over the answer line (or the last non-blank line
   when there is no answer line) whose message names the false part.
 * Non-blank text after the answer line gets an ``answer_error_reward`` span over it.
+* **No attempt** (:meth:`Certificate.no_attempt`, below every attempt whatever its errors): blank
+  text (verdict ``empty``), and text with neither an answer line nor any arithmetic (``a op b``
+  between numbers), such as prose or the puzzle restated (verdict ``no_answer``).
 * Verdicts, first that applies: ``empty`` (blank text); ``no_answer``; ``unparsable_answer``
   (the expression does not parse, or a stated value does not parse and nothing is false);
   ``wrong_answer`` (wrong numbers, not 24, or a false stated value); ``text_after_answer``;
@@ -225,6 +228,8 @@ _STEP_RES = (
         rf"(?P<a>-?{_DIGITS})\s*(?P<op>{_OP})\s*(?P<b>-?{_DIGITS})\s*=\s*(?P<c>{_NUM})\s*{_LEFT}", re.I
     ),
 )
+# What makes a reply without an answer line an attempt: some arithmetic (a number, an operator, a number).
+_ARITHMETIC_RE = re.compile(r"[0-9]\s*(?:[-+*/×÷·∗−–])\s*\(?\s*[0-9]")
 # The word "answer" in ASCII only (re.I would also let the long s "ſ" stand for "s").
 _ANSWER_RE = re.compile(r"[*_#\s]*[Aa][Nn][Ss][Ww][Ee][Rr][*_\s]*:[*_\s]*(?P<expr>.*)", re.S)
 
@@ -505,6 +510,26 @@ class Game24(Task):
         lines = solve(example["numbers"])
         return None if lines is None else "\n".join(lines)
 
+    def near_misses(self, example: Example) -> dict[str, str]:
+        demo = self.demonstration(example)
+        if demo is None:
+            return {"one slip": f"{example['numbers'][0]} + {example['numbers'][1]} = 0"}
+        *steps, answer = demo.split("\n")
+        first = re.sub(r"= (\S+)", lambda m: f"= {m[1]}1", steps[0], count=1)  # a wrong result, left list kept
+        flip = {"+": "-", "-": "+", "*": "+", "/": "*"}
+        expr = answer.removeprefix("Answer: ")
+        wrong = re.sub(r" ([-+*/]) ", lambda m: f" {flip[m[1]]} ", expr, count=1)
+        misses = {"one slip": "\n".join([first, *steps[1:], answer]),
+                  "steps without answer": "\n".join(steps),
+                  "wrong answer line": "\n".join([*steps, f"Answer: {wrong}"])}
+        return {k: v for k, v in misses.items() if not self.check(example, v).correct}
+
+    def reward_hacks(self, example: Example) -> dict[str, str]:
+        numbers = [str(n) for n in example["numbers"]]
+        hacks = {"bare 24": "Answer: 24", "24": "24", "inputs summed, claimed 24": f"Answer: {' + '.join(numbers)} = 24",
+                 "one step then the claim": f"{numbers[0]} + {numbers[1]} = 24 (left: 24)\nAnswer: 24"}
+        return {k: v for k, v in hacks.items() if not self.check(example, v).correct}  # 6 6 6 6 sums to 24
+
     # -- checking -------------------------------------------------------------------------------
 
     def check(self, example: Example, completion: str) -> Certificate:
@@ -514,8 +539,7 @@ class Game24(Task):
         except (KeyError, TypeError, ValueError) as e:  # a bad example is a caller bug, not model text
             raise TaskError(f"task 'game24': example has no valid 'numbers': {example!r}") from e
         if not isinstance(completion, str) or not completion.strip():
-            info = {"steps": 0, "steps_correct": 0, "step_accuracy": 0.0}
-            return Certificate(score=o.incorrect_reward, verdict="empty", info=info)
+            return Certificate.no_attempt("empty", "no reply", "", steps=0, steps_correct=0, step_accuracy=0.0)
 
         spans: list[Span] = []
         state = list(inputs)
@@ -544,6 +568,9 @@ class Game24(Task):
             "step_accuracy": steps_correct / steps if steps else 0.0,
         }
 
+        if answer_line is None and not _ARITHMETIC_RE.search(completion):
+            return Certificate.no_attempt("no_answer", "no step and no 'Answer:' line: not an attempt at the puzzle",
+                                          completion, **info)
         if answer_line is None:
             start, end = lines[-1]
             spans.append(Span(start, end, o.answer_error_reward, "no 'Answer: <expression> = 24' line"))

@@ -4,30 +4,62 @@ checked exactly.
 Havrilla et al. train on these with three kinds of reward; the task gives each (option
 ``dense``), with the outcome as the score in all of them:
 
-* ``none`` (**sparse**): the score alone, 1 for a right final answer, 0 otherwise;
-* ``reference`` (**dense, heuristic**, the paper's): each intermediate result of the reference
-  solution (the results of its ``<<48/2=24>>`` annotations) that the completion states earns
-  ``step_reward / results`` on the first place it appears;
+* ``none`` (**sparse**): the score alone (below);
+* ``reference`` (**dense, heuristic**, the paper's): the reference solution's intermediate
+  results *in order* (:func:`reference_steps`: GSM8K's calculator annotations ``<<48/2=24>>``,
+  SVAMP's ``Equation`` operation by operation), matched to the results the completion computes
+  (:func:`computed_results`) by a longest monotone alignment (:func:`align`): each reference step
+  is credited at most once, at a result written after the previous match, and earns
+  ``step_reward / steps``. Only computed results count: the value of a calculation that is right
+  (``48/2 = 24``), an inner operation of a calculation (``( 6 - ( 3 + 2 ) ) = 1`` computes 5,
+  then 1), a number after ``=`` that is not one of the question's numbers (``Total = 72``). A
+  number merely written (``72``, ``#### 72``, a number copied from the question) and a trivial
+  operation (``16 * 1``, ``16 + 0``: the result is one of its operands) are never credited;
 * ``symbolic`` (**dense, symbolic**, the RLSF idea here): every calculation the completion writes
   (``48/2 = 24``, ``<<48/2=24>>``, ``$12 \\times 3 = 36$``) is evaluated with exact rational
   arithmetic; a wrong one gets ``error_reward`` on exactly its characters, with the true value in
-  the message; a right one earns ``step_reward / calculations``.
+  the message; a right, non-trivial one earns ``step_reward / calculations``.
+
+The paper's dense reward ("sparse and dense rewards provided to the LLM both heuristically and
+via a learned reward model", Havrilla et al. 2024, arXiv 2403.04642, abstract; "reward for
+matching intermediate steps of the reference solution", shared/docs/papers.md) is not defined
+further in any material reachable here: the stored copies of the paper answer with their opening
+only. What is fixed here is the choice a careful reading asks for: the steps are the reference's
+own intermediate *results* (the calculator annotations are GSM8K's only step markers; SVAMP's
+reference is one equation, so its steps are that equation's operations), matched in order and
+once each, against numbers the completion computes, so that neither copying the question's
+numbers nor repeating one right number earns step credit.
+
+**Score** (every mode): 1 for a right final answer; 0 for a wrong one backed by at least one
+non-trivial calculation; ``unsupported_score`` (-0.5) for a wrong answer with no calculation
+behind it (a guess: ``#### 0``, a number copied from the question, the question's numbers
+listed). In the dense modes a wrong final answer's characters also get ``answer_error_reward``,
+and an unsupported one ``error_reward`` over the whole reply. ``unsupported_score: 0`` with
+``dense: none`` is the paper's sparse reward exactly (1 right, 0 otherwise).
+
+**No attempt** (:meth:`~rlsf.feedback.certificate.Certificate.no_attempt`, the least reward under
+every preset): blank text (verdict ``empty``); the question restated, alone or with prose
+(``copies_question``); a reply with no final-answer line (``####``, ``\\boxed{}``, "the answer
+is"), no calculation and no number of its own: prose, a refusal, "I don't know" (``no_answer``),
+or only numbers of the question (``copies_question``), unless its last number is the right
+answer. A reply that writes calculations but no ``####`` line is an attempt; its final answer is
+its last number.
 
 The final answer (:func:`final_answer`): after ``####``, else in ``\\boxed{}``, else after "the
 answer is", else the last number of the completion. It is compared with the reference by
 ``math-verify`` (sympy fallback: exact numeric equality); thousands separators (``1,200``),
-currency signs and units are ignored. A wrong answer's characters get ``answer_error_reward``
-(in every mode but ``none``). ``Certificate.answer`` is the answer as an exact number, so maj@k
-votes on values.
+currency signs and units are ignored. ``Certificate.answer`` is the answer as an exact number, so
+maj@k votes on values.
 
-Verdicts: ``correct``, ``wrong_answer``, ``no_answer``, ``empty``.
+Verdicts: ``correct``, ``wrong_answer``, ``no_answer``, ``copies_question``, ``empty``.
 
 Data: GSM8K (``gsm8k/train.jsonl``, ``test.jsonl``: ``question``, ``answer`` ending in ``#### N``)
 and SVAMP (``svamp/SVAMP.json``: ``Body``, ``Question``, ``Equation``, ``Answer``; 1,000 problems,
 split by a seeded shuffle into ``test_size`` test problems and the rest for training). SFT
 demonstrations are the reference solutions (GSM8K's without the calculator annotations unless
-``annotations: true``; SVAMP's equation written out), ending in ``#### N``. Malformed rows are
-counted, reported and skipped.
+``annotations: true``; SVAMP's equation written out), ending in ``#### N``. Each example carries
+``intermediate`` (the reference steps' results) and ``steps`` (``[expression, result]`` of each).
+Malformed rows are counted, reported and skipped.
 """
 
 from __future__ import annotations
@@ -45,11 +77,12 @@ from rlsf.feedback.certificate import Certificate, Span
 from rlsf.settings import opt
 from rlsf.tasks.base import Example, Messages, Task, TaskError, register
 
-VERDICTS = ("correct", "wrong_answer", "no_answer", "empty")
+VERDICTS = ("correct", "wrong_answer", "no_answer", "copies_question", "empty")
 DENSE = ("none", "reference", "symbolic")
 
 _NUMBER = r"-?(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?|-?\.\d+"
 _NUMBER_RE = re.compile(_NUMBER, re.ASCII)  # ASCII digits only: "４" or "𝟐" is not a number here
+_UNSIGNED_RE = re.compile(r"(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?|\.\d+", re.ASCII)
 _FINAL = [re.compile(r"####\s*\$?\s*(" + _NUMBER + ")", re.ASCII),
           re.compile(r"\\boxed\{\s*\\?\$?\s*(" + _NUMBER + r")[^}]{0,40}\}", re.ASCII),
           re.compile(r"answer\s*(?:is|:)\s*[:=]?\s*\**\s*\\?\$?\s*(" + _NUMBER + ")", re.I | re.ASCII)]
@@ -57,11 +90,14 @@ _ANNOTATION = re.compile(r"<<([^<>=]*)=([^<>]*)>>", re.ASCII)
 # A calculation: an arithmetic expression over numbers, "=", a number. Found from each "= number"
 # by walking back over the characters an expression may have (at most MAX_CALC_CHARS of them).
 _RHS = re.compile(r"=\s*\$?\s*(" + _NUMBER + r")(?![\d.]\d)", re.ASCII)
+_OPERATOR_RE = re.compile(r"(?a)\d\s*[)]*\s*([+\-*/x×÷·−]|\\times|\\cdot|\\div)")  # an operator after a number
 _EXPR_CHARS = frozenset("0123456789., ()+-*/x×÷·−$%\t")
 _EXPR_COMMANDS = ("\\times", "\\cdot", "\\div", "\\left", "\\right", "\\(", "\\)")
 MAX_CALCULATIONS = 200  # per completion; the rest are not checked
+MAX_RESULTS = 1000  # computed results a completion offers to the reference alignment
 _OPS = {ast.Add: lambda a, b: a + b, ast.Sub: lambda a, b: a - b, ast.Mult: lambda a, b: a * b,
         ast.Div: lambda a, b: a / b}
+_SYMBOLS = {ast.Add: "+", ast.Sub: "-", ast.Mult: "*", ast.Div: "/"}
 MAX_CALC_CHARS = 200
 
 
@@ -81,9 +117,50 @@ def format_number(x: Fraction) -> str:
     return str(x.numerator) if x.denominator == 1 else f"{x.numerator}/{x.denominator}"
 
 
-def evaluate(expression: str) -> Fraction | None:
+def decimal(x: Fraction) -> str | None:
+    """``x`` as a decimal a person writes (``3``, ``2.5``, ``-0.125``); ``None`` if it does not end."""
+    d, twos_fives = x.denominator, 0
+    for p in (2, 5):
+        while d % p == 0:
+            d //= p
+            twos_fives += 1
+    if d != 1:
+        return None
+    if x.denominator == 1:
+        return str(x.numerator)
+    places = 0
+    while (x * 10 ** places).denominator != 1:
+        places += 1
+    scaled = abs(x.numerator * 10 ** places // x.denominator)
+    digits = str(scaled).rjust(places + 1, "0")
+    return ("-" if x < 0 else "") + f"{digits[:-places]}.{digits[-places:]}"
+
+
+def numbers(text: str) -> set[Fraction]:
+    """The values of the numbers written in ``text`` (ASCII digits); each distinct spelling read once."""
+    return {v for s in set(_NUMBER_RE.findall(text)) if (v := to_number(s)) is not None}
+
+
+@dataclass(frozen=True)
+class Operation:
+    """One operation of an expression: ``left op right = result`` (exact values)."""
+
+    left: Fraction
+    op: str
+    right: Fraction
+    result: Fraction
+    top: bool  # the expression's last operation: its result is the expression's value
+
+    @property
+    def trivial(self) -> bool:
+        """The result is one of the operands (``16 * 1``, ``16 + 0``, ``0 * 5``): nothing is computed."""
+        return self.result == self.left or self.result == self.right
+
+
+def arithmetic(expression: str) -> tuple[Fraction, list[Operation]] | None:
     """The exact value of an arithmetic expression (``+ - * / x × ÷``, parentheses, decimals,
-    thousands separators, ``$`` and ``%`` signs); ``None`` when it is not one or divides by zero.
+    thousands separators, ``$`` and ``%`` signs) and its operations in evaluation order (left
+    operand, right operand, then the operation); ``None`` when it is not one or divides by zero.
 
     Parsed with :mod:`ast` and evaluated over :class:`fractions.Fraction`: nothing is ``eval``-ed,
     there are no names, no powers (so no huge numbers), and the text is at most
@@ -103,21 +180,31 @@ def evaluate(expression: str) -> Fraction | None:
         tree = ast.parse(text.strip(), mode="eval")
     except (SyntaxError, ValueError, RecursionError, MemoryError):
         return None
+    ops: list[Operation] = []
 
     def value(node: ast.AST) -> Fraction:
         if isinstance(node, ast.Constant) and isinstance(node.value, (int, float)) and not isinstance(node.value, bool):
             return Fraction(str(node.value)) if isinstance(node.value, float) else Fraction(node.value)
         if isinstance(node, ast.BinOp) and type(node.op) in _OPS:
-            return _OPS[type(node.op)](value(node.left), value(node.right))
+            left, right = value(node.left), value(node.right)
+            result = _OPS[type(node.op)](left, right)
+            ops.append(Operation(left, _SYMBOLS[type(node.op)], right, result, node is tree.body))
+            return result
         if isinstance(node, ast.UnaryOp) and isinstance(node.op, (ast.USub, ast.UAdd)):
             v = value(node.operand)
             return -v if isinstance(node.op, ast.USub) else v
         raise ValueError("not arithmetic")
 
     try:
-        return value(tree.body)
+        return value(tree.body), ops
     except (ValueError, ZeroDivisionError, RecursionError):
         return None
+
+
+def evaluate(expression: str) -> Fraction | None:
+    """The exact value of an arithmetic expression (see :func:`arithmetic`), or ``None``."""
+    found = arithmetic(expression)
+    return None if found is None else found[0]
 
 
 def close_enough(true: Fraction, stated: Fraction, stated_text: str) -> bool:
@@ -137,10 +224,16 @@ class Calculation:
     rhs: str
     value: Fraction | None  # the true value of lhs (None: not an expression)
     stated: Fraction
+    operations: tuple[Operation, ...] = ()
 
     @property
     def right(self) -> bool:
         return self.value is not None and close_enough(self.value, self.stated, self.rhs)
+
+    @property
+    def trivial(self) -> bool:
+        """Every operation gives back one of its operands (``16 * 1 = 16``): a copy, not a calculation."""
+        return bool(self.operations) and all(op.trivial for op in self.operations)
 
 
 def calculations(text: str) -> list[Calculation]:
@@ -155,12 +248,14 @@ def calculations(text: str) -> list[Calculation]:
             continue
         start += first.start()
         lhs = text[start:m.start()].strip()
-        if len(_NUMBER_RE.findall(lhs)) < 2 or not re.search(r"(?a)\d\s*[)]*\s*([+\-*/x×÷·−]|\\times|\\cdot|\\div)", lhs):
+        if len(_NUMBER_RE.findall(lhs)) < 2 or not _OPERATOR_RE.search(lhs):
             continue
         stated = to_number(m.group(1))
         if stated is None:
             continue
-        out.append(Calculation(start, m.end(1), lhs, m.group(1), evaluate(lhs), stated))
+        found = arithmetic(lhs)
+        value, ops = found if found is not None else (None, [])
+        out.append(Calculation(start, m.end(1), lhs, m.group(1), value, stated, tuple(ops)))
         if len(out) == MAX_CALCULATIONS:
             break
     return out
@@ -187,8 +282,8 @@ def final_answer(text: str) -> tuple[int, int] | None:
         found = list(pattern.finditer(text))
         if found:
             return found[-1].start(1), found[-1].end(1)
-    numbers = list(_NUMBER_RE.finditer(text))
-    return (numbers[-1].start(), numbers[-1].end()) if numbers else None
+    found = list(_NUMBER_RE.finditer(text))
+    return (found[-1].start(), found[-1].end()) if found else None
 
 
 def same_answer(answer: str, reference: Fraction) -> bool:
@@ -207,7 +302,99 @@ def same_answer(answer: str, reference: Fraction) -> bool:
     return value is not None and value == reference
 
 
+# A calculation written with units between its numbers ("20 ounces / 8 pieces = 2.5 ounces"): it
+# cannot be evaluated, but it is work. Two numbers with an operator between them, spaced, then "=".
+_WORDED = re.compile(r"(?a)\d[^\d\n=]{0,40}?\s[+\-*/x×÷–−]\s[^\d\n=]{0,40}?\d[^\n=]{0,80}$")
+
+
+def _work(text: str, calcs: list[Calculation]) -> bool:
+    """``text`` computes something: a non-trivial calculation, or a calculation in words (two
+    numbers, an operator and units between them, then ``= number``, on one line)."""
+    if any(not k.trivial for k in calcs):
+        return True
+    for m in _RHS.finditer(text):
+        line = text.rfind("\n", 0, m.start()) + 1
+        if _WORDED.search(text[max(line, m.start() - 200):m.start()]):
+            return True
+    return False
+
+
+# ---- the dense reference reward ------------------------------------------------------------------
+@dataclass(frozen=True)
+class Result:
+    """A result the completion computes: where it is credited and the values it stands for."""
+
+    start: int
+    end: int
+    values: frozenset
+
+
+def computed_results(text: str, calcs: list[Calculation], question: set[Fraction]) -> list[Result]:
+    """The results ``text`` computes, in the order it writes them (at most ``MAX_RESULTS``):
+
+    * of each calculation, the result of every non-trivial inner operation (``( 6 - ( 3 + 2 ) )``
+      computes 5), then, if the calculation is right and not trivial, its value (exact and as
+      stated: ``10/3 = 3.33`` stands for both) -- all credited on the calculation's characters;
+    * a number after ``=`` that ends no calculation (``Total = 72``), unless it is one of the
+      ``question``'s numbers: a copy is not a result.
+
+    A number written without ``=`` (``#### 72``, ``72 apples``) is never a computed result."""
+    found: list[tuple[int, int, Result]] = []
+    ends = set()
+    for k, c in enumerate(calcs):
+        ends.add(c.end)
+        for op in c.operations:
+            if not op.top and not op.trivial:
+                found.append((c.start, k, Result(c.start, c.end, frozenset({op.result}))))
+        if c.right and not c.trivial:
+            found.append((c.start, k, Result(c.start, c.end, frozenset({c.value, c.stated}))))
+    for m in _RHS.finditer(text):
+        if m.end(1) in ends:
+            continue
+        value = to_number(m.group(1))
+        if value is not None and value not in question:
+            found.append((m.start(1), len(calcs), Result(m.start(1), m.end(1), frozenset({value}))))
+        if len(found) >= MAX_RESULTS:
+            break
+    found.sort(key=lambda t: (t[0], t[1]))  # stable: a calculation's inner results before its value
+    return [r for _, _, r in found[:MAX_RESULTS]]
+
+
+def align(steps: list[Fraction], results: list[Result]) -> list[tuple[int, int]]:
+    """A longest monotone alignment of reference ``steps`` to computed ``results``: pairs
+    ``(step, result)`` with both indices increasing, each step and each result used at most once,
+    a step paired only with a result that stands for its value. Dynamic programming, O(steps x
+    results); where a step matches the next result, taking the pair is always optimal."""
+    n, m = len(steps), len(results)
+    best = [[0] * (m + 1) for _ in range(n + 1)]
+    for i in range(n - 1, -1, -1):
+        row, below = best[i], best[i + 1]
+        for j in range(m - 1, -1, -1):
+            row[j] = below[j + 1] + 1 if steps[i] in results[j].values else max(below[j], row[j + 1])
+    pairs, i, j = [], 0, 0
+    while i < n and j < m:
+        if steps[i] in results[j].values:
+            pairs.append((i, j))
+            i, j = i + 1, j + 1
+        elif best[i + 1][j] >= best[i][j + 1]:
+            i += 1
+        else:
+            j += 1
+    return pairs
+
+
+def reference_steps(steps: list[list[str]], answer: Fraction) -> list[Fraction]:
+    """The results of the reference's steps in order, ending with its final answer (appended when
+    the last step is not the answer, e.g. a GSM8K solution whose last step has no annotation)."""
+    values = [v for _, r in steps if (v := to_number(r)) is not None]
+    return values if values and values[-1] == answer else [*values, answer]
+
+
 # ---- the tasks -----------------------------------------------------------------------------------
+def _squeeze(text: str) -> str:
+    return " ".join(text.lower().split())
+
+
 class MathWordTask(Task):
     """Shared by GSM8K and SVAMP: a question, a reference solution, a numeric answer."""
 
@@ -216,11 +403,15 @@ class MathWordTask(Task):
     @dataclass
     class Options(Task.Options):
         dense: str = opt("symbolic", "Token-level reward: none (sparse: the outcome only), reference (the "
-                         "paper's heuristic: intermediate results of the reference solution), symbolic (every "
-                         "calculation checked exactly).")
-        step_reward: float = opt(0.5, "Shared by the right calculations (symbolic) or matched reference results.")
-        error_reward: float = opt(-1.0, "Span reward of a wrong calculation (symbolic).")
+                         "paper's heuristic: the reference solution's intermediate results, matched in order), "
+                         "symbolic (every calculation checked exactly).")
+        step_reward: float = opt(0.5, "Shared by the right calculations (symbolic) or the reference steps (reference).")
+        error_reward: float = opt(-1.0, "Span reward of a wrong calculation (symbolic), and of the whole reply when a "
+                                  "wrong final answer has no calculation behind it (dense modes).")
         answer_error_reward: float = opt(-1.0, "Span reward of a wrong final answer (dense modes).")
+        unsupported_score: float = opt(-0.5, "Score of a wrong final answer with no calculation behind it (a guess, a "
+                                       "number copied from the question); 0 with dense: none is the paper's sparse "
+                                       "reward exactly.")
         annotations: bool = opt(False, "GSM8K demonstrations keep the calculator annotations <<48/2=24>>.")
 
     def __init__(self, **options: Any) -> None:
@@ -248,55 +439,161 @@ class MathWordTask(Task):
     def demonstration(self, example: Example) -> str | None:
         return example["solution"]
 
+    # ---- checking ------------------------------------------------------------------------------
     def check(self, example: Example, completion: str) -> Certificate:
         o = self.options
         reference = Fraction(example["answer"])
+        question = example.get("question", "")
+        nothing = {"calculations": 0, "wrong_calculations": 0, "reference_steps": 0.0}
         if not completion.strip():
-            return Certificate(0.0, "empty", info={"calculations": 0, "wrong_calculations": 0})
-        spans: list[Span] = []
+            return Certificate.no_attempt("empty", "no reply", completion, **nothing)
+        q, c = _squeeze(question), _squeeze(completion)
+        given = numbers(question)
+        restated = bool(q) and q in c
+        rest = c.replace(q, " ", 1) if restated else completion
+        if restated and not self._attempts(rest, calculations(rest), given):
+            return Certificate.no_attempt("copies_question", "the question restated: no attempt at an answer",
+                                          completion, **nothing)
         calcs = calculations(completion)
-        wrong = [c for c in calcs if not c.right]
-        if o.dense == "symbolic":
-            right = [c for c in calcs if c.right]
-            for c in wrong:
-                truth = f"{c.lhs} is {format_number(c.value)}" if c.value is not None else "not an expression"
-                spans.append(Span(c.start, c.end, o.error_reward, f"wrong calculation: {truth}, not {c.rhs}"))
-            spans.extend(Span(c.start, c.end, o.step_reward / len(right), "") for c in right)
-        elif o.dense == "reference":
-            spans.extend(self._reference_matches(example, completion))
         where = final_answer(completion)
-        info = {"calculations": len(calcs), "wrong_calculations": len(wrong)}
-        if where is None:
-            if o.dense != "none":
-                spans.append(Span(0, len(completion), o.answer_error_reward, "no final answer"))
+        text = completion[where[0]:where[1]] if where else ""
+        ok = where is not None and len(text) <= 40 and same_answer(text, reference)  # 40 digits: no reference is longer
+        if not ok and not self._attempts(completion, calcs, given):
+            if not _NUMBER_RE.search(completion):
+                return Certificate.no_attempt("no_answer", "no number and no calculation: not an attempt at the "
+                                              "problem", completion, **nothing)
+            return Certificate.no_attempt("copies_question", "no answer and nothing computed: only numbers of the "
+                                          "question", completion, **nothing)
+
+        spans: list[Span] = []
+        wrong = [k for k in calcs if not k.right]
+        if o.dense == "symbolic":
+            right = [k for k in calcs if k.right and not k.trivial]
+            for k in wrong:
+                truth = f"{k.lhs} is {format_number(k.value)}" if k.value is not None else "not an expression"
+                spans.append(Span(k.start, k.end, o.error_reward, f"wrong calculation: {truth}, not {k.rhs}"))
+            spans.extend(Span(k.start, k.end, o.step_reward / len(right), "") for k in right)
+        steps = reference_steps(example.get("steps") or [[s, s] for s in example.get("intermediate") or []], reference)
+        results = computed_results(completion, calcs, given)
+        matched = align(steps, results)
+        if o.dense == "reference":
+            for i, j in matched:
+                spans.append(Span(results[j].start, results[j].end, o.step_reward / len(steps),
+                                  f"reference step {i + 1} of {len(steps)}: {format_number(steps[i])}"))
+        info = {"calculations": len(calcs), "wrong_calculations": len(wrong),
+                "reference_steps": len(matched) / len(steps)}
+        if where is None:  # unreachable: an attempt writes a number; kept for safety
             return Certificate(0.0, "no_answer", spans=spans, info=info)
-        text = completion[where[0]:where[1]]
         value = to_number(text)
-        ok = len(text) <= 40 and same_answer(text, reference)  # 40 digits: no reference is longer
+        unsupported = not ok and not _work(completion, calcs)
         if not ok and o.dense != "none":
             spans.append(Span(where[0], where[1], o.answer_error_reward,
                               f"final answer {text}; the answer is {format_number(reference)}"))
-        return Certificate(float(ok), "correct" if ok else "wrong_answer", ok, spans, info=info,
+            if unsupported:
+                copied = " (a number copied from the question)" if value in given else ""
+                spans.append(Span(0, len(completion), o.error_reward,
+                                  f"a final answer with no calculation behind it{copied}"))
+        score = 1.0 if ok else o.unsupported_score if unsupported else 0.0
+        return Certificate(score, "correct" if ok else "wrong_answer", ok, spans, info=info,
                            answer=format_number(value) if value is not None else None)
 
-    def _reference_matches(self, example: Example, completion: str) -> list[Span]:
-        """Havrilla et al.'s dense reward: the reference's intermediate results found in the completion."""
-        results = example.get("intermediate") or []
-        if not results:
-            return []
-        numbers = [(m.start(), m.end(), to_number(m.group())) for m in _NUMBER_RE.finditer(completion)]
-        out = []
-        for r in results:
-            hit = next(((s, e) for s, e, v in numbers if v == Fraction(r)), None)
-            if hit is not None:
-                out.append(Span(hit[0], hit[1], self.options.step_reward / len(results), "matches a reference step"))
-        return out
+    @staticmethod
+    def _attempts(text: str, calcs: list[Calculation], given: set[Fraction]) -> bool:
+        """``text`` attempts an answer: a final-answer line, a calculation, or a number of its own."""
+        return (any(p.search(text) for p in _FINAL) or any(not k.trivial for k in calcs)
+                or any(v not in given for v in numbers(text)))
 
     def metrics(self, example: Example, certificate: Certificate) -> dict[str, float]:
         calcs = certificate.info.get("calculations", 0)
         wrong = certificate.info.get("wrong_calculations", 0)
         return {"success": float(certificate.correct),
                 "calc_accuracy": (calcs - wrong) / calcs if calcs else 0.0}
+
+    # ---- reward ordering (rlsf.tasks.harness.reward_ordering) ------------------------------------
+    def degenerate_replies(self, example: Example) -> dict[str, str]:
+        replies = super().degenerate_replies(example)
+        given = [m.group() for m in _UNSIGNED_RE.finditer(example["question"])]
+        if given:
+            replies["question numbers only"] = " ".join(given)
+        return replies
+
+    def near_misses(self, example: Example) -> dict[str, str]:
+        """The reference solution with its last result and final answer one more (stated
+        consistently), and the reference steps with a slip of one in the first result carried
+        through every later step (right arithmetic after the slip)."""
+        answer = Fraction(example["answer"])
+        misses = {"last step off by one": _last_step_off_by_one(self.demonstration(example), answer)}
+        slip = _carried_slip(example.get("steps") or [])
+        if slip is not None:
+            misses["slip carried through"] = slip
+        return {k: v for k, v in misses.items() if v is not None and not self.check(example, v).correct}
+
+    def reward_hacks(self, example: Example) -> dict[str, str]:
+        """Answers with no calculation behind them: each of the question's numbers copied as the
+        answer, the question's numbers listed with their sum or their largest, ``#### 0``, the
+        question restated with its first number as the answer."""
+        given = list(dict.fromkeys(m.group() for m in _UNSIGNED_RE.finditer(example["question"])))
+        hacks = {f"copied answer {n}": f"#### {n}" for n in given[:8]}
+        if given:
+            values = [to_number(n) for n in given]
+            listed = ", ".join(given)
+            hacks["question numbers listed, their sum"] = f"{listed}\n#### {decimal(sum(values)) or given[0]}"
+            hacks["question numbers listed, the largest"] = f"{listed}\n#### {given[values.index(max(values))]}"
+            hacks["question restated, first number as answer"] = f"{example['question']}\n#### {given[0]}"
+        hacks["bare 0"] = "#### 0"
+        return {k: v for k, v in hacks.items() if not self.check(example, v).correct}
+
+
+def _last_step_off_by_one(solution: str | None, answer: Fraction) -> str | None:
+    """``solution`` with its final answer one more, and so the last calculation that states the
+    answer (``9 * 2 = 19``, ``#### 19``); ``None`` when the answer has no decimal form."""
+    wrong = decimal(answer + 1)
+    if solution is None or wrong is None:
+        return None
+    text = solution
+    last = [k for k in calculations(text) if k.stated == answer]
+    if last:
+        k = last[-1]
+        text = text[:k.end - len(k.rhs)] + wrong + text[k.end:]
+    head, sep, _ = text.rpartition("####")
+    return f"{head}#### {wrong}" if sep else f"{text}\n#### {wrong}"
+
+
+def _carried_slip(steps: list[list[str]]) -> str | None:
+    """The reference steps written out one a line, the first result one more and every later step
+    computed right from the slipped values; ``None`` for fewer than two steps, a slip that does not
+    reach the final result, or a value with no decimal form."""
+    if len(steps) < 2:
+        return None
+    slipped: dict[Fraction, Fraction] = {}
+    lines = []
+    new = None
+    for i, (expression, result) in enumerate(steps):
+        old = to_number(result)
+        if old is None:
+            return None
+        if i == 0:
+            new = old + 1
+        else:
+            expression = _UNSIGNED_RE.sub(lambda m: _swapped(m.group(), slipped), expression)
+            new = evaluate(expression)
+            if new is None:
+                return None
+        if new != old:
+            slipped[old] = new
+        shown = decimal(new)
+        if shown is None:
+            return None
+        lines.append(f"{expression.strip()} = {shown}")
+    if new is None or new == to_number(steps[-1][1]):
+        return None
+    return "\n".join(lines) + f"\n#### {decimal(new)}"
+
+
+def _swapped(number: str, slipped: dict[Fraction, Fraction]) -> str:
+    """``number``, or the slipped value of the result it repeats."""
+    v = to_number(number)
+    return (decimal(slipped[v]) or number) if v in slipped else number
 
 
 @register("gsm8k")
@@ -322,11 +619,12 @@ class GSM8K(MathWordTask):
                 except (ValueError, KeyError, AttributeError, TypeError) as e:
                     bad.append(f"{path.name} line {line}: {e}")
                     continue
-                intermediate = [format_number(v) for _, r in _ANNOTATION.findall(body)
-                                if (v := to_number(r)) is not None]
+                steps = [[lhs.strip(), format_number(v)] for lhs, r in _ANNOTATION.findall(body)
+                         if (v := to_number(r)) is not None]
                 shown = body.strip() if self.options.annotations else _ANNOTATION.sub("", body).strip()
                 examples.append({"id": f"{split}:{line}", "question": question, "answer": format_number(value),
-                                 "intermediate": intermediate, "solution": f"{shown}\n#### {format_number(value)}"})
+                                 "intermediate": [r for _, r in steps], "steps": steps,
+                                 "solution": f"{shown}\n#### {format_number(value)}"})
         return examples, bad, path.name
 
 
@@ -358,18 +656,26 @@ class SVAMP(MathWordTask):
                     raise ValueError(f"answer {row['Answer']!r} is not a number")
                 if equation.startswith("(") and equation.endswith(")") and equation.count("(") == 1:
                     equation = equation[1:-1].strip()
-                exact = evaluate(equation)
-                if exact is None or not close_enough(exact, value, str(row["Answer"])):
+                found = arithmetic(equation)
+                if found is None or not close_enough(found[0], value, str(row["Answer"])):
                     raise ValueError(f"equation {equation!r} does not give the answer {row['Answer']!r}")
-                value = exact
+                value, ops = found
             except (KeyError, TypeError, AttributeError, ValueError) as e:
                 bad.append(f"{path.name} problem {i} ({row.get('ID', '?') if isinstance(row, dict) else '?'}): {e}")
                 continue
             answer = format_number(value)
+            # The equation's operations in evaluation order: "( 6 - ( 3 + 2 ) )" is 3 + 2 = 5, then 6 - 5 = 1.
+            steps = [[f"{_written(op.left)} {op.op} {_written(op.right)}", format_number(op.result)] for op in ops]
             examples.append({"id": str(row.get("ID", i)), "question": question, "answer": answer,
-                             "intermediate": [answer], "solution": f"{equation} = {answer}\n#### {answer}"})
+                             "intermediate": [r for _, r in steps] or [answer], "steps": steps,
+                             "solution": f"{equation} = {answer}\n#### {answer}"})
         order = list(range(len(examples)))
         random.Random(0).shuffle(order)
         test = set(order[: self.options.test_size])
         keep = [ex for j, ex in enumerate(examples) if (j in test) == (split == "test")]
         return keep, bad, path.name
+
+
+def _written(x: Fraction) -> str:
+    """An operand as written in a step: a decimal, else the fraction in brackets."""
+    return decimal(x) or f"({format_number(x)})"

@@ -26,8 +26,11 @@ completion does not start with one), negated with ``direction: negative``. Only 
 is quadratic in the number of words, and a 16-token continuation is far shorter.
 ``Certificate.correct``: the completion is not blank and the signed score is at least
 ``threshold`` (default 0.05, VADER's own boundary between neutral and positive; with ``direction:
-negative`` that is VADER's "negative" label). A blank completion still gets the paper's score
-(that of the prompt alone) but is never correct.
+negative`` that is VADER's "negative" label).
+
+**No attempt** (:meth:`Certificate.no_attempt`, score -1, below every continuation): a blank reply
+or the prompt's words copied back (verdict ``empty``). The paper scores a blank reply as the
+prompt alone; that figure stays the ``vader`` metric (``info["vader"]``).
 
 **Spans**: every word of the completion that VADER gives a non-zero valence, with the valence it
 has *in context* (negation, boosters and dampeners, capitals, idioms, ``least``, ``but``) --
@@ -62,6 +65,10 @@ from rlsf.tasks.base import Example, Messages, Task, TaskError, register
 VERDICTS = ("correct", "neutral", "opposite", "empty")
 DIRECTIONS = ("positive", "negative")
 DATA_FILE = "sentiment/movieReviewSnippets_GroundTruth.txt"
+
+
+def _words(text: str) -> list[str]:
+    return "".join(c.lower() if c.isalnum() else " " for c in text).split()
 
 
 @functools.lru_cache(maxsize=1)
@@ -299,6 +306,11 @@ class Sentiment(Task):
         if not isinstance(prompt, str):  # a bad example is a caller bug, not model text
             raise TaskError(f"task 'sentiment': example has no 'prompt' text: {example!r}")
         completion = completion if isinstance(completion, str) else ""
+        if not completion.strip() or _words(completion) == _words(prompt):
+            compound, _ = vader(prompt)  # the paper's score of a blank reply: the prompt's own
+            what = "no reply" if not completion.strip() else "the prompt copied back: no continuation"
+            return Certificate.no_attempt("empty", what, completion, compound=compound, vader=self._sign * compound,
+                                          words_scored=0, span_credit=0.0, truncated=0.0)
         scored = self.scored_text(completion)
         offset = len(prompt) + 1
         compound, words = vader(f"{prompt} {scored}")
@@ -315,13 +327,21 @@ class Sentiment(Task):
                 spans.append(Span(w.start - offset, w.end - offset, reward,
                                   f"{w.word!r}: valence {w.valence:+.2f} in context{lexicon}"))
         label = "positive" if compound >= o.threshold else "negative" if compound <= -o.threshold else "neutral"
-        if not completion.strip():
-            verdict = "empty"
-        else:
-            verdict = "correct" if score >= o.threshold else "opposite" if score <= -o.threshold else "neutral"
-        info = {"compound": compound, "words_scored": len(spans), "span_credit": credit,
+        verdict = "correct" if score >= o.threshold else "opposite" if score <= -o.threshold else "neutral"
+        info = {"compound": compound, "vader": score, "words_scored": len(spans), "span_credit": credit,
                 "truncated": float(len(scored) < len(completion))}
         return Certificate(score, verdict, verdict == "correct", spans, info, answer=label)
 
     def metrics(self, example: Example, certificate: Certificate) -> dict[str, float]:
-        return {"success": float(certificate.correct), "vader": float(certificate.score)}
+        # the paper's score, also for a reply that attempts nothing (whose training score is -1)
+        return {"success": float(certificate.correct), "vader": float(certificate.info["vader"])}
+
+    def degenerate_replies(self, example: Example) -> dict[str, str]:
+        # prose is this task's answer form: only silence and the prompt copied back attempt nothing
+        return {"empty": "", "blank": " \n\t\n", "prompt restated": example["prompt"]}
+
+    def near_misses(self, example: Example) -> dict[str, str]:
+        misses = {"neutral": "and the plot follows two brothers who run a small hardware store in Ohio.",
+                  "opposite": "but the ending was a little dull and far too long." if self._sign > 0
+                  else "and the ending was a real delight."}
+        return {k: v for k, v in misses.items() if not self.check(example, v).correct}

@@ -10,9 +10,18 @@ Certificate:
   there is one, else the whole completion; it is compiled after :data:`PREAMBLE`;
 * every line g++ reports an **error** on (``prog.cpp:LINE:COL: error: ...``, or the line of ours
   an error in a library header was *required from*) gets ``error_reward`` with g++'s own message,
-  trimmed; with ``warnings: true``, lines with warnings get ``warning_reward``; every other line
-  of the program shares ``clean_reward`` (each clean line ``clean_reward / number of lines``), so
-  that tokens of clean lines are credited and the credit does not grow with length;
+  trimmed; with ``warnings: true``, lines with warnings get ``warning_reward`` (both divided by
+  ``max(lines, pseudo-code lines)``: the charge of a program is the share of its lines flagged,
+  so one slip in a long program does not cost more than writing nothing); every other line
+  of the program shares ``clean_reward`` (each clean line ``clean_reward / max(lines, pseudo-code
+  lines)``), so that tokens of clean lines are credited and the credit grows neither with length
+  nor for a short skeleton (``int main() {}`` compiles cleanly: it earns 1/M of the credit);
+* a program with fewer lines than the pseudo-code's ``M`` (one line of code per line is the
+  task) is charged ``error_reward * missing / M``: on the whole program when it has under half
+  the lines (a skeleton), else on its end;
+* **no attempt** (:meth:`Certificate.no_attempt`, below every program however wrong): no code
+  (``empty``), and text without ``;``, braces or ``#include`` (prose), or the pseudo-code
+  copied back (``no_code``);
 * a program that compiles runs on the **public** tests (training) or the **hidden** tests
   (:meth:`judge`, used by evaluation); outputs are compared as SPoC does, as
   whitespace-separated tokens; the score is the share of tests passed; ``correct`` means every
@@ -55,7 +64,7 @@ from rlsf.tasks.spoc_data import PREAMBLE, outputs_match, parse_testcases, read_
 
 #: Verdicts :meth:`SPoC.check` can return (besides a checker-failed certificate).
 VERDICTS = ("correct", "compile_error", "wrong_answer", "runtime_error", "timeout", "memory_limit", "output_limit",
-            "empty", "no_tests")
+            "empty", "no_code", "no_tests")
 
 #: Standard and flags: SPoC's gold programs were written for GCC 5 (``gets`` and friends):
 #: ``gnu++11`` still declares them (glibc hides ``gets`` from C++14 on). ``-w``: warnings are
@@ -77,6 +86,15 @@ def extract_code(completion: str) -> tuple[int, str]:
     start = m.end()
     end = completion.find("```", start)
     return start, completion[start:end if end >= 0 else len(completion)]
+
+
+#: What C++ has and prose or pseudo-code lacks.
+_CODE_MARK = re.compile(r"[;{}]|#\s*include")
+
+
+def _lines(text: str) -> list[str]:
+    """Non-blank lines, blanks collapsed, a leading line number (``12:``, as the prompt shows them) dropped."""
+    return [" ".join(re.sub(r"^\s*[0-9]+\s*:", "", line).split()) for line in text.split("\n") if line.strip()]
 
 
 def line_spans(code: str, offset: int) -> list[tuple[int, int]]:
@@ -132,7 +150,9 @@ class SPoC(Task):
         train_tsvs: list = opt(list(SPLIT_FILES["train"]), "TSVs of the train split (in <data_dir>/spoc, or paths).")
         test_tsv: str = opt(SPLIT_FILES["test"][0], "TSV of the test split: spoc-testp.tsv (unseen problems), or "
                             "any SPoC-format TSV (a path), e.g. spoc-testw.tsv.")
-        error_reward: float = opt(-1.0, "Span reward of a line g++ reports an error on.")
+        error_reward: float = opt(-1.0, "Charge of the lines g++ reports an error on, as a share: each such line "
+                                  "gets error_reward / max(program lines, pseudo-code lines), so a program "
+                                  "flagged everywhere is charged error_reward in all.")
         warning_reward: float = opt(-0.1, "Span reward of a line with a warning (with warnings: true).")
         clean_reward: float = opt(0.5, "Shared by the lines without errors (each gets clean_reward / lines).")
         warnings: bool = opt(False, "Compile with -Wall and put warnings on their lines.")
@@ -221,7 +241,19 @@ class SPoC(Task):
 
     def metrics(self, example: Example, certificate: Certificate) -> dict[str, float]:
         return {"success": float(certificate.correct), "compiles": float(certificate.info.get("compiles", 0.0)),
-                "score": float(certificate.score)}
+                "score": max(float(certificate.score), 0.0)}  # the share of tests passed (no attempt: 0)
+
+    def near_misses(self, example: Example) -> dict[str, str]:
+        code = example["code"].rstrip("\n").split("\n")
+        semi = next((i for i, line in enumerate(code) if line.rstrip().endswith(";")), None)
+        misses = {}
+        if semi is not None:  # a missing semicolon: one line g++ flags
+            misses["missing semicolon"] = "\n".join(code[:semi] + [code[semi].rstrip()[:-1]] + code[semi + 1:])
+        return misses
+
+    def reward_hacks(self, example: Example) -> dict[str, str]:
+        return {"empty main": "int main() {}", "empty main returning 0": "int main() {\n  return 0;\n}",
+                "hello world": 'int main() {\n  cout << "hello" << endl;\n  return 0;\n}'}
 
     binary_metrics = ("success", "compiles")
 
@@ -280,9 +312,15 @@ class SPoC(Task):
     def _check(self, example: Example, completion: str, kind: str) -> Certificate:
         if self._sandbox is None:
             self.open()
-        offset, code = extract_code(completion if isinstance(completion, str) else "")
+        completion = completion if isinstance(completion, str) else ""
+        offset, code = extract_code(completion)
+        info = {"compiles": 0.0, "tests": 0, "passed": 0}
         if not code.strip():
-            return Certificate(0.0, "empty", info={"compiles": 0.0, "tests": 0, "passed": 0})
+            return Certificate.no_attempt("empty", "no program", completion, **info)
+        pseudo = _lines("\n".join(example["pseudocode"]))  # unannotated lines show the gold code
+        if not _CODE_MARK.search(code) or (_lines(code) == pseudo != _lines(example.get("code", ""))):
+            return Certificate.no_attempt("no_code", "no C++ here (no ';', braces or #include): prose, or the "
+                                          "pseudo-code copied back", completion, **info)
         key = hashlib.sha256(f"{kind}\0{example['probid']}\0{code}".encode()).hexdigest()
         if key not in self._cache:
             self._cache[key] = self._verdict(example, code, kind)
@@ -290,7 +328,7 @@ class SPoC(Task):
                 self._cache.popitem(last=False)
         else:
             self._cache.move_to_end(key)
-        return self._spans(self._cache[key], code, offset)
+        return self._spans(self._cache[key], code, offset, len(example["pseudocode"]))
 
     def _verdict(self, example: Example, code: str, kind: str) -> Certificate:
         """The certificate in terms of program lines (spans are line numbers until :meth:`_spans`)."""
@@ -365,23 +403,32 @@ class SPoC(Task):
             self._builds.popitem(last=False)
         return diags, binary
 
-    def _spans(self, cert: Certificate, code: str, offset: int) -> Certificate:
-        """Turn line-numbered spans into character spans of the completion (clean lines credited)."""
+    def _spans(self, cert: Certificate, code: str, offset: int, wanted: int) -> Certificate:
+        """Turn line-numbered spans into character spans of the completion (clean lines credited,
+        missing lines charged: ``wanted`` is the number of pseudo-code lines)."""
         if cert.failed:
             return cert
         lines = line_spans(code, offset)
         n = len(lines)
+        written = [(a, b) for a, b in lines if code[a - offset:b - offset].strip()]
         spans, flagged = [], set()
         for s in cert.spans:
             ln = s.start  # _line_spans put the 1-based line in start (0: no line of ours)
             a, b = lines[min(max(ln, 1), n) - 1] if ln >= 1 else (lines[-1] if lines else (offset, offset))
-            spans.append(Span(a, b, s.reward, s.message))
+            spans.append(Span(a, b, s.reward / max(n, wanted), s.message))
             if s.reward < 0:
                 flagged.add(ln)
         if self.options.clean_reward and n:
-            share = self.options.clean_reward / n
+            share = self.options.clean_reward / max(n, wanted)  # a short skeleton earns a short share
             spans += [Span(a, b, share, "compiles cleanly") for ln, (a, b) in enumerate(lines, 1)
                       if ln not in flagged and b > a]
+        missing = wanted - len(written)
+        if missing > 0 and not cert.correct and written:
+            # fewer lines than the pseudo-code has: a skeleton (under half) is charged on all of it,
+            # a program short of a few lines at its end
+            where = (written[0][0], written[-1][1]) if len(written) < wanted / 2 else (written[-1][1],) * 2
+            spans.append(Span(*where, self.options.error_reward * missing / wanted,
+                              f"{len(written)} lines of code for {wanted} lines of pseudo-code"))
         return Certificate(cert.score, cert.verdict, cert.correct, spans, dict(cert.info), cert.answer, cert.failed)
 
 

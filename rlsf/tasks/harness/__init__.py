@@ -67,6 +67,14 @@ them too); a failure raises :class:`CheckerPropertyError` (an ``AssertionError``
 input, after Hypothesis has shrunk it. ``derandomize=True`` (the default) makes runs repeatable; long fuzz runs pass
 ``derandomize=False`` and a ``seed`` (printed in the report) to explore new inputs each time.
 
+**The reward ordering** (:func:`reward_ordering`, :mod:`rlsf.tasks.harness.ordering`): no reply,
+blank text, prose, a refusal or the prompt restated earn less than any attempt, and a task's known
+hacks less than an honest near miss, under every reward preset. It uses the task's
+``degenerate_replies``, ``near_misses`` and ``reward_hacks``::
+
+    report = reward_ordering(task, task.load("test")[:20])
+    assert report, report.violations
+
 The strategies are public too (:func:`random_text`, :func:`mutations`, :func:`huge_texts`, ...)
 for a task's own ``@given`` tests.
 """
@@ -87,6 +95,7 @@ from rlsf.tasks.harness.core import (
     check_certificate,
     check_checker,
 )
+from rlsf.tasks.harness.ordering import OrderingReport, reward_ordering, total_reward
 from rlsf.tasks.harness.strategies import (
     AWKWARD_CHARS,
     STRATEGIES,
@@ -102,6 +111,7 @@ from rlsf.tasks.harness.strategies import (
 
 __all__ = [
     "AWKWARD_CHARS", "DEFAULT_WEIGHTS", "EXTRA_WEIGHT", "STRATEGIES", "CheckerPropertyError", "HarnessReport", "Oracle",
+    "OrderingReport", "reward_ordering", "total_reward",
     "blank_texts", "check_certificate", "check_checker", "huge_texts", "input_strategies", "mutations",
     "nested_texts", "non_ascii_insertions", "random_text", "token_soup",
 ]
