@@ -108,3 +108,16 @@ def test_rlsf_preset_is_the_papers_non_negative_form() -> None:
     assert certificate_token_rewards(right, offsets, preset="rlsf") == pytest.approx([1 / 3, 1 / 3, 1 / 3, 1.0])
     assert certificate_token_rewards(Certificate.no_attempt("no_answer", "prose", "aa bb cc"), offsets,
                                      preset="rlsf") == [0.0] * 4
+
+
+def test_rlsf_preset_trains_and_refuses_sequence_mode(tiny_model_dir, tmp_path) -> None:
+    from test_training import tiny_cfg
+
+    from rlsf.settings import ConfigError
+    from rlsf.stages.train import RLTrainer
+
+    with pytest.raises(ConfigError, match="reward.preset: rlsf is a token-level form"):
+        tiny_cfg(tiny_model_dir, tmp_path, **{"reward.preset": "rlsf", "reward.mode": "sequence"})
+    tr = RLTrainer(tiny_cfg(tiny_model_dir, tmp_path, **{"reward.preset": "rlsf", "train.steps": 1}))
+    metrics = tr.train()
+    assert metrics["reward/total"] >= 0.0  # the paper's form is non-negative: silence earns 0, the least

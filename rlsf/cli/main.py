@@ -91,6 +91,8 @@ def _add_config_args(p: argparse.ArgumentParser, command: str) -> None:
                        help=f"{names}. Same as --train.algorithm.")
         p.add_argument("--reward-mode", dest="reward.mode", default=argparse.SUPPRESS, metavar="MODE",
                        help="token or sequence. Same as --reward.mode.")
+        p.add_argument("--reward-preset", dest="reward.preset", default=argparse.SUPPRESS, metavar="PRESET",
+                       help="signed or rlsf. Same as --reward.preset.")
     steps = {"train": "train.steps", "pipeline": "train.steps", "sft": "sft.steps"}.get(command)
     if steps:
         p.add_argument("--steps", dest=steps, default=argparse.SUPPRESS, metavar="N", help=f"Same as --{steps}.")
