@@ -6,6 +6,9 @@ computes in bf16, autocast rounds every linear layer's weights to bf16 in each p
 so storing them rounded once changes no log-prob and halves their bytes. Embeddings and norms
 stay float32 (a bf16 embedding table would start the residual stream from rounded values, which
 autocast never does), and so does a head tied to the embeddings.
+
+Under FSDP (:mod:`rlsf.runtime.fsdp`) the frozen copy of a sharded policy is sharded the same way,
+made from each rank's shards (:func:`rlsf.runtime.fsdp.frozen_copy`): each rank holds 1/N of it.
 """
 
 from __future__ import annotations
