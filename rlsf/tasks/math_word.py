@@ -12,13 +12,16 @@ Havrilla et al. train on these with three kinds of reward; the task gives each (
   is credited at most once, at a result written after the previous match, and earns
   ``step_reward / steps``. Only computed results count: the value of a calculation that is right
   (``48/2 = 24``), an inner operation of a calculation (``( 6 - ( 3 + 2 ) ) = 1`` computes 5,
-  then 1), a number after ``=`` that is not one of the question's numbers (``Total = 72``). A
-  number merely written (``72``, ``#### 72``, a number copied from the question) and a trivial
-  operation (``16 * 1``, ``16 + 0``: the result is one of its operands) are never credited;
+  then 1), the result of a calculation written with units (``80 GB / 2 GB/minute = 40``), a
+  number after ``=`` that is not one of the question's numbers (``Total = 72``). A number merely
+  written (``72``, ``#### 72``, a number copied from the question) and an identity (``16 * 1``,
+  ``16 + 0``: an operand given back) are never credited, and reference steps that are identities
+  (GSM8K's ``<<3*1=3>>``, ``<<125=125>>``) are left out;
 * ``symbolic`` (**dense, symbolic**, the RLSF idea here): every calculation the completion writes
   (``48/2 = 24``, ``<<48/2=24>>``, ``$12 \\times 3 = 36$``) is evaluated with exact rational
   arithmetic; a wrong one gets ``error_reward`` on exactly its characters, with the true value in
-  the message; a right, non-trivial one earns ``step_reward / calculations``.
+  the message; a right one (other than an identity) earns ``step_reward / calculations``. What is
+  read and what is left unchecked (units, percents, fractions, algebra, chains): :func:`calculations`.
 
 The paper's dense reward ("sparse and dense rewards provided to the LLM both heuristically and
 via a learned reward model", Havrilla et al. 2024, arXiv 2403.04642, abstract; "reward for
@@ -30,20 +33,21 @@ reference is one equation, so its steps are that equation's operations), matched
 once each, against numbers the completion computes, so that neither copying the question's
 numbers nor repeating one right number earns step credit.
 
-**Score** (every mode): 1 for a right final answer; 0 for a wrong one backed by at least one
-non-trivial calculation; ``unsupported_score`` (-0.5) for a wrong answer with no calculation
-behind it (a guess: ``#### 0``, a number copied from the question, the question's numbers
-listed). In the dense modes a wrong final answer's characters also get ``answer_error_reward``,
-and an unsupported one ``error_reward`` over the whole reply. ``unsupported_score: 0`` with
-``dense: none`` is the paper's sparse reward exactly (1 right, 0 otherwise).
+**Score** (every mode): 1 for a right final answer; 0 for a wrong one backed by work (a
+calculation other than an identity, or a calculation written with units); ``unsupported_score``
+(-0.5) for a wrong answer with no calculation behind it (a guess: ``#### 0``, a number copied
+from the question, the question's numbers listed). In the dense modes a wrong final answer's
+characters also get ``answer_error_reward``, and an unsupported one ``error_reward`` over the
+whole reply. ``unsupported_score: 0`` with ``dense: none`` is the paper's sparse reward exactly (1
+right, 0 otherwise).
 
 **No attempt** (:meth:`~rlsf.feedback.certificate.Certificate.no_attempt`, the least reward under
-every preset): blank text (verdict ``empty``); the question restated, alone or with prose
-(``copies_question``); a reply with no final-answer line (``####``, ``\\boxed{}``, "the answer
-is"), no calculation and no number of its own: prose, a refusal, "I don't know" (``no_answer``),
-or only numbers of the question (``copies_question``), unless its last number is the right
-answer. A reply that writes calculations but no ``####`` line is an attempt; its final answer is
-its last number.
+every preset): blank text (verdict ``empty``); the question restated, alone or with prose, or a
+piece of it of 20 characters or more (``copies_question``); a reply with no final-answer line
+(``####``, ``\\boxed{}``, "the answer is"), no calculation and no number of its own: prose, a
+refusal, "I don't know" (``no_answer``), or only numbers of the question (``copies_question``),
+unless it states one number and that is the right answer (``She has 17 cookies.``). A reply
+that writes calculations but no ``####`` line is an attempt; its final answer is its last number.
 
 The final answer (:func:`final_answer`): after ``####``, else in ``\\boxed{}``, else after "the
 answer is", else the last number of the completion. It is compared with the reference by
@@ -82,14 +86,16 @@ DENSE = ("none", "reference", "symbolic")
 
 _NUMBER = r"-?(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?|-?\.\d+"
 _NUMBER_RE = re.compile(_NUMBER, re.ASCII)  # ASCII digits only: "４" or "𝟐" is not a number here
-_UNSIGNED_RE = re.compile(r"(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?|\.\d+", re.ASCII)
+_OPERAND_RE = re.compile(r"\(-[\d.,]+\)|(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?|\.\d+", re.ASCII)  # "(-4)", "1,200"
 _FINAL = [re.compile(r"####\s*\$?\s*(" + _NUMBER + ")", re.ASCII),
           re.compile(r"\\boxed\{\s*\\?\$?\s*(" + _NUMBER + r")[^}]{0,40}\}", re.ASCII),
           re.compile(r"answer\s*(?:is|:)\s*[:=]?\s*\**\s*\\?\$?\s*(" + _NUMBER + ")", re.I | re.ASCII)]
 _ANNOTATION = re.compile(r"<<([^<>=]*)=([^<>]*)>>", re.ASCII)
 # A calculation: an arithmetic expression over numbers, "=", a number. Found from each "= number"
 # by walking back over the characters an expression may have (at most MAX_CALC_CHARS of them).
-_RHS = re.compile(r"=\s*\$?\s*(" + _NUMBER + r")(?![\d.]\d)", re.ASCII)
+# "= 24", "= 2/5"; not "= 5+6 = 11", where 5 starts an expression (the next "=" ends a calculation)
+_RHS = re.compile(r"=\s*\$?\s*((?:" + _NUMBER + r")(?:/\d+(?![\d.]))?)(?!\d|[.,]\d)(?![ \t]*[-+*/×÷x(][ \t]*[\d(.$])",
+                  re.ASCII)
 _OPERATOR_RE = re.compile(r"(?a)\d\s*[)]*\s*([+\-*/x×÷·−]|\\times|\\cdot|\\div)")  # an operator after a number
 _EXPR_CHARS = frozenset("0123456789., ()+-*/x×÷·−$%\t")
 _EXPR_COMMANDS = ("\\times", "\\cdot", "\\div", "\\left", "\\right", "\\(", "\\)")
@@ -153,13 +159,19 @@ class Operation:
 
     @property
     def trivial(self) -> bool:
-        """The result is one of the operands (``16 * 1``, ``16 + 0``, ``0 * 5``): nothing is computed."""
-        return self.result == self.left or self.result == self.right
+        """An identity (``16 * 1``, ``16 + 0``, ``0 + 16``, ``16 - 0``, ``16 / 1``): an operand
+        given back, nothing computed."""
+        if self.op == "+":
+            return self.left == 0 or self.right == 0
+        if self.op == "*":
+            return self.left == 1 or self.right == 1
+        return self.right == (0 if self.op == "-" else 1)
 
 
 def arithmetic(expression: str) -> tuple[Fraction, list[Operation]] | None:
     """The exact value of an arithmetic expression (``+ - * / x × ÷``, parentheses, decimals,
-    thousands separators, ``$`` and ``%`` signs) and its operations in evaluation order (left
+    thousands separators, ``$`` and ``%`` signs, mixed numbers ``3 1/2``, a product written
+    ``27(1/3)``) and its operations in evaluation order (left
     operand, right operand, then the operation); ``None`` when it is not one or divides by zero.
 
     Parsed with :mod:`ast` and evaluated over :class:`fractions.Fraction`: nothing is ``eval``-ed,
@@ -174,6 +186,8 @@ def arithmetic(expression: str) -> tuple[Fraction, list[Operation]] | None:
     text = re.sub(r"(?a)(?<=\d)\s*x\s*(?=[\d(.])", "*", text)  # "0.2 x 50"
     text = re.sub(r"(?a)(\d),(?=\d{3}\b)", r"\1", text)
     text = re.sub(r"(?a)(\d+(?:\.\d+)?)\s*%", r"(\1/100)", text)
+    text = re.sub(r"(?a)(?<![\d./])(\d+)\s+(\d+)/(\d+)(?![\d.])", r"(\1+\2/\3)", text)  # "3 1/2": three and a half
+    text = re.sub(r"(?a)(?<=[\d)])\s*\(", "*(", text)  # "27(1/3)", "1/2 (68)": a product
     if re.search(r"(?a)[^\d.\s()+\-*/]", text):
         return None
     try:
@@ -225,10 +239,16 @@ class Calculation:
     value: Fraction | None  # the true value of lhs (None: not an expression)
     stated: Fraction
     operations: tuple[Operation, ...] = ()
+    percent: bool = False  # the result is written with "%" ("12/20 x 100% = 60%")
 
     @property
     def right(self) -> bool:
-        return self.value is not None and close_enough(self.value, self.stated, self.rhs)
+        """The stated result is the value (rounded to the decimals written); with ``%``, the value
+        as a share (``12/20 = 60%``) or already in percent (``12/20 x 100 = 60%``)."""
+        if self.value is None:
+            return False
+        return close_enough(self.value, self.stated, self.rhs) or (
+            self.percent and close_enough(self.value * 100, self.stated, self.rhs))
 
     @property
     def trivial(self) -> bool:
@@ -238,7 +258,11 @@ class Calculation:
 
 def calculations(text: str) -> list[Calculation]:
     """Every ``expression = number`` of ``text`` whose expression has an operator between numbers
-    (the first ``MAX_CALCULATIONS``). Linear in the text: each ``=`` looks back a bounded way."""
+    (the first ``MAX_CALCULATIONS``). Linear in the text: each ``=`` looks back a bounded way.
+
+    An expression with units between its numbers (``9 hours * 2/3 = 6``) is read without its
+    words (``9 * 2/3``); one that cannot be read so (``80 GB / 2 GB/minute = 40``), and algebra
+    (``2x + 4x = 700``), are left unchecked rather than read as a wrong fragment (``2/3 = 6``)."""
     out: list[Calculation] = []
     for m in _RHS.finditer(text):
         start = _expression_start(text, m.start())
@@ -253,9 +277,19 @@ def calculations(text: str) -> list[Calculation]:
         stated = to_number(m.group(1))
         if stated is None:
             continue
-        found = arithmetic(lhs)
+        worded = _worded(text, m.start())
+        if worded is not None and worded < start:  # "9 hours * 2/3 = 6": the units cut the expression short
+            found = arithmetic(_UNIT_RE.sub(" ", text[worded:m.start()]).replace("–", "-"))
+            if found is None:  # "80 GB / 2 GB/minute = 40": work, but nothing to check
+                continue
+            start, lhs = worded, text[worded:m.start()].strip()
+        else:
+            found = arithmetic(lhs)
+        if found is None and re.search(r"[A-Za-z]", re.sub(r"\\[a-z]+", "", lhs)):
+            continue  # "2x + 4x = 700": algebra, not arithmetic; nothing to check
         value, ops = found if found is not None else (None, [])
-        out.append(Calculation(start, m.end(1), lhs, m.group(1), value, stated, tuple(ops)))
+        percent = text.startswith("%", m.end(1))
+        out.append(Calculation(start, m.end(1) + percent, lhs, m.group(1), value, stated, tuple(ops), percent))
         if len(out) == MAX_CALCULATIONS:
             break
     return out
@@ -304,19 +338,42 @@ def same_answer(answer: str, reference: Fraction) -> bool:
 
 # A calculation written with units between its numbers ("20 ounces / 8 pieces = 2.5 ounces"): it
 # cannot be evaluated, but it is work. Two numbers with an operator between them, spaced, then "=".
+_UNIT_RE = re.compile(r"(?a)\b(?!x\b)[A-Za-z][A-Za-z/']*")  # the words of "9 hours * 2/3", not the "x" of "3 x 4"
 _WORDED = re.compile(r"(?a)\d[^\d\n=]{0,40}?\s[+\-*/x×÷–−]\s[^\d\n=]{0,40}?\d[^\n=]{0,80}$")
 
 
+def _worded(text: str, eq: int) -> int | None:
+    """Where the calculation in words that ends at ``eq`` (an ``=``) starts, or ``None``."""
+    line = max(text.rfind("\n", 0, eq) + 1, eq - 200)
+    m = _WORDED.search(text, line, eq)
+    if m is None:
+        return None
+    start = m.start()
+    while start > line and text[start - 1] in "0123456789.,":  # the whole first number
+        start -= 1
+    return start
+
+
+_EQUALS = re.compile(r"(?i)=|\bequals?\b")
+_OPERATOR = re.compile(r"(?i)[+*/×÷−–]|(?<=[\w)\s])-(?=[\s\w(])|\b(?:plus|minus|times|divided|multiplied)\b")
+
+
 def _work(text: str, calcs: list[Calculation]) -> bool:
-    """``text`` computes something: a non-trivial calculation, or a calculation in words (two
-    numbers, an operator and units between them, then ``= number``, on one line)."""
+    """``text`` computes something: a non-trivial calculation; a calculation in words (two
+    numbers, an operator and units between them, then ``= number``, on one line); or a line that
+    states an equation: ``=`` or "equals", an operator, two numbers (``45=(2*x)-5``, ``9 plus 9
+    plus 3 equals 21``: algebra and words the calculator does not check)."""
     if any(not k.trivial for k in calcs):
         return True
-    for m in _RHS.finditer(text):
-        line = text.rfind("\n", 0, m.start()) + 1
-        if _WORDED.search(text[max(line, m.start() - 200):m.start()]):
-            return True
-    return False
+    starts = {k.end: k.start for k in calcs}  # an identity read as a calculation is not work in words either
+    if any((start := _worded(text, m.start())) is not None and start < starts.get(m.end(1), len(text))
+           for m in _RHS.finditer(text)):
+        return True
+    rest = list(text)  # the calculations read are judged: blank them out
+    for k in calcs:
+        rest[k.start:k.end] = " " * (k.end - k.start)
+    return any(_EQUALS.search(line) and _OPERATOR.search(line) and len(_NUMBER_RE.findall(line)) >= 2
+               for line in "".join(rest).splitlines())
 
 
 # ---- the dense reference reward ------------------------------------------------------------------
@@ -335,6 +392,8 @@ def computed_results(text: str, calcs: list[Calculation], question: set[Fraction
     * of each calculation, the result of every non-trivial inner operation (``( 6 - ( 3 + 2 ) )``
       computes 5), then, if the calculation is right and not trivial, its value (exact and as
       stated: ``10/3 = 3.33`` stands for both) -- all credited on the calculation's characters;
+    * the number after ``=`` of a calculation in words the reader cannot evaluate (``80 GB / 2
+      GB/minute = 40 minutes``), credited from its first number;
     * a number after ``=`` that ends no calculation (``Total = 72``), unless it is one of the
       ``question``'s numbers: a copy is not a result.
 
@@ -347,12 +406,18 @@ def computed_results(text: str, calcs: list[Calculation], question: set[Fraction
             if not op.top and not op.trivial:
                 found.append((c.start, k, Result(c.start, c.end, frozenset({op.result}))))
         if c.right and not c.trivial:
-            found.append((c.start, k, Result(c.start, c.end, frozenset({c.value, c.stated}))))
+            found.append((c.start, k, Result(c.start, c.end, frozenset({c.value, c.stated, c.stated / 100}
+                                                                      if c.percent else {c.value, c.stated}))))
     for m in _RHS.finditer(text):
         if m.end(1) in ends:
             continue
         value = to_number(m.group(1))
-        if value is not None and value not in question:
+        if value is None:
+            continue
+        start = _worded(text, m.start())
+        if start is not None:
+            found.append((start, len(calcs), Result(start, m.end(1), frozenset({value}))))
+        elif value not in question:
             found.append((m.start(1), len(calcs), Result(m.start(1), m.end(1), frozenset({value}))))
         if len(found) >= MAX_RESULTS:
             break
@@ -449,16 +514,20 @@ class MathWordTask(Task):
             return Certificate.no_attempt("empty", "no reply", completion, **nothing)
         q, c = _squeeze(question), _squeeze(completion)
         given = numbers(question)
+        given |= {-v for v in given}  # "48 below zero" repeats "-48"
         restated = bool(q) and q in c
         rest = c.replace(q, " ", 1) if restated else completion
-        if restated and not self._attempts(rest, calculations(rest), given):
+        piece = len(c) >= 20 and c in q  # a sentence of the question, even one that ends with the answer
+        if piece or restated and not self._attempts(rest, calculations(rest), given):
             return Certificate.no_attempt("copies_question", "the question restated: no attempt at an answer",
                                           completion, **nothing)
         calcs = calculations(completion)
         where = final_answer(completion)
         text = completion[where[0]:where[1]] if where else ""
         ok = where is not None and len(text) <= 40 and same_answer(text, reference)  # 40 digits: no reference is longer
-        if not ok and not self._attempts(completion, calcs, given):
+        # Nothing computed and no number of its own: no attempt, unless it states one number, the right one
+        # ("She has 17 cookies." where 17 is in the question; "9 2 3" is the question's numbers, not an answer).
+        if not self._attempts(completion, calcs, given) and not (ok and len(numbers(completion)) == 1):
             if not _NUMBER_RE.search(completion):
                 return Certificate.no_attempt("no_answer", "no number and no calculation: not an attempt at the "
                                               "problem", completion, **nothing)
@@ -485,7 +554,7 @@ class MathWordTask(Task):
         if where is None:  # unreachable: an attempt writes a number; kept for safety
             return Certificate(0.0, "no_answer", spans=spans, info=info)
         value = to_number(text)
-        unsupported = not ok and not _work(completion, calcs)
+        unsupported = not ok and not (_work(rest, calculations(rest)) if restated else _work(completion, calcs))
         if not ok and o.dense != "none":
             spans.append(Span(where[0], where[1], o.answer_error_reward,
                               f"final answer {text}; the answer is {format_number(reference)}"))
@@ -512,33 +581,41 @@ class MathWordTask(Task):
     # ---- reward ordering (rlsf.tasks.harness.reward_ordering) ------------------------------------
     def degenerate_replies(self, example: Example) -> dict[str, str]:
         replies = super().degenerate_replies(example)
-        given = [m.group() for m in _UNSIGNED_RE.finditer(example["question"])]
-        if given:
+        given = _NUMBER_RE.findall(example["question"])
+        if len(given) > 1:  # one number alone may be the answer itself
             replies["question numbers only"] = " ".join(given)
         return replies
 
     def near_misses(self, example: Example) -> dict[str, str]:
         """The reference solution with its last result and final answer one more (stated
-        consistently), and the reference steps with a slip of one in the first result carried
-        through every later step (right arithmetic after the slip)."""
+        consistently), and the reference steps with a slip of one in a result carried through
+        every later step (right arithmetic after the slip); for a reference with no work (SVAMP's
+        equation ``8``), one step too many (``8 + 1 = 9``)."""
         answer = Fraction(example["answer"])
         misses = {"last step off by one": _last_step_off_by_one(self.demonstration(example), answer)}
         slip = _carried_slip(example.get("steps") or [])
         if slip is not None:
             misses["slip carried through"] = slip
-        return {k: v for k, v in misses.items() if v is not None and not self.check(example, v).correct}
+        misses = {k: v for k, v in misses.items() if v is not None and not self.check(example, v).correct
+                  and _work(v, calculations(v))}  # "8 = 9, #### 9" (SVAMP's "8") is a guess, not a near miss
+        wrong = decimal(answer + 1)
+        if not misses and wrong is not None:  # a reference with no work to slip in: one step too many
+            misses["one step too many"] = f"{decimal(answer)} + 1 = {wrong}\n#### {wrong}"
+        return misses
 
     def reward_hacks(self, example: Example) -> dict[str, str]:
         """Answers with no calculation behind them: each of the question's numbers copied as the
         answer, the question's numbers listed with their sum or their largest, ``#### 0``, the
         question restated with its first number as the answer."""
-        given = list(dict.fromkeys(m.group() for m in _UNSIGNED_RE.finditer(example["question"])))
+        given = list(dict.fromkeys(_NUMBER_RE.findall(example["question"])))
         hacks = {f"copied answer {n}": f"#### {n}" for n in given[:8]}
         if given:
             values = [to_number(n) for n in given]
             listed = ", ".join(given)
             hacks["question numbers listed, their sum"] = f"{listed}\n#### {decimal(sum(values)) or given[0]}"
-            hacks["question numbers listed, the largest"] = f"{listed}\n#### {given[values.index(max(values))]}"
+            largest = f"{listed}\n#### {given[values.index(max(values))]}"
+            if largest != hacks["question numbers listed, their sum"]:
+                hacks["question numbers listed, the largest"] = largest
             hacks["question restated, first number as answer"] = f"{example['question']}\n#### {given[0]}"
         hacks["bare 0"] = "#### 0"
         return {k: v for k, v in hacks.items() if not self.check(example, v).correct}
@@ -560,11 +637,19 @@ def _last_step_off_by_one(solution: str | None, answer: Fraction) -> str | None:
 
 
 def _carried_slip(steps: list[list[str]]) -> str | None:
-    """The reference steps written out one a line, the first result one more and every later step
-    computed right from the slipped values; ``None`` for fewer than two steps, a slip that does not
-    reach the final result, or a value with no decimal form."""
-    if len(steps) < 2:
-        return None
+    """The reference steps written out one a line, one result one more (the first whose slip
+    reaches the final result) and every later step computed right from the slipped values (to two
+    decimals where a value has no exact decimal form); ``None`` for fewer than two steps or when no
+    slip reaches the end."""
+    for at in range(len(steps) - 1):
+        for first in (False, True):  # "9 / 9" after a slip of 9: both 9s, else only the first
+            text = _slipped_at(steps, at, first)
+            if text is not None:
+                return text
+    return None
+
+
+def _slipped_at(steps: list[list[str]], at: int, first: bool) -> str | None:
     slipped: dict[Fraction, Fraction] = {}
     lines = []
     new = None
@@ -572,28 +657,45 @@ def _carried_slip(steps: list[list[str]]) -> str | None:
         old = to_number(result)
         if old is None:
             return None
-        if i == 0:
+        if i == at:
             new = old + 1
-        else:
-            expression = _UNSIGNED_RE.sub(lambda m: _swapped(m.group(), slipped), expression)
+        elif i > at:
+            expression = _swap(expression, slipped, first)
             new = evaluate(expression)
             if new is None:
                 return None
+        else:
+            new = old
+        if decimal(new) is None:  # 88/12 = 7.33: right to the decimals written, and carried on as written
+            new = round(new, 2)
         if new != old:
             slipped[old] = new
-        shown = decimal(new)
-        if shown is None:
-            return None
-        lines.append(f"{expression.strip()} = {shown}")
+        lines.append(f"{expression.strip()} = {decimal(new)}")
     if new is None or new == to_number(steps[-1][1]):
         return None
     return "\n".join(lines) + f"\n#### {decimal(new)}"
 
 
-def _swapped(number: str, slipped: dict[Fraction, Fraction]) -> str:
-    """``number``, or the slipped value of the result it repeats."""
-    v = to_number(number)
-    return (decimal(slipped[v]) or number) if v in slipped else number
+def _computes(expression: str) -> bool:
+    """A reference step computes something: not ``<<125=125>>`` or ``<<3*1=3>>`` (kept when it cannot be read)."""
+    found = arithmetic(expression)
+    return found is None or any(not op.trivial for op in found[1])
+
+
+def _swap(expression: str, slipped: dict[Fraction, Fraction], first: bool) -> str:
+    """``expression`` with each operand (``9``, ``(-4)``) that repeats a slipped result replaced
+    by the slipped value: every such operand, or only the first."""
+    done = False
+
+    def swap(m: re.Match) -> str:
+        nonlocal done
+        v = to_number(m.group().strip("()"))
+        if v not in slipped or (first and done):
+            return m.group()
+        done = True
+        return _written(slipped[v])
+
+    return _OPERAND_RE.sub(swap, expression)
 
 
 @register("gsm8k")
@@ -620,7 +722,7 @@ class GSM8K(MathWordTask):
                     bad.append(f"{path.name} line {line}: {e}")
                     continue
                 steps = [[lhs.strip(), format_number(v)] for lhs, r in _ANNOTATION.findall(body)
-                         if (v := to_number(r)) is not None]
+                         if (v := to_number(r)) is not None and _computes(lhs)]
                 shown = body.strip() if self.options.annotations else _ANNOTATION.sub("", body).strip()
                 examples.append({"id": f"{split}:{line}", "question": question, "answer": format_number(value),
                                  "intermediate": [r for _, r in steps], "steps": steps,
@@ -677,5 +779,6 @@ class SVAMP(MathWordTask):
 
 
 def _written(x: Fraction) -> str:
-    """An operand as written in a step: a decimal, else the fraction in brackets."""
-    return decimal(x) or f"({format_number(x)})"
+    """An operand as written in a step: a decimal (in brackets when negative), else the fraction in brackets."""
+    shown = decimal(x)
+    return f"({shown})" if shown and x < 0 else shown or f"({format_number(x)})"
