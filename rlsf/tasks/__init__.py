@@ -26,7 +26,7 @@ from rlsf.tasks.base import Example, Task, TaskError, register
 from rlsf.tasks.base import available_tasks as _registered
 
 #: Modules of this package that define no task.
-LIBRARY_MODULES = frozenset({"base", "harness", "spoc_data", "game24_solver"})
+LIBRARY_MODULES = frozenset({"base", "harness", "spoc_data", "game24_solver", "math_reading"})
 
 #: The entry-point group installed packages list their tasks under.
 ENTRY_POINT_GROUP = "rlsf.tasks"
