@@ -140,6 +140,8 @@ def options_config(args, algorithm: str, lora: bool, variant: str, out: str):
         "rollout.generation_batch_size": 64, "check.workers": 0, "train.algorithm": algorithm,
         "train.steps": args.steps, "train.save_every": 0, "ppo.epochs": 1, "ppo.minibatch_size": 8,
         "ppo.kl_coef": 0.05, "grpo.minibatch_size": 8, "run.output_dir": out, "run.progress": False,
+        # EI and RCRL: a step of one rollout batch, like the others' (a round over every puzzle is 900 x 4)
+        "expert_iteration.rounds": "batch", "rcrl.rounds": "batch",
         "run.loggers": ["jsonl"], **VARIANTS[variant],
     })
 

@@ -284,7 +284,7 @@ def test_update_batch_entropy_scope(tiny_model_dir, scope):
         parts = [term(rows) for rows in order]
         want = [sum(gs) for gs in zip(*(torch.autograd.grad(-0.5 * t, params, allow_unused=True) for t in parts))]
         got = [sum(g[i] for g in grads) for i in range(len(params))]
-        close(stats["batch_entropy"], sum(float(t) for t in parts) / 2, tol=1e-5)
+        close(stats["batch_entropy"], sum(float(t.detach()) for t in parts) / 2, tol=1e-5)
     scale = max(float(w.abs().max()) for w in want if w is not None)
     assert scale > 0
     for w, g in zip(want, got):

@@ -236,7 +236,8 @@ def test_rcrl_trains_in_the_engine_and_samples_conditioned(tiny_model_dir, tmp_p
     cfg = tiny_cfg(tiny_model_dir, tmp_path, **{"train.algorithm": "rcrl", "train.steps": 2, "rcrl.batch_size": 2,
                                                 "rcrl.variant": "online", "rcrl.rounds": "batch"})
     trainer = RLTrainer(cfg)
-    assert "online variant" in ALGORITHMS["rcrl"].procedure(cfg) and "not the paper's" in ALGORITHMS["rcrl"].procedure(cfg)
+    procedure = ALGORITHMS["rcrl"].procedure(cfg)
+    assert "online variant" in procedure and "not the paper's" in procedure
     exp = trainer.rollout_step()
     assert all("[good] " in trainer.tokenizer.decode(p[m.bool()]) for p, m in zip(exp.prompt_ids, exp.prompt_mask))
     metrics = trainer.train()
@@ -439,11 +440,12 @@ def test_expert_iteration_raises_the_success_rate(space_first, tiny_model_dir, t
     cfg = tiny_cfg(tiny_model_dir, tmp_path, **{
         "task.name": space_first, "train.algorithm": "expert_iteration", "train.steps": 4,
         "expert_iteration.lr": 1e-2, "expert_iteration.batch_size": 8, "expert_iteration.restart": False,
+        "expert_iteration.rounds": "batch",  # 4 steps of a 16-sample batch each, continuing: a quick mover
         "rollout.prompts_per_step": 4, "rollout.samples_per_prompt": 4, "rollout.max_new_tokens": 3,
         "rollout.ignore_eos": True})  # every completion is cut by design: EI keeps them
     trainer = RLTrainer(cfg)
 
-    def success() -> float:  # over 8 rounds of the 16 problems x 4 samples
+    def success() -> float:  # over 8 batches of 4 problems x 4 samples
         certs = [c for _ in range(8) for c in trainer.rollout_step().certificates]
         return sum(c.correct for c in certs) / len(certs)
 

@@ -576,7 +576,8 @@ class PolicyGradient(Algorithm):
         self._share = 1.0
         if self.acfg.epochs == 1:
             seen = self._seen
-        self._collect_probs, self._batch_probs, self._whole_batch, self._seen, self._mb_rows = False, None, None, None, None
+        self._collect_probs, self._batch_probs, self._whole_batch, self._seen = False, None, None, None
+        self._mb_rows = None
         for k, v in sums.items():
             stats[k if k in DIAGNOSTICS or k.startswith("rollout/") else f"loss/{k}"] = v / count
         if whole and seen is not None and seen["sum"] is not None:

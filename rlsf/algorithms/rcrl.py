@@ -57,6 +57,11 @@ VARIANTS = ("offline", "online")
 
 @dataclass
 class RCRLConfig(ExpertIterationConfig):
+    rounds: str = opt("full", "Which problems a training step samples: full (rollout.samples_per_prompt completions "
+                      "of every training problem, the task's training split or its first task.train_examples, in "
+                      "rollout batches of rollout.prompts_per_step; offline, one step is the paper's data set: K "
+                      "samples of each training problem from the SFT model) or batch (one rollout batch of "
+                      "rollout.prompts_per_step problems per step, the trainer's shuffled order).")
     variant: str = opt("offline", "offline (Havrilla et al.): every training completion is sampled from the model "
                        "training started from (the SFT model) with plain prompts, labelled with its outcome, and that "
                        "model is fine-tuned once, at the end of the run, on all of them. online (rlsf's earlier "
