@@ -12,11 +12,15 @@ from pathlib import Path
 import pytest
 from rdkit import Chem
 
+from rlsf.chem.edits import invalid_variant, one_slip_variants
+from rlsf.chem.match import match, reference_neighbourhoods
 from rlsf.chem.similarity import char_bleu, levenshtein, tanimoto
-from rlsf.chem.smiles import canonical, diagnose, rdkit_log, tokenize, unexplained_atoms
+from rlsf.chem.smiles import canonical, diagnose, rdkit_log, salvage, tokenize, unexplained_atoms
 from rlsf.tasks import get_task
 from rlsf.tasks.base import TaskError
-from rlsf.tasks.chem import VERDICTS, find_answer
+from rlsf.tasks.chem import NO_ATTEMPT, VERDICTS, find_answer
+from rlsf.tasks.harness import reward_ordering
+from rlsf.tasks.harness.ordering import SHAPINGS, total_reward
 
 ASPIRIN = "CC(=O)Oc1ccccc1C(=O)O"
 MOL = {"id": "x", "description": "aspirin", "target": ASPIRIN}
@@ -100,7 +104,7 @@ def test_huge_input_is_cut_quickly() -> None:
     assert time.perf_counter() - t0 < 2.0
     assert d.problems[0].kind == "length" and d.problems[0].chars == ((1000, 100_000),)
     cert = molgen().check(MOL, smiles)
-    assert cert.verdict == "too_long" and cert.score == -0.5
+    assert cert.verdict == "too_long" and cert.score == -0.5 and cert.attempted
 
 
 def test_diagnosis_works_where_rdkit_log_was_disabled() -> None:
@@ -149,13 +153,48 @@ def test_find_answer(text: str, answer: str) -> None:
 @pytest.mark.parametrize("text", ["", "   \n\t", "\u3000"])
 def test_empty_answers(text: str) -> None:
     cert = molgen().check(MOL, text)
-    assert cert.verdict == "empty" and not cert.correct and cert.score == -0.5 and cert.spans == []
+    assert cert.verdict == "empty" and not cert.correct and not cert.attempted and cert.score == -1.0
+    assert cert.spans == []
 
 
-def test_prose_without_smiles() -> None:
+def test_prose_without_smiles_is_no_attempt() -> None:
     text = "This is a hard question, I'd rather not guess."
     cert = molgen().check(MOL, text)
-    assert cert.verdict == "no_smiles" and negatives(cert, text) == [(text, -1.0)]
+    assert cert.verdict == "no_smiles" and not cert.attempted and cert.score == -1.0
+    assert negatives(cert, text) == [] and "prose is no answer" in cert.spans[0].message
+
+
+@pytest.mark.parametrize("text", [
+    "I don't know.", "I'm sorry, but I can't help with that request.", "Could you clarify what you mean?",
+    "Let me think about this step by step. This is an interesting problem, and the answer is clear.",
+    "SMILES: I don't know", "Answer: unknown", "None", "none", "No.", "N/A", "?", "...", "hello", "ethanol",
+    "Sorry, no idea", "SMILES: aspirin",
+])
+def test_prose_refusals_and_words_are_no_attempt(text: str) -> None:
+    # Found by the issue: "I don't know." earned +0.50, the I read as iodine (valid, one clean atom).
+    for name in ("molgen", "forward", "retro"):
+        ex = MOL if name == "molgen" else {"id": "r", "source": "CCOC(C)=O", "target": "CCO.CC(=O)Cl"}
+        cert = get_task(name).check(ex, text)
+        assert not cert.attempted and cert.verdict == "no_smiles" and cert.score == -1.0, (name, text, cert.verdict)
+
+
+def test_i_dont_know_is_not_iodine() -> None:
+    assert find_answer("I don't know.") is None  # the pronoun is a word, not an atom
+    assert find_answer("I think it is C") == (14, 15)  # the molecule, not the pronoun
+    assert molgen().check({"id": "i", "target": "I"}, "I").correct  # alone, it is hydrogen iodide
+    for text in ("The answer is C.", "It is CO2", "Cl", "Br", "NaCl", "CH3CH2OH"):  # attempts, right or wrong
+        assert molgen().check(MOL, text).attempted, text
+
+
+def test_the_prompt_restated_is_no_attempt() -> None:
+    ex = {"id": "d", "description": "The molecule is aspirin, an acetyl derivative of salicylic acid (CO2H).",
+          "target": ASPIRIN}
+    task = molgen()
+    for text in (ex["description"], "The molecule is aspirin, an acetyl", f"  {ex['description']}\n"):
+        cert = task.check(ex, text)
+        assert cert.verdict == "restates_prompt" and not cert.attempted, text
+    cert = task.check(ex, ex["description"] + f" SMILES: {ASPIRIN}")  # restating it, then answering: an answer
+    assert cert.correct and cert.attempted
 
 
 # ---- certificates -------------------------------------------------------------------------------
@@ -168,43 +207,50 @@ def test_exact_answer_is_correct_with_prose_around() -> None:
         assert not [s for s in cert.spans if s.reward < 0]
 
 
-def test_invalid_atoms_get_the_negative_reward_and_the_rest_keeps_credit() -> None:
+def test_invalid_atoms_get_the_negative_reward_and_the_matched_ones_credit() -> None:
+    # Aspirin with a fifth bond on its carboxyl carbon: one atom to blame, the other 13 right.
     task = molgen()
-    text = "Answer: CC(C)(C)(C)(C)O"
+    text = "Answer: CC(=O)Oc1ccccc1C(=O)(O)C"
     cert = task.check(MOL, text)
-    assert cert.verdict == "chemistry_error" and cert.score == -0.5
     start = text.index("CC(")
-    assert [(s.start - start, s.reward) for s in cert.spans if s.reward < 0] == [(1, -1.0)]  # atom 1, the C with 5 bonds
-    credited = sorted(s.start - start for s in cert.spans if s.reward > 0)
-    assert credited == [0, 3, 6, 9, 12, 14]  # every other atom: 6 of 7 atoms
-    assert sum(s.reward for s in cert.spans if s.reward > 0) == pytest.approx(0.5 * 6 / 7)
+    assert cert.verdict == "chemistry_error" and cert.attempted
+    assert [(s.start - start, s.reward) for s in cert.spans if s.reward < 0] == [(15, -1.0)]  # the C with 5 bonds
+    credited = [s for s in cert.spans if s.reward > 0]
+    assert all(s.reward == pytest.approx(0.5 / 14) for s in credited)  # clean_reward / max(14 atoms, 13)
+    assert 9 <= len(credited) <= 12  # the atoms whose neighbourhoods the reference has (not the blamed one's)
+    assert cert.score == pytest.approx(-0.5 + 0.8 * cert.info["similarity"]) and cert.score > -0.5
 
 
-def test_syntax_error_credits_only_the_prefix() -> None:
+def test_syntax_error_credits_only_matched_atoms_of_the_prefix() -> None:
     text = "CCO)CC"
-    cert = molgen().check(MOL, text)
+    cert = molgen().check({"id": "e", "target": "CCOCC"}, text)
     assert cert.verdict == "syntax_error"
     assert negatives(cert, text) == [(")", -1.0)]
-    assert sorted(text[s.start:s.end] + str(s.start) for s in cert.spans if s.reward > 0) == ["C0", "C1", "O2"]
+    # C0 (a methyl on C) and C1 (bonded to C and O) have their neighbourhoods in diethyl ether; O2
+    # (bonded to one C) has not; the atoms after the error are not credited.
+    assert sorted(text[s.start:s.end] + str(s.start) for s in cert.spans if s.reward > 0) == ["C0", "C1"]
+    assert cert.info["matched_atoms"] == 2 and cert.info["answer_atoms"] == 5
 
 
 def test_kekulize_error_is_split_over_its_atoms() -> None:
     cert = molgen().check(MOL, "c1cccc1")
-    errors = [s for s in cert.spans if s.reward < 0]
+    errors = [s for s in cert.spans if s.reward < 0 and "kekulize" in s.message]
     assert len(errors) == 5 and sum(s.reward for s in errors) == pytest.approx(-1.0)
-    assert "kekulize" in errors[0].message
 
 
-def test_partial_credit_is_fingerprint_similarity() -> None:
+def test_partial_credit_is_similarity_to_the_reference() -> None:
     task = molgen()
     close = task.check(MOL, "CC(=O)Oc1ccccc1C(=O)OC")  # methyl ester of aspirin
     far = task.check(MOL, "CCCCCCCC")
-    assert close.verdict == far.verdict == "wrong"
-    assert 0 < far.score < close.score < 1
+    assert close.verdict == "wrong" and far.verdict == "unrelated"
+    assert -0.5 < far.score < close.score < 1
+    assert close.score == pytest.approx(-0.5 + 0.1 + 0.8 * close.info["similarity"])
     assert close.info["morgan_sim"] == pytest.approx(tanimoto(Chem.MolFromSmiles("CC(=O)Oc1ccccc1C(=O)OC"),
                                                               Chem.MolFromSmiles(ASPIRIN), "morgan"))
-    weighted = molgen(exact_weight=0, morgan_weight=1, maccs_weight=0).check(MOL, "CC(=O)Oc1ccccc1C(=O)OC")
-    assert weighted.score == pytest.approx(close.info["morgan_sim"])
+    assert not negatives(close, "CC(=O)Oc1ccccc1C(=O)OC")  # a near miss: no atom to blame
+    assert sum(s.reward for s in far.spans if s.reward < 0) == pytest.approx(-1.0)  # unrelated: its unmatched atoms
+    weighted = molgen(similarity_reward=0.5, valid_reward=0.0, base_score=0.0).check(MOL, "CC(=O)Oc1ccccc1C(=O)OC")
+    assert weighted.score == pytest.approx(0.5 * close.info["similarity"])
 
 
 def test_component_order_does_not_matter_and_stereo_is_an_option() -> None:
@@ -229,10 +275,14 @@ def test_every_verdict_is_declared() -> None:
 
 
 def test_bad_options_are_refused() -> None:
-    with pytest.raises(TaskError, match="weights"):
-        molgen(exact_weight=0, morgan_weight=0, maccs_weight=0)
+    with pytest.raises(TaskError, match="base_score"):
+        molgen(similarity_reward=1.5)  # a wrong answer could score above a right one
+    with pytest.raises(TaskError, match="base_score"):
+        molgen(valid_reward=0.5, similarity_reward=0.4)  # validity would weigh more than similarity
+    with pytest.raises(TaskError, match="related_min"):
+        molgen(related_min=-1)
     with pytest.raises(TaskError, match="unknown option"):
-        molgen(exact_weigth=1)
+        molgen(exact_weight=1)  # gone: the score is similarity, not a weighted mean of fingerprints
 
 
 # ---- reactions ----------------------------------------------------------------------------------
@@ -412,16 +462,135 @@ def test_a_long_reference_is_within_the_length_limit() -> None:
 
 def test_reaction_answers_that_repeat_the_prompt_are_no_reaction() -> None:
     # Found in the RL runs: the policy gave back the solvent (forward) or the product (retro).
+    # They are no answer: a no-attempt certificate, below every honest attempt.
     fwd = get_task("forward")
     ex = {"id": "f", "source": "C1CCOC1.CCO.CC(=O)Cl", "target": "CCOC(C)=O"}
-    cert = fwd.check(ex, "C1CCOC1")
-    assert cert.verdict == "copies_input" and cert.score == -0.5 and not cert.correct
-    assert [s.reward for s in cert.spans] == [-1.0] and "one of the reactants" in cert.spans[0].message
+    for answer in ("C1CCOC1", "OCC", "Product: CCO", "CC(=O)Cl.OCC", "O1CCCC1"):
+        cert = fwd.check(ex, answer)
+        assert cert.verdict == "copies_input" and cert.score == -1.0 and not cert.attempted, answer
+    assert "among the reactants" in fwd.check(ex, "C1CCOC1").spans[0].message
+    assert fwd.check(ex, "C1CCOC1.CCO.CC(=O)Cl").verdict == "restates_prompt"
     assert fwd.check(ex, "CCOC(C)=O").correct
+    chiral = {"id": "c", "source": "C[C@H](N)C(=O)O.CO", "target": "COC(=O)[C@@H](C)N"}
+    assert fwd.check(chiral, "CC(N)C(=O)O").verdict == "copies_input"  # a reactant without its stereo: still a copy
     retro = get_task("retro")
     rx = {"id": "r", "source": "CCOC(C)=O", "target": "CCO.CC(=O)Cl"}
-    for answer in ("CCOC(C)=O", "O=C(C)OCC", "CCOC(C)=O.O"):
+    for answer in ("O=C(C)OCC", "CCOC(C)=O.O", "CCOC(C)=O.CC"):
         cert = retro.check(rx, answer)
-        assert cert.verdict == "copies_input" and cert.score == -0.5, answer
+        assert cert.verdict == "copies_input" and cert.score == -1.0 and not cert.attempted, answer
+    assert retro.check(rx, "CCOC(C)=O").verdict == "restates_prompt"
     assert retro.check(rx, "OCC.CC(Cl)=O").correct
     assert molgen().check(MOL, ASPIRIN).correct  # molecule generation has no input molecule to copy
+
+
+# ---- what RL farmed, and what it earns now --------------------------------------------------------
+PALMITIC = "CCCCCCCCCCCCCCCC(=O)O"  # 18 heavy atoms, 15 of them a chain
+
+
+def totals(task, ex, text) -> list[float]:
+    cert = task.check(ex, text)
+    return [total_reward(cert, text, preset, mode) for preset, mode in SHAPINGS]
+
+
+def test_atoms_match_by_neighbourhood_one_to_one() -> None:
+    ref, n = reference_neighbourhoods(Chem.MolFromSmiles(PALMITIC))
+    assert n == 18
+    found = match(Chem.MolFromSmiles("C" * 40), ref, n)
+    # the methyl end and as many chain carbons as the reference has: the rest of the chain matches nothing
+    assert found.matched == list(range(15)) and found.unmatched == list(range(15, 40))
+    same = match(Chem.MolFromSmiles("OC(=O)CCCCCCCCCCCCCCC"), ref, n)  # the same molecule written backwards
+    assert same.similarity == 1.0 and not same.unmatched
+    kekule = match(Chem.MolFromSmiles("C1=CC=CC=C1", sanitize=False), *reference_neighbourhoods(
+        Chem.MolFromSmiles("c1ccccc1")))
+    assert kekule.similarity == 1.0  # aromaticity is perceived before matching
+
+
+def test_salvage_reads_the_part_before_a_syntax_error() -> None:
+    for smiles, readable in [("CC(=O)Oc1ccccc1C(=O)O(", "CC(=O)Oc1ccccc1C(=O)O"), ("CCO)CC", "CCO"),
+                             ("C1CC", "CCC"), ("c1ccccc1C(=", "Cc1ccccc1")]:
+        mol = salvage(diagnose(smiles))
+        assert mol is not None and Chem.MolToSmiles(mol) == Chem.MolToSmiles(Chem.MolFromSmiles(readable)), smiles
+    assert salvage(diagnose("C" * 2000, 1000)) is None  # too long: not read at all
+
+
+def test_alkane_to_the_token_limit_is_flagged_past_the_reference() -> None:
+    # Found in the RL runs: 77 of 100 molgen answers were straight-chain alkanes to the token limit.
+    task = molgen()
+    ex = {"id": "p", "target": PALMITIC}
+    text = "C" * 40
+    cert = task.check(ex, text)
+    assert cert.verdict == "unrelated" and cert.attempted and not cert.correct
+    flagged = sorted(s.start for s in cert.spans if s.reward < 0)
+    credited = sorted(s.start for s in cert.spans if s.reward > 0)
+    assert flagged == list(range(15, 40)) and credited == list(range(15))  # the chain past the reference's
+    assert sum(s.reward for s in cert.spans if s.reward > 0) == pytest.approx(0.5 * 15 / 40)
+    assert sum(s.reward for s in cert.spans if s.reward < 0) == pytest.approx(-1.0)
+    limit = task.check(ex, "C" * 400)
+    assert limit.score < cert.score < task.check(ex, "CCCCCCCCCCCCCCCC(=O)N").score  # longer earns less
+
+
+def test_similarity_outweighs_validity() -> None:
+    # An invalid answer one atom away from the reference scores above any valid molecule unrelated to it.
+    task = molgen()
+    invalid = task.check(MOL, invalid_variant(ASPIRIN))
+    assert invalid.verdict == "chemistry_error"
+    for hack in ("CCO", "C", "C" * 40, "C" * 400, "c1ccccc1"):
+        cert = task.check(MOL, hack)
+        assert cert.info["valid"] == 1.0 and cert.verdict == "unrelated"
+        assert cert.score < invalid.score, hack
+        assert [a < b for a, b in zip(totals(task, MOL, hack), totals(task, MOL, invalid_variant(ASPIRIN)))] \
+            == [True] * len(SHAPINGS), hack
+
+
+@pytest.mark.parametrize("smiles", [ASPIRIN, PALMITIC, "C1CC1", "CCO.CC(=O)Cl", "O=C(O)c1ccccc1N", "C[C@H](N)C(=O)O"])
+def test_near_misses_are_one_slip_and_honest(smiles: str) -> None:
+    variants = one_slip_variants(smiles)
+    assert variants and all(canonical(Chem.MolFromSmiles(v)) != canonical(Chem.MolFromSmiles(smiles))
+                            for v in variants.values())
+    task = molgen()
+    ex = {"id": "n", "target": smiles}
+    for name, text in task.near_misses(ex).items():
+        cert = task.check(ex, text)
+        assert cert.attempted and not cert.correct, name
+        if cert.info["valid"]:
+            assert cert.verdict == "wrong" and not negatives(cert, text), (name, text)  # close: nothing to blame
+        else:
+            assert name == "valence error" and cert.verdict == "chemistry_error"
+            assert len(negatives(cert, text)) == 1  # one atom to blame
+
+
+def test_near_misses_and_hacks_of_the_reactions() -> None:
+    fwd, retro = get_task("forward"), get_task("retro")
+    ex = {"id": "f", "source": "C1CCOC1.CCO.CC(=O)Cl", "target": "CCOC(C)=O"}
+    hacks = fwd.reward_hacks(ex)
+    assert {"a reactant copied", "the solvent copied", "all inputs copied", "alkane"} <= set(hacks)
+    assert all(not fwd.check(ex, hacks[k]).attempted for k in ("a reactant copied", "the solvent copied",
+                                                                "all inputs copied"))
+    for text in fwd.near_misses(ex).values():
+        assert fwd.check(ex, text).attempted and fwd.check(ex, text).verdict != "unexplained_atoms"
+    rx = {"id": "r", "source": "CCOC(C)=O", "target": "CCO.CC(=O)Cl"}
+    hacks = retro.reward_hacks(rx)
+    assert not retro.check(rx, hacks["the product copied"]).attempted
+    assert not retro.check(rx, hacks["the product and water"]).attempted
+    assert "atom added" in retro.near_misses(rx)  # retro adds rather than removes: its reactants must keep
+    for text in retro.near_misses(rx).values():   # every atom of the product
+        assert retro.check(rx, text).verdict in ("wrong", "chemistry_error")
+
+
+@pytest.mark.parametrize("name", ["molgen", "forward", "retro"])
+def test_hacks_earn_less_than_near_misses_on_shipped_examples(name: str, shared_data) -> None:
+    # The rule of tests/test_reward_ordering.py on more examples than it takes (every 4th reaction).
+    task = get_task(name)
+    examples = task.load("test")
+    examples = examples[::100] if name == "molgen" else examples[::4]
+    report = reward_ordering(task, examples)
+    assert report, "\n".join(report.violations)
+
+
+def test_no_attempt_verdicts_are_declared() -> None:
+    assert set(NO_ATTEMPT) < set(VERDICTS)
+    task = molgen()
+    texts = ["", "I don't know.", "CCC", "C" * 40, "CC(C", "c1cccc1", "C" * 2000, ASPIRIN]
+    for text in texts:
+        cert = task.check(MOL, text)
+        assert cert.verdict in VERDICTS and (cert.verdict in NO_ATTEMPT) == (not cert.attempted), text

@@ -33,6 +33,12 @@ def is_word(chunk: str, alone: bool = True) -> bool:
     return _WORD_SHAPE.fullmatch(chunk) is not None and parse(chunk) is None
 
 
+def is_non_answer(chunk: str, alone: bool = True) -> bool:
+    """``chunk`` (an answer found in a completion) names no molecule: a word (:func:`is_word`), "N/A",
+    or no letter at all ("?", "...", "42")."""
+    return is_word(chunk, alone) or chunk.lower() in ("n/a", "n.a.") or not any(c.isalpha() for c in chunk)
+
+
 def find_answer(completion: str) -> tuple[int, int] | None:
     """``(start, end)`` of the SMILES in ``completion`` (see the module docstring), or ``None``."""
     def chunk_at(pos: int) -> tuple[int, int] | None:
@@ -58,7 +64,7 @@ def find_answer(completion: str) -> tuple[int, int] | None:
         pass
     if marker is not None:
         found = chunk_at(marker.end())
-        if found is not None and not is_word(completion[found[0]:found[1]], alone=False):
+        if found is not None and not is_non_answer(completion[found[0]:found[1]], alone=False):
             return found
     tick = _BACKTICKS.search(completion)
     if tick is not None:
@@ -71,5 +77,6 @@ def find_answer(completion: str) -> tuple[int, int] | None:
             best = (s, e)
     if best is None and len(stripped.split()) == 1:  # a lone chunk is the answer, even if it is not SMILES
         s = completion.index(stripped)
-        return s, s + len(stripped)
+        s, e = _trimmed(s, s + len(stripped))
+        return (s, e) if e > s else (s, s + len(stripped))
     return best

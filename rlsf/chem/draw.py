@@ -3,8 +3,10 @@
 One row per example: the prompt's molecule where there is one (the reactants of a forward
 synthesis, the product of a retrosynthesis), the reference, and the model's answer. Atoms a
 certificate flags are red: the atoms of RDKit's problems (drawn from the unsanitised parse, so
-an invalid answer still shows where it is wrong) and the atoms the reactants do not account for
-(on the answer for forward synthesis, on the prompt's product for retrosynthesis). An answer
+an invalid answer still shows where it is wrong), the atoms the reactants do not account for
+(on the answer for forward synthesis, on the prompt's product for retrosynthesis) and the
+unmatched atoms of an answer unrelated to the reference (the chain of an alkane past the
+reference's length). An answer
 that does not parse at all is a "?" with the answer and RDKit's message as its legend. Drawn with
 RDKit's own 2D drawer (Cairo for PNG, or SVG when the path ends in ``.svg``).
 """
@@ -85,7 +87,8 @@ def answer_grid(examples: list[dict[str, Any]], texts: list[str], certificates: 
             mols.append(_drawable(d.raw))
             sim = cert.info.get("morgan_sim")
             legends.append(_short(f"{cert.verdict}" + (f", Morgan {sim:.2f}" if isinstance(sim, float) else "")))
-            highlights.append(sorted(set(flagged) | set(unexplained_answer)))
+            unrelated = [a for a in cert.info.get("unrelated_atoms") or [] if isinstance(a, int)]
+            highlights.append(sorted(set(flagged) | set(unexplained_answer) | set(unrelated)))
     rows = max(1, -(-len(mols) // cols))
     size = (cols * cell, rows * cell)
     drawer = (rdMolDraw2D.MolDraw2DSVG if path.suffix.lower() == ".svg" else rdMolDraw2D.MolDraw2DCairo)(

@@ -188,12 +188,13 @@ _KINDS = {"AtomValenceException": "valence", "KekulizeException": "kekulize", "A
 
 def diagnose(smiles: str, max_chars: int = 0) -> Diagnosis:
     """Every problem RDKit finds in ``smiles``, with atom indices and character spans. Never raises."""
-    tokens, bad = tokenize(smiles)
-    d = Diagnosis(smiles, tokens)
-    if max_chars and len(smiles) > max_chars:
+    if max_chars and len(smiles) > max_chars:  # the tokens within the limit only: a huge answer costs nothing
+        d = Diagnosis(smiles, tokenize(smiles[:max_chars])[0])
         d.problems.append(Problem("length", f"SMILES of {len(smiles)} characters (more than {max_chars})", (),
                                   ((max_chars, len(smiles)),)))
         return d
+    tokens, bad = tokenize(smiles)
+    d = Diagnosis(smiles, tokens)
     if bad is not None and not (smiles[bad].isascii() and smiles[bad].isprintable() and not smiles[bad].isspace()):
         # RDKit skips some characters silently (non-ASCII ones), which would shift atom numbers;
         # other ASCII (an unclosed "[", a stray "&") is RDKit's to report, with its position.

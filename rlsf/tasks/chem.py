@@ -6,7 +6,8 @@ RLSF's three chemistry applications. The model answers with a SMILES string; RDK
 **No attempt** (:meth:`~rlsf.feedback.certificate.Certificate.no_attempt`, the least reward under
 every shaping): an empty or blank reply (``empty``); prose, a refusal or a question, i.e. no SMILES
 (``no_smiles``; English words are not SMILES even where their letters are atoms: ``I`` in "I don't
-know." is the pronoun, not iodine, :func:`rlsf.chem.answer.is_word`); the prompt given back
+know." is the pronoun, not iodine; nor are "N/A" or an answer without a letter,
+:func:`rlsf.chem.answer.is_non_answer`); the prompt given back
 (``restates_prompt``); an input molecule given back (``copies_input``: forward synthesis, an answer
 whose molecules are all among the reactants and reagents -- the solvent, a reactant; retrosynthesis,
 reactants that include the product itself). Copies compare canonical SMILES with and without
@@ -65,13 +66,13 @@ the solvent or a reactant given back; the product given back).
 from __future__ import annotations
 
 import csv
-import functools
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from rlsf.chem.answer import find_answer, is_word
+from rlsf.chem.answer import find_answer, is_non_answer
+from rlsf.chem.references import alone, cached_validation, prompt_molecules, reference_info
 from rlsf.feedback.certificate import Certificate, Span
 from rlsf.settings import opt
 from rlsf.tasks.base import Example, Messages, Task, TaskError, register
@@ -156,7 +157,7 @@ class ChemTask(Task):
                 rows = self.rows(split, path)
             except (OSError, UnicodeDecodeError, csv.Error) as e:
                 raise TaskError(f"task {self.name!r}: cannot read {path}: {e}") from None
-            known = _validated(path) if self.options.validate else None
+            known = cached_validation(path) if self.options.validate else None
             unparsable: dict[int, str] = {}
             for line, row in rows:
                 try:
@@ -172,7 +173,7 @@ class ChemTask(Task):
                         continue
                 examples.append(ex)
             if self.options.validate and known is None:
-                _validated(path, unparsable)
+                cached_validation(path, unparsable)
             self._data[split] = self.keep_split(split, examples, bad, path.name)
         return [dict(ex) for ex in self._data[split]]
 
@@ -204,10 +205,10 @@ class ChemTask(Task):
             return Certificate.no_attempt("no_smiles", "no SMILES in the answer: prose is no answer", completion,
                                           **_info(0.0))
         start, end = where
-        if is_word(completion[start:end], alone=_alone(completion, start, end)):
-            return Certificate.no_attempt("no_smiles", f"{completion[start:end][:40]!r} is a word, not a SMILES: "
-                                          "prose is no answer", completion, **_info(0.0))
-        ref = _reference(example["target"], o.stereo)
+        if is_non_answer(completion[start:end], alone=alone(completion, start, end)):
+            return Certificate.no_attempt("no_smiles", f"{completion[start:end][:40]!r} names no molecule (a word, "
+                                          "not a SMILES): no answer", completion, **_info(0.0))
+        ref = reference_info(example["target"], o.stereo)
         limit = max(o.max_chars, 2 * len(example["target"])) if o.max_chars else 0  # never below the reference
         d = diagnose(completion[start:end], limit)
         info = _info(float(d.valid), smiles=d.smiles[:_KEEP])
@@ -284,7 +285,7 @@ class ChemTask(Task):
         there), and small molecules unrelated to a reference of 10 atoms or more."""
         from rlsf.chem.smiles import canonical, parse
 
-        ref = _reference(example["target"], self.options.stereo)
+        ref = reference_info(example["target"], self.options.stereo)
         hacks = {"alkane": "C" * 40, "alkane to the token limit": "C" * 400,
                  "alkane cut at the token limit": "C" * 399 + "("}
         if ref.atoms >= 10:
@@ -297,10 +298,13 @@ class ChemTask(Task):
         return ""
 
     def prompt_text(self, example: Example) -> str:
-        """The text of the prompt a reply may give back (the user message)."""
+        """The text of the prompt a reply may give back (the user message; "" for an example without one)."""
         from rlsf.tasks.base import user_text
 
-        return user_text(self.prompt(example))
+        try:
+            return user_text(self.prompt(example))
+        except KeyError:
+            return ""
 
     def _restates_prompt(self, example: Example, completion: str, where: tuple[int, int] | None) -> str:
         """Why ``completion`` gives the prompt back instead of answering ("": it does not): it is a
@@ -402,87 +406,8 @@ class ChemTask(Task):
     source_title = ""  # what the prompt's molecule is called in pictures ("" when the prompt is text)
 
 
-def _validated(path: Path, found: dict[int, str] | None = None) -> dict[int, str] | None:
-    """The unparsable rows of ``path`` found by an earlier load (``None``: not checked yet), or
-    remember ``found``. Parsing 80,000 USPTO SMILES takes ~17 s; the file's size, time and the
-    RDKit version key the record."""
-    import hashlib
-    import json
-
-    import rdkit
-
-    from rlsf.runtime.cache import cache_dir
-
-    st = path.stat()
-    # Not keyed by task: forward and retro read the same file and both check both columns.
-    key = hashlib.sha1(f"{path.resolve()}|{st.st_size}|{st.st_mtime_ns}|{rdkit.__version__}".encode()).hexdigest()
-    record = cache_dir() / "chem" / f"{key[:20]}.json"
-    if found is None:
-        try:
-            return {int(k): v for k, v in json.loads(record.read_text()).items()}
-        except (OSError, ValueError, AttributeError):
-            return None
-    try:
-        record.parent.mkdir(parents=True, exist_ok=True)
-        tmp = record.with_suffix(".tmp")
-        tmp.write_text(json.dumps(found))
-        tmp.replace(record)
-    except OSError:
-        pass  # a read-only cache only costs the parse next time
-    return found
-
-
 def _info(valid: float, **more: Any) -> dict[str, Any]:
     return {"valid": valid, **more}
-
-
-@dataclass(frozen=True)
-class _Ref:
-    canonical: str | None
-    fingerprints: dict
-    neighbourhoods: Any  # Counter of atom neighbourhoods (rlsf.chem.match)
-    atoms: int  # heavy atoms
-
-
-@functools.lru_cache(maxsize=4096)
-def _reference(smiles: str, stereo: bool) -> _Ref:
-    """Canonical SMILES, fingerprints and atom neighbourhoods of a reference, once per process: the
-    k samples of a prompt, and every epoch over it, are checked against the same one."""
-    from collections import Counter
-
-    from rlsf.chem.match import reference_neighbourhoods
-    from rlsf.chem.similarity import fingerprints
-    from rlsf.chem.smiles import canonical, parse
-
-    mol = parse(smiles)
-    if mol is None:
-        return _Ref(None, {}, Counter(), 0)
-    return _Ref(canonical(mol, stereo), fingerprints(mol), *reference_neighbourhoods(mol))
-
-
-def _alone(completion: str, start: int, end: int) -> bool:
-    """Whether the answer ``completion[start:end]`` is the whole reply (but for a marker and punctuation)."""
-    from rlsf.chem.answer import _MARKER
-
-    rest = _MARKER.sub(" ", completion[:start] + " " + completion[end:])
-    return not rest.strip(" \t\r\n.,;:!?\"'`()")
-
-
-@functools.lru_cache(maxsize=4096)
-def _prompt_molecules(smiles: str, stereo: bool):
-    """The prompt's molecules of a reaction, once per process: unsanitised (atom indices are SMILES
-    token order) and the canonical components with and without stereochemistry (``None`` where RDKit
-    cannot sanitise)."""
-    from rdkit import Chem
-
-    from rlsf.chem.smiles import canonical, parse, rdkit_log
-
-    with rdkit_log():
-        raw = Chem.MolFromSmiles(smiles, sanitize=False)
-    mol = parse(smiles)
-    if mol is None:
-        return raw, None
-    return raw, (frozenset(canonical(mol, stereo).split(".")), frozenset(canonical(mol, False).split(".")))
 
 
 # ---- the three tasks ----------------------------------------------------------------------------
@@ -568,7 +493,7 @@ class _Reaction(ChemTask):
         indices of the unsanitised parse (SMILES token order), of the answer or of the prompt."""
         from rlsf.chem.smiles import unexplained_atoms
 
-        source, _ = _prompt_molecules(example["source"], self.options.stereo)
+        source, _ = prompt_molecules(example["source"], self.options.stereo)
         if source is None:
             return {}, ""
         product, reactants = (d.raw, source) if self.answer_is_product else (source, d.raw)
@@ -579,7 +504,7 @@ class _Reaction(ChemTask):
     def _copied(self, example: Example, mol) -> str:
         from rlsf.chem.smiles import canonical
 
-        _, given = _prompt_molecules(example["source"], self.options.stereo)
+        _, given = prompt_molecules(example["source"], self.options.stereo)
         if given is None:
             return ""
         for prompt, stereo in zip(given, (self.options.stereo, False)):
@@ -610,7 +535,7 @@ class _Reaction(ChemTask):
         """No atom of the product comes from nowhere (a near miss keeps to the atoms at hand)."""
         from rlsf.chem.smiles import unexplained_atoms
 
-        source, _ = _prompt_molecules(example["source"], self.options.stereo)
+        source, _ = prompt_molecules(example["source"], self.options.stereo)
         if source is None:
             return True
         product, reactants = (mol, source) if self.answer_is_product else (source, mol)
