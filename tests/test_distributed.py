@@ -107,15 +107,20 @@ def sft_step(model_dir: str) -> dict:
             "grads": [p.grad.clone() for p in params]}
 
 
-def _worker(rank: int, world: int, port: int, model_dir: str, out: str) -> None:
+def _join(rank: int, world: int, port: int) -> None:
+    """This spawned process joins the gloo group of ``world`` processes on 127.0.0.1, one thread each."""
     os.environ.update({"MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port), "WORLD_SIZE": str(world),
                        "RANK": str(rank), "LOCAL_RANK": str(rank), "LOCAL_WORLD_SIZE": str(world),
                        "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"})
     torch.set_num_threads(1)
     from rlsf.runtime import distributed
-    from rlsf.stages.sft import sft
 
     assert distributed.setup("cpu").size == world
+
+
+def _worker(rank: int, world: int, port: int, model_dir: str, out: str) -> None:
+    _join(rank, world, port)
+    from rlsf.stages.sft import sft
     results = {case: one_update(model_dir, case) for case in CASES}
     results["sft"] = sft_step(model_dir)
     # The SFT stage end to end: rank 0 writes the run folder, once.
@@ -328,14 +333,8 @@ def sft_config(model_dir: str, run: Path, steps: int, **settings) -> Config:
 
 
 def _fsdp_worker(rank: int, world: int, port: int, model_dir: str, out: str) -> None:
-    os.environ.update({"MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port), "WORLD_SIZE": str(world),
-                       "RANK": str(rank), "LOCAL_RANK": str(rank), "LOCAL_WORLD_SIZE": str(world),
-                       "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"})
-    torch.set_num_threads(1)
-    from rlsf.runtime import distributed
+    _join(rank, world, port)
     from rlsf.stages.sft import sft
-
-    assert distributed.setup("cpu").size == world
     times = {}
     results = {}
     for case in FSDP_CASES:
