@@ -524,9 +524,15 @@ def test_alkane_to_the_token_limit_is_flagged_past_the_reference() -> None:
     credited = sorted(s.start for s in cert.spans if s.reward > 0)
     assert flagged == list(range(15, 40)) and credited == list(range(15))  # the chain past the reference's
     assert sum(s.reward for s in cert.spans if s.reward > 0) == pytest.approx(0.5 * 15 / 40)
-    assert sum(s.reward for s in cert.spans if s.reward < 0) == pytest.approx(-1.0)
+    # unrelated_reward per reference size of unmatched atoms: 25 unmatched for 18 reference atoms
+    assert sum(s.reward for s in cert.spans if s.reward < 0) == pytest.approx(-25 / 18)
+    assert cert.score == pytest.approx(-0.5 + 0.8 * cert.info["similarity"])  # no validity bonus: unrelated
     limit = task.check(ex, "C" * 400)
+    assert sum(s.reward for s in limit.spans if s.reward < 0) == pytest.approx(-4.0)  # unrelated_cap
     assert limit.score < cert.score < task.check(ex, "CCCCCCCCCCCCCCCC(=O)N").score  # longer earns less
+    text_limit = "C" * 400
+    garbage = task.check(ex, "CC(C")  # an invalid answer with a syntax error: the to-the-limit alkane earns less
+    assert total_reward(limit, text_limit) < min(total_reward(cert, text), total_reward(garbage, "CC(C"))
 
 
 def test_similarity_outweighs_validity() -> None:

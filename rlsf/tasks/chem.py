@@ -27,9 +27,12 @@ unsanitised for a valence or kekulisation problem, the part before a syntax erro
   atoms)``: credit for the right parts, none for atoms the reference does not have, and none for a
   chain longer than the reference's;
 * an answer **unrelated** to the reference -- more than ``max(related_min, related_share x
-  reference atoms)`` (5, 15 %) atoms unmatched on either side, more than one or two slips explain (an alkane
-  to the token limit, a small molecule for a large one) -- gets ``unrelated_reward`` split over its
-  unmatched atoms (over its last atom when it is too short), verdict ``unrelated`` when valid;
+  reference atoms)`` (5, 15 %) atoms unmatched on either side, more than one or two slips explain
+  (an alkane to the token limit, a small molecule for a large one) -- gets ``unrelated_reward``
+  times the number of reference sizes its unmatched atoms make (at least 1, at most
+  ``unrelated_cap``: an answer cut at the token limit, ten times the reference's length, pays
+  4x), split over its unmatched atoms (over its last atom when it is too short); verdict
+  ``unrelated`` when valid;
 * reactions: every heavy atom of a product must be accounted for by the reactants, per element
   (:func:`rlsf.chem.smiles.unexplained_atoms`). Forward synthesis: the unexplained atoms of the
   answer get ``unexplained_reward``, split among them. Retrosynthesis: the unexplained atoms are
@@ -37,10 +40,11 @@ unsanitised for a valence or kekulisation problem, the part before a syntax erro
 
 **The score**: 1 for the reference (exact match of canonical SMILES, dot-separated components
 sorted, stereochemistry included unless ``stereo: false``); otherwise ``base_score +
-valid_reward x valid + similarity_reward x similarity``, where ``similarity`` is the Tanimoto
-similarity of the answer's and the reference's atom multisets, with and without their
-neighbourhoods (the mean of both, :attr:`rlsf.chem.match.Match.similarity`; 0 when nothing is
-readable). Similarity weighs far more than validity (0.8 against 0.1 by default), so an
+valid_reward x valid + similarity_reward x similarity``, where ``valid`` counts only for an
+answer related to the reference (no validity bonus for an unrelated molecule) and ``similarity``
+is the Tanimoto similarity of the answer's and the reference's atom multisets, with and without
+their neighbourhoods (the mean of both, :attr:`rlsf.chem.match.Match.similarity`; 0 when nothing
+is readable). Similarity weighs far more than validity (0.8 against 0.1 by default), so an
 invalid answer one atom away from the reference scores above any valid molecule unrelated to it,
 and an alkane twice the reference's length matches at most half of it.
 
@@ -96,15 +100,19 @@ class ChemTask(Task):
         error_reward: float = opt(-1.0, "Span reward of one RDKit problem, split among the atoms it names.")
         clean_reward: float = opt(0.5, "Shared by the atoms that match the reference's (each clean_reward / max(answer "
                                   "atoms, reference atoms)); atoms the reference lacks earn nothing.")
-        unrelated_reward: float = opt(-1.0, "Span reward of an answer unrelated to the reference, split among its "
-                                      "unmatched atoms (more unmatched atoms than related_min / related_share allow).")
+        unrelated_reward: float = opt(-1.0, "Span reward of an answer unrelated to the reference (more unmatched atoms "
+                                      "than related_min / related_share allow), per reference size of unmatched "
+                                      "atoms (at least 1, at most unrelated_cap), split among them.")
+        unrelated_cap: float = opt(4.0, "At most this many unrelated_reward for one answer (an answer to the token "
+                                   "limit, many times the reference's length).")
         related_min: int = opt(5, "An answer is related to the reference while at most max(related_min, related_share "
                                "x reference atoms) atoms are unmatched on either side (one slip changes up to 5).")
         related_share: float = opt(0.15, "See related_min.")
         unexplained_reward: float = opt(-1.0, "Span reward of atoms the reactants do not account for "
                                         "(reactions; split among them).")
         base_score: float = opt(-0.5, "Score of a wrong attempt with nothing of the reference in it.")
-        valid_reward: float = opt(0.1, "Added to the score of a valid (sanitisable) wrong answer.")
+        valid_reward: float = opt(0.1, "Added to the score of a valid (sanitisable) wrong answer related to the "
+                                  "reference (an unrelated molecule earns nothing for its validity).")
         similarity_reward: float = opt(0.8, "Added to the score of a wrong answer times its similarity to the "
                                        "reference (matched atoms' Tanimoto, 0..1).")
         stereo: bool = opt(True, "Exact match compares stereochemistry (isomeric SMILES); false: ignores it.")
@@ -121,8 +129,8 @@ class ChemTask(Task):
             raise TaskError(f"task {self.name!r}: need -1 < base_score, 0 <= valid_reward < similarity_reward and "
                             f"base_score + valid_reward + similarity_reward < 1 (a wrong answer below a right one), "
                             f"got {o.base_score}, {o.valid_reward}, {o.similarity_reward}")
-        if o.related_min < 0 or o.related_share < 0:
-            raise TaskError(f"task {self.name!r}: related_min and related_share must be >= 0")
+        if o.related_min < 0 or o.related_share < 0 or o.unrelated_cap < 1:
+            raise TaskError(f"task {self.name!r}: related_min and related_share must be >= 0, unrelated_cap >= 1")
         if o.max_chars < 0:
             raise TaskError(f"task {self.name!r}: max_chars must be >= 0 (0: no limit), got {o.max_chars}")
         self._data: dict[str, list[Example]] = {}
@@ -237,7 +245,7 @@ class ChemTask(Task):
         if exact:
             score, verdict = 1.0, "correct"
         else:
-            score = o.base_score + o.valid_reward * d.valid + o.similarity_reward * similarity
+            score = o.base_score + o.valid_reward * (d.valid and not unrelated) + o.similarity_reward * similarity
             if not d.valid:
                 kinds = {p.kind for p in d.problems}
                 verdict = ("too_long" if "length" in kinds else
@@ -352,7 +360,9 @@ class ChemTask(Task):
         chars = [(a, d.atom_chars(a)) for a in found.unmatched]
         chars = [(a, c) for a, c in chars if c is not None]
         if chars:
-            r = o.unrelated_reward / len(chars)
+            excess = found.answer_atoms - len(found.matched)
+            times = min(o.unrelated_cap, max(1.0, excess / max(found.reference_atoms, 1)))
+            r = o.unrelated_reward * times / len(chars)
             return [Span(offset + c[0], offset + c[1], r, f"{why}; the reference has no more {describe(found.keys[a])}")
                     for a, c in chars]
         last = max((t for t in d.tokens if t.atom is not None and t.atom < len(found.keys)), key=lambda t: t.end,
