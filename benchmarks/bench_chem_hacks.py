@@ -19,6 +19,7 @@ Usage::
 
     python benchmarks/bench_chem_hacks.py runs/chem-hacks/forward-before runs/chem-hacks/forward-after
     python benchmarks/bench_chem_hacks.py RUN --samples      # the sampled answers too
+    python benchmarks/bench_chem_hacks.py RUN_A RUN_B --grid docs/chem/molgen.png   # and the answers drawn
 
 Prints one markdown row per run and evaluation (SFT, SFT + RL).
 """
@@ -111,6 +112,29 @@ def run_rows(folder: Path, with_samples: bool, tokenizer_path: str | None) -> li
     return rows
 
 
+def grid(folders: list[Path], out: Path, rows: int = 6) -> Path:
+    """One picture of the runs' answers after RL side by side: the reference column of the first
+    run's ``eval_rl_molecules.png`` (the task's drawing: reference | answer, one row per held-out
+    item), then each run's answer column, the first ``rows`` items, each column titled by its run."""
+    from PIL import Image, ImageDraw
+
+    pictures = [Image.open(f / "eval_rl_molecules.png").convert("RGB") for f in folders]
+    w, h = pictures[0].size
+    cell_w, cell_h = w // 2, h // max(1, round(h / (w // 2)))  # the drawing's cells are square
+    rows = min(rows, h // cell_h)
+    title = 24
+    canvas = Image.new("RGB", (cell_w * (1 + len(folders)), title + rows * cell_h), "white")
+    draw = ImageDraw.Draw(canvas)
+    draw.text((8, 6), "reference", fill="black")
+    canvas.paste(pictures[0].crop((0, 0, cell_w, rows * cell_h)), (0, title))
+    for j, (folder, pic) in enumerate(zip(folders, pictures), start=1):
+        draw.text((cell_w * j + 8, 6), f"{folder.name}: after RL", fill="black")
+        canvas.paste(pic.crop((cell_w, 0, 2 * cell_w, rows * cell_h)), (cell_w * j, title))
+    out.parent.mkdir(parents=True, exist_ok=True)
+    canvas.save(out, optimize=True)
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -118,7 +142,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--samples", action="store_true", help="Count the sampled answers too (not only greedy).")
     ap.add_argument("--tokenizer", default=None, help="Tokenizer folder (default: the run's sft/model, else "
                                                      "the cached SmolLM2).")
+    ap.add_argument("--grid", type=Path, default=None, metavar="OUT.png",
+                    help="Also draw the runs' greedy answers after RL side by side, beside the references "
+                         "(the runs must be of one task, evaluated on the same items).")
     args = ap.parse_args(argv)
+    if args.grid:
+        print(f"drew {grid(args.runs, args.grid)}")
     print("| run | model | answers | n | straight-chain alkane | copy of an input | cut at the token limit | "
           "alkane or copy | any of the three | no SMILES | valid |")
     print("|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|")

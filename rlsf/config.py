@@ -35,6 +35,7 @@ from rlsf.settings import (
     ExperimentConfig,
     ModelConfig,
     ORMConfig,
+    PipelineConfig,
     RewardConfig,
     RolloutConfig,
     RunConfig,
@@ -79,6 +80,7 @@ class Config:
     eval: EvalConfig = field(default_factory=EvalConfig)
     orm: ORMConfig = field(default_factory=ORMConfig)
     experiment: ExperimentConfig = field(default_factory=ExperimentConfig)
+    pipeline: PipelineConfig = field(default_factory=PipelineConfig)
     run: RunConfig = field(default_factory=RunConfig)
     extra: dict[str, Any] = field(default_factory=dict, repr=False)  # registered sections, made on first use
 
@@ -169,6 +171,10 @@ class Config:
         need(m.logit_chunk >= 0, "model.logit_chunk", f"must be >= 0 (0: the whole logits at once), got {m.logit_chunk}")
         need(m.threads >= 0, "model.threads", "must be >= 0")
         need(r.mode in ("token", "sequence"), "reward.mode", f"must be token or sequence, got {r.mode!r}")
+        need(self.pipeline.baseline in ("none", "sft"), "pipeline.baseline",
+             f"must be none or sft, got {self.pipeline.baseline!r}")
+        need(self.pipeline.baseline == "none" or self.sft.steps > 0, "pipeline.baseline",
+             "sft continues the SFT stage for RL's wall time: it needs sft.steps > 0")
         need(r.preset in ("signed", "rlsf"), "reward.preset", f"must be signed or rlsf, got {r.preset!r}")
         need(r.preset != "rlsf" or r.mode == "token", "reward.preset",
              "rlsf is a token-level form (flagged tokens 0, the rest positive): it needs reward.mode token")

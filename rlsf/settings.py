@@ -242,6 +242,14 @@ class ExperimentConfig:
 
 
 @dataclass
+class PipelineConfig:
+    baseline: str = opt("none", "'sft': after RL, the fair baseline of `rlsf pipeline`: SFT continued from the SFT "
+                        "model on the demonstrations that follow, for the wall time the RL stage took (that many "
+                        "steps at the SFT stage's measured pace), then evaluated beside RL; the table shows RL "
+                        "against SFT given the same extra time. 'none': no baseline.")
+
+
+@dataclass
 class RunConfig:
     output_dir: str = opt("runs/game24", "Run folder: config, metrics, checkpoints, results.")
     seed: int = opt(0, "Random seed (data order, sampling, initialisation).")
@@ -255,7 +263,7 @@ class RunConfig:
 CORE_SECTIONS: dict[str, type] = {
     "model": ModelConfig, "task": TaskConfig, "rollout": RolloutConfig, "reward": RewardConfig,
     "check": CheckConfig, "train": TrainConfig, "sft": SFTConfig, "eval": EvalConfig, "orm": ORMConfig,
-    "experiment": ExperimentConfig, "run": RunConfig,
+    "experiment": ExperimentConfig, "pipeline": PipelineConfig, "run": RunConfig,
 }
 
 #: Settings that moved, with where they are now: a config that still names one is refused with this.

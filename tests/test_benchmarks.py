@@ -224,3 +224,20 @@ def test_learning_rlsf_arm_runs_on_engine_v2(tiny_model_dir, monkeypatch):
     curve = bench.run_rlsf(args, "token", 0)
     assert [p["step"] for p in curve] == [2] and curve[0]["samples"] == 8
     assert set(curve[0]) == {"step", "samples", "train_success", "success", "step_accuracy"}
+
+
+def test_main_job_table_counts_seeds_with_a_gain():
+    bench = load("bench_main_job")
+
+    def summary(before, after, base):
+        change = {"change": after - before, "low": after - before - 0.05, "high": after - before + 0.05}
+        side = lambda v: {"maj@1": 0.02, "info/step_accuracy": v}  # noqa: E731
+        return {"before": side(before), "after": side(after), "baseline": side(base),
+                "changes": {"rl_vs_sft": {"success": change, "info/step_accuracy": change}},
+                "stage_seconds": {"sft": 300.0, "rl": 240.0, "sft_more": 250.0}}
+
+    table = bench.rows({0: summary(0.57, 0.60, 0.58), 1: summary(0.57, 0.55, 0.58)})
+    assert len(table) == 5 and table[1].count("|") == table[0].count("|")
+    assert "| 0 | 0.02 / 0.02 / 0.02 | 0.570 / 0.600 / 0.580 | +0.030 [-0.020, +0.080]" in table[2]
+    assert "positive in 1 of 2 seeds, mean +0.005" in table[4]
+    assert "5.0, 4.0, 4.2" in table[2]

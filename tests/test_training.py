@@ -206,6 +206,50 @@ def test_sft_eval_and_pipeline(tiny_model_dir, tmp_path):
     assert pipeline(cfg)["after"] == summary["after"]
 
 
+def test_pipeline_equal_time_baseline(tiny_model_dir, tmp_path, monkeypatch):
+    from rlsf.stages import pipeline as pipeline_module
+    from rlsf.stages.pipeline import baseline_steps, format_summary
+
+    seen = []
+    real = pipeline_module.sft
+
+    def recording_sft(cfg, data_offset=0):
+        seen.append((cfg.sft.steps, data_offset))
+        return real(cfg, data_offset=data_offset)
+
+    monkeypatch.setattr(pipeline_module, "sft", recording_sft)
+    cfg = tiny_cfg(tiny_model_dir, tmp_path, **{"sft.steps": 3, "train.steps": 1, "pipeline.baseline": "sft"})
+    summary = pipeline(cfg)
+    run = tmp_path / "run"
+    times = json.loads((run / "stage_seconds.json").read_text())
+    extra = baseline_steps(3, times, run)
+    # The baseline continues SFT from the SFT model, on the demonstrations after the first 3 steps'.
+    assert seen == [(3, 0), (extra, 3)] and extra == max(1, round(3 * times["rl"] / times["sft"]))
+    assert len((run / "sft_more" / "metrics.jsonl").read_text().splitlines()) == extra
+    assert json.loads((run / "eval_sft_more.json").read_text())["model"] == str(run / "sft_more" / "model")
+    assert summary["baseline"]["num_examples"] == 3
+    for name in ("rl_vs_sft", "rl_vs_baseline"):
+        success = summary["changes"][name]["success"]
+        assert success["n"] == 3 and success["low"] <= success["change"] <= success["high"]
+        assert "info/step_accuracy" in summary["changes"][name]
+    table = format_summary(summary)
+    assert "SFT+SFT" in table and "RL against the equal-time baseline" in table
+    # Resuming a finished pipeline redoes nothing, the baseline included.
+    cfg.run.resume = True
+    assert pipeline(cfg)["baseline"] == summary["baseline"] and len(seen) == 2
+    with pytest.raises(ConfigError, match="pipeline.baseline"):
+        tiny_cfg(tiny_model_dir, tmp_path, **{"sft.steps": 0, "pipeline.baseline": "sft"})
+
+
+def test_baseline_steps_from_stage_times(tmp_path):
+    from rlsf.stages.pipeline import baseline_steps
+
+    assert baseline_steps(36, {"sft": 300.0, "rl": 500.0}, tmp_path) == 60
+    assert baseline_steps(36, {"sft": 300.0, "rl": 1.0}, tmp_path) == 1
+    with pytest.raises(ConfigError, match="cannot size"):
+        baseline_steps(36, {}, tmp_path)  # no recorded times and no metric logs
+
+
 def test_sft_learns_demonstrations(tiny_model_dir, tmp_path):
     cfg = tiny_cfg(tiny_model_dir, tmp_path, **{"sft.steps": 12, "sft.lr": 5e-3, "sft.warmup_steps": 1})
     sft(cfg)

@@ -36,7 +36,6 @@ STAGE_SETTINGS: dict[str, tuple[str, ...]] = {
     "check": ("model.name", "task.name", "task.options", *_TOKEN_REWARD, "check"),
 }
 # The chained stages read what their stages read (in this order, each once).
-STAGE_SETTINGS["pipeline"] = tuple(dict.fromkeys(
-    STAGE_SETTINGS["sft"] + STAGE_SETTINGS["train"] + STAGE_SETTINGS["eval"]))
-STAGE_SETTINGS["experiment"] = tuple(dict.fromkeys(
-    STAGE_SETTINGS["pipeline"] + STAGE_SETTINGS["orm"] + ("experiment",)))
+_CHAINED = STAGE_SETTINGS["sft"] + STAGE_SETTINGS["train"] + STAGE_SETTINGS["eval"]
+STAGE_SETTINGS["pipeline"] = tuple(dict.fromkeys(_CHAINED + ("pipeline",)))
+STAGE_SETTINGS["experiment"] = tuple(dict.fromkeys(_CHAINED + STAGE_SETTINGS["orm"] + ("experiment",)))

@@ -51,8 +51,12 @@ def lr_at(step: int, total: int, warmup: int, base: float) -> float:
     return base * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(1.0, progress))))
 
 
-def sft(cfg: Config) -> dict[str, Any]:
-    """Fine-tune ``model.name`` on the task's demonstrations; saves ``<output_dir>/model``."""
+def sft(cfg: Config, data_offset: int = 0) -> dict[str, Any]:
+    """Fine-tune ``model.name`` on the task's demonstrations; saves ``<output_dir>/model``.
+
+    ``data_offset``: start in the data order where a run of that many steps left off (the same
+    seed's order), so a continuation sees the demonstrations that follow, not the first ones again.
+    """
     c = cfg.sft
     rt, task, examples = start(cfg, limit=cfg.task.train_examples)
     check_world(cfg, "sft")
@@ -98,7 +102,7 @@ def sft(cfg: Config) -> dict[str, Any]:
     try:
         while step < c.steps:
             t0 = time.perf_counter()
-            picked = batch_indices(len(data), c.batch_size, step, cfg.run.seed)
+            picked = batch_indices(len(data), c.batch_size, step + data_offset, cfg.run.seed)
             if distributed.size() > 1:  # this rank's share; its own random stream (LoRA dropout)
                 picked = distributed.shard(picked)
                 seed_everything(distributed.rank_seed(cfg.run.seed, step))
