@@ -41,18 +41,22 @@ SMALL = dict(cpu_s=1, wall_s=4, memory_mb=128, output_bytes=64 * 1024, processes
 
 
 def _net_prefix() -> list[str]:
-    """``unshare`` into a fresh PID namespace (with its own /proc), where that works here."""
+    """``unshare`` into a fresh PID namespace (with its own /proc), where that works here. Not
+    root: in a user namespace of its own that keeps our uid (the sandbox refuses to run model
+    code as uid 0, which ``--map-root-user`` would make us)."""
     unshare = shutil.which("unshare")
     if unshare is None:
         return []
     base = [unshare, "--pid", "--fork", "--kill-child", "--mount-proc"]
-    if not ROOT:
-        base[1:1] = ["--user", "--map-root-user"]
-    try:
-        ok = subprocess.run(base + ["true"], capture_output=True, timeout=20).returncode == 0
-    except (OSError, subprocess.TimeoutExpired):
-        ok = False
-    return base if ok else []
+    own = [f"--map-user={os.getuid()}", f"--map-group={os.getgid()}"] if not ROOT else []
+    for user in ([["--user", *own], ["--user", "--map-root-user"]] if not ROOT else [[]]):
+        cmd = [base[0], *user, *base[1:]]
+        try:
+            if subprocess.run(cmd + ["true"], capture_output=True, timeout=20).returncode == 0:
+                return cmd
+        except (OSError, subprocess.TimeoutExpired):
+            pass
+    return []
 
 
 _NET: list[str] | None = None
@@ -79,13 +83,19 @@ def tmp_path(request: pytest.FixtureRequest):  # noqa: F811 -- shadows pytest's 
     _rmtree(d)
 
 
-def in_net(body: str, isolation: str, tmp_path: Path, **kwargs) -> dict:
-    """Run ``_body_<body>`` of this module in the safety net; return what it returned."""
-    args = json.dumps({"body": body, "isolation": isolation, "tmp": str(tmp_path), "kwargs": kwargs})
+def in_net(body: str, isolation: str, tmp_path: Path, *, module: str = "test_sandbox", reaping_init: bool = True,
+           env: dict[str, str] | None = None, **kwargs) -> dict:
+    """Run ``_body_<body>`` of test module ``module`` in the safety net; return what it returned.
+    ``reaping_init=False``: the body itself is the namespace's PID 1 and reaps no orphan (Python
+    as a container's entry point); else PID 1 is a shell that reaps them. ``env``: more variables."""
+    args = json.dumps({"body": body, "module": module, "isolation": isolation, "tmp": str(tmp_path),
+                       "kwargs": kwargs})
     code = f"import sys; sys.path.insert(0, {str(HERE)!r}); import test_sandbox as t; t._run_body({args!r})"
-    env = {**os.environ, "RLSF_SANDBOX_NET": "1" if _net() else "0", "PYTHONDONTWRITEBYTECODE": "1"}
-    # pid 1 of the namespace is a shell: it reaps orphans while it waits for the body
-    cmd = _net() + ["/bin/sh", "-c", '"$@"; exit $?', "sh", sys.executable, "-c", code]
+    env = {**os.environ, "RLSF_SANDBOX_NET": "1" if _net() else "0", "PYTHONDONTWRITEBYTECODE": "1", **(env or {})}
+    if reaping_init:
+        cmd = _net() + ["/bin/sh", "-c", '"$@"; exit $?', "sh", sys.executable, "-c", code]
+    else:
+        cmd = _net() + [sys.executable, "-c", code]
     try:
         proc = subprocess.run(cmd, capture_output=True, timeout=NET_TIMEOUT_S, env=env, start_new_session=True)
     except subprocess.TimeoutExpired as e:
@@ -126,6 +136,7 @@ ISOLATIONS = [pytest.param("bwrap", id="bwrap"), pytest.param("limits", id="limi
 
 
 def _run_body(args_json: str) -> None:
+    import importlib
     import warnings
 
     from rlsf import sandbox as sbm
@@ -143,7 +154,8 @@ def _run_body(args_json: str) -> None:
         except sbm.SandboxUnavailable as e:
             print(f"bwrap cannot run here: {e}", file=sys.stderr)
             sys.exit(78)
-    result = globals()[f"_body_{args['body']}"](sb, tmp, **args["kwargs"]) or {}
+    body = getattr(importlib.import_module(args["module"]), f"_body_{args['body']}")
+    result = body(sb, tmp, **args["kwargs"]) or {}
     # -- post-conditions: nothing left behind, and we carry on
     left_dirs = sorted(p.name for p in sbx_root.iterdir())
     assert not left_dirs, f"work directories left behind: {left_dirs}"
@@ -530,19 +542,28 @@ def test_verdicts_tell_program_faults_from_sandbox_failures(isolation, tmp_path,
 # ---- in-process checks (no hostile code runs) -----------------------------------------------------
 
 
-def test_fallback_warns_and_names_the_gaps(tmp_path):
+def test_limits_only_is_an_explicit_choice_that_names_its_gaps(tmp_path, monkeypatch):
+    """No silent fallback: a bwrap that cannot run is refused in one line that says how to install it
+    or opt in; limits only is chosen by name or by the environment variable (see also
+    test_sandbox_hardened.py, where bubblewrap is unavailable)."""
     from rlsf import sandbox as sbm
 
-    with pytest.warns(sbm.SandboxWarning, match="NOT protected"):
-        sb = sbm.Sandbox("auto", bwrap="/bin/false", tmp_dir=tmp_path)
-    assert sb.mode == "limits" and sb.isolation.why_fallback
+    monkeypatch.delenv(sbm.ISOLATION_ENV, raising=False)
+    for isolation in ("auto", None, "bwrap"):
+        with pytest.raises(sbm.SandboxUnavailable, match=f"bubblewrap cannot run here.*{sbm.ISOLATION_ENV}=limits") as e:
+            sbm.Sandbox(isolation, bwrap="/bin/false", tmp_dir=tmp_path)
+        assert "\n" not in str(e.value)
+    monkeypatch.setenv(sbm.ISOLATION_ENV, "limits")
+    sb = sbm.Sandbox(bwrap="/bin/false", tmp_dir=tmp_path)
+    assert sb.mode == "limits" and "chosen explicitly" in sb.isolation.why_fallback
     gaps = " ".join(sb.isolation.gaps)
-    assert "network" in gaps and "file system" in gaps
-    with pytest.raises(sbm.SandboxUnavailable):
-        sbm.Sandbox("bwrap", bwrap="/bin/false", tmp_dir=tmp_path)
+    assert "network" in gaps and "file system" in gaps and "seccomp" in gaps
     r = sb.run(["sh", "-c", "echo fine"], limits=sbm.Limits(**SMALL))
     assert r.ok and r.stdout == b"fine\n" and r.isolation == "limits"
     assert list(tmp_path.iterdir()) == []
+    monkeypatch.setenv(sbm.ISOLATION_ENV, "nothing")
+    with pytest.raises(ValueError, match=sbm.ISOLATION_ENV):
+        sbm.Sandbox(tmp_dir=tmp_path)
 
 
 def test_readonly_paths_show_even_under_the_private_tmp(tmp_path):
@@ -613,4 +634,5 @@ def test_result_and_limits_types():
         Limits(cpu_s=0)
     assert {v.value for v in Verdict} == {"ok", "runtime_error", "signal", "cpu_timeout", "wall_timeout",
                                           "memory_limit", "output_limit", "sandbox_error"}
+    assert COMPILE_LIMITS.file_bytes <= 16 << 20 and RUN_LIMITS.cpus == 1.0
 

@@ -214,3 +214,47 @@ def test_judging_after_checking_reuses_the_build(spoc, example, monkeypatch):
     code = example["code"] + "\n// built once\n"
     assert spoc.check(example, code).correct and spoc.judge(example, code).correct
     assert calls.count("g++") == 1 and calls.count("./prog") == 5 + 14  # public tests, then hidden ones
+
+
+# ---- the hardened checker (issue 23; the adversarial runs are in test_sandbox_hardened.py) ----------
+
+@pytest.mark.parametrize("code, directives", [
+    ("#line 5\nint x;", [(1, 1)]),
+    ("int a;\n  #  line 9999\n", [(2, 2)]),
+    ('# 12 "prog.cpp"\n', [(1, 1)]),  # a GNU linemarker
+    ("%:line 3\n", [(1, 1)]),  # the digraph of '#'
+    ("#\\\nline 4\nint y;", [(1, 2)]),  # spliced by a backslash at the line's end
+    ("#\\  \nline 4\n", [(1, 2)]),  # g++ splices across trailing blanks too
+    ("#/* c */line 5\n", [(1, 1)]),
+    ("#/*\n*/line 6\nint z;", [(1, 2)]),  # a comment is one space, across lines too
+    ('char s[] = "/*";\n#line 7\n', [(2, 2)]),  # no comment inside a string
+    ("// comment \\\n#line 8\n", []),  # the comment goes on to the next line
+    ('auto r = R"(\n#line 9\n)";\n', []),  # inside a raw string
+    ("/* #line 5 */\nint x = 1; #line 5\n#linex 5\n# define X 1\n", []),
+])
+def test_line_directives_are_found_as_the_preprocessor_reads_them(code, directives):
+    from rlsf.tasks.spoc_data import blank_lines, line_directives
+
+    assert line_directives(code) == directives
+    blanked = blank_lines(code, directives)
+    assert blanked.count("\n") == code.count("\n") and line_directives(blanked) == []
+
+
+def test_certificates_say_which_isolation_judged_them(spoc, example):
+    for completion in (example["code"], "", "Sure.", "int main() { return 1; }", "#line 3\nint main() {}"):
+        assert spoc.check(example, completion).info["isolation"] == spoc.isolation == "bwrap"
+    # the precompiled header (no worker folder here) sits in a folder a later sweep removes
+    assert spoc._pch_dir is not None and spoc._pch_dir.name.startswith("rlsf-sbx-")
+
+
+@pytest.mark.slow
+def test_a_slow_program_through_the_check_service_is_a_timeout_not_a_checker_failure(shared_data, example):
+    """check.timeout_s 10 s; the program needs 5 tests x 1.5 s plus its compile: the task's budget (6 s)
+    ends it first, as the program's timeout, which the update penalises."""
+    from rlsf.feedback.service import CheckService
+
+    task = get_task("spoc", data_dir=str(shared_data), time_budget_s=6.0, precompiled_header=False)
+    slow = "#include <unistd.h>\n" + example["code"].replace("cin >> s;", "cin >> s; usleep(1500000);")
+    with CheckService(task, workers=1, timeout_s=10) as service:
+        cert = service.check([example], texts=[slow])[0].certificate
+    assert cert.verdict == "timeout" and not cert.failed and cert.info["isolation"] == "bwrap", cert

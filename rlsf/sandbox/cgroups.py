@@ -1,4 +1,4 @@
-"""Per-run cgroups (processes, memory, CPU accounting, kill) and the clean-up of what a run left:
+"""Per-run cgroups (processes, memory, CPU accounting and quota, kill) and the clean-up of what a run left:
 sweeping a dead caller's cgroups, killing a cgroup or every process of a uid."""
 
 from __future__ import annotations
@@ -24,7 +24,8 @@ from .limits import _PREFIX, Limits, MiB
 def _cgroup_plan() -> dict[str, tuple[str, str]]:
     """Feature -> (version, directory of our own cgroup under which a run's cgroup is made), for
     the features ``pids`` (pids.max), ``memory`` (a memory limit), ``cpu`` (CPU accounting of the
-    whole tree) and ``kill`` (v2's cgroup.kill). Tried for real: a probe child is made and removed.
+    whole tree), ``quota`` (a CPU quota: v2's cpu.max, v1's cpu.cfs_quota_us) and ``kill`` (v2's
+    cgroup.kill). Tried for real: a probe child is made and removed.
     Only a child of our *own* cgroup is used, so a run stays inside the caller's limits."""
     if sys.platform != "linux" or os.geteuid() != 0:
         return {}
@@ -44,7 +45,7 @@ def _cgroup_plan() -> dict[str, tuple[str, str]]:
             v2_mount = v2_mount or fields[4]
         elif rfields[0] == "cgroup":
             for opt in rfields[2].split(","):
-                if opt in ("pids", "memory", "cpuacct"):
+                if opt in ("pids", "memory", "cpuacct", "cpu"):
                     v1_mount.setdefault(opt, fields[4])
     own_path: dict[str, str] = {}
     for line in own:
@@ -54,14 +55,14 @@ def _cgroup_plan() -> dict[str, tuple[str, str]]:
     plan: dict[str, tuple[str, str]] = {}
     if v2_mount and "<v2>" in own_path:
         base = os.path.join(v2_mount, own_path["<v2>"].lstrip("/"))
-        have = _try_child(base, ("cgroup.procs",), ("pids.max", "memory.max", "cpu.stat", "cgroup.kill"))
+        have = _try_child(base, ("cgroup.procs",), ("pids.max", "memory.max", "cpu.stat", "cpu.max", "cgroup.kill"))
         if have is not None:
             for feature, control in (("pids", "pids.max"), ("memory", "memory.max"), ("cpu", "cpu.stat"),
-                                     ("kill", "cgroup.kill")):
+                                     ("quota", "cpu.max"), ("kill", "cgroup.kill")):
                 if control in have:
                     plan[feature] = ("v2", base)
     for feature, ctrl, control in (("pids", "pids", "pids.max"), ("memory", "memory", "memory.limit_in_bytes"),
-                                   ("cpu", "cpuacct", "cpuacct.usage")):
+                                   ("cpu", "cpuacct", "cpuacct.usage"), ("quota", "cpu", "cpu.cfs_quota_us")):
         if feature not in plan and ctrl in v1_mount and ctrl in own_path:
             base = os.path.join(v1_mount[ctrl], own_path[ctrl].lstrip("/"))
             if _try_child(base, ("cgroup.procs", control), ()) is not None:
@@ -169,9 +170,21 @@ class _RunCgroup:
                     Path(d, "memory.limit_in_bytes").write_text(str(cap))
                     with contextlib.suppress(OSError):
                         Path(d, "memory.memsw.limit_in_bytes").write_text(str(cap))
+            if "quota" in self.features:
+                _set_quota(*self.features["quota"], limits.cpus)
         except OSError:
             self.remove()
             raise
+
+    def quota(self) -> float | None:
+        """The run's CPU quota in cores, as the cgroup holds it (None: no quota)."""
+        text = self._read("quota", "cpu.cfs_quota_us", "cpu.max")
+        period = self._read("quota", "cpu.cfs_period_us", "cpu.max")
+        try:
+            quota, per = (text.split()[0], period.split()[-1]) if text and period else ("max", "0")
+            return None if quota in ("max", "-1") else int(quota) / int(per)
+        except (ValueError, IndexError, ZeroDivisionError):
+            return None
 
     def procs_files(self) -> list[str]:
         return [os.path.join(d, "cgroup.procs") for d in self.made]
@@ -219,6 +232,15 @@ class _RunCgroup:
                 except OSError:
                     _kill_cgroup_dir(d, timeout=0.05)
                     time.sleep(0.005)
+
+
+def _set_quota(version: str, d: str, cpus: float) -> None:
+    """``cpus`` cores per period (100 ms), at least 1 ms."""
+    if version == "v2":
+        Path(d, "cpu.max").write_text(f"{max(1000, int(cpus * 100_000))} 100000")
+    else:
+        period = int(Path(d, "cpu.cfs_period_us").read_text())
+        Path(d, "cpu.cfs_quota_us").write_text(str(max(1000, int(cpus * period))))
 
 
 # ---- processes by uid (clean-up in the fallback, leftover checks) ------------------------------

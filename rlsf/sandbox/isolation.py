@@ -1,5 +1,6 @@
-"""What protects a run on this machine (:class:`Isolation`), and the host facts it rests on: the
-PID namespace, uid mapping, the ``bwrap``/``setpriv``/``prlimit`` binaries and the toolchain."""
+"""What protects a run on this machine (:class:`Isolation`, :func:`describe`), and the host facts it
+rests on: the PID namespace, uid mapping, the ``bwrap``/``setpriv``/``prlimit`` binaries and the
+toolchain."""
 
 from __future__ import annotations
 
@@ -26,12 +27,14 @@ class Isolation:
     cgroup: dict[str, str]  # controller -> "v1" / "v2" where a per-run cgroup is used
     holds: tuple[str, ...]
     gaps: tuple[str, ...]
-    why_fallback: str = ""  # why bwrap was not used, in the fallback
+    why_fallback: str = ""  # limits mode: why (chosen explicitly, and what bwrap lacked if anything)
+    seccomp: bool = False  # every run gets the system-call filter (bwrap)
+    cpu_quota: bool = False  # every run gets a CPU quota (a cgroup CPU controller)
 
     def describe(self) -> str:
         lines = [f"isolation: {self.mode}" + (f" ({self.bwrap})" if self.bwrap else "")]
         if self.why_fallback:
-            lines.append(f"  bwrap unavailable: {self.why_fallback}")
+            lines.append(f"  limits only: {self.why_fallback}")
         lines += [f"  holds: {h}" for h in self.holds] + [f"  NOT protected: {g}" for g in self.gaps]
         return "\n".join(lines)
 
@@ -167,3 +170,64 @@ def _default_toolchain() -> tuple[str, ...]:
         if os.path.exists(p):
             paths.append(p)
     return tuple(paths)
+
+
+def describe(mode: str, bwrap: str | None, *, root: bool, uid_drop: bool, prlimit: bool, cgroup: dict[str, str],
+             seccomp: tuple[bool, tuple[str, ...]], why: str) -> Isolation:
+    """What holds and what does not for runs with these facts (``seccomp``: filter in use, and
+    the denied names this architecture lacks)."""
+    holds, gaps = [], []
+    if bwrap:
+        holds += ["namespaces: user, pid, net, ipc, uts, cgroup (bubblewrap); no network",
+                  ("file system: read-only toolchain, work dir at /sandbox, private /tmp, /dev/shm and /proc; "
+                   "no home, no /root, no /work"),
+                  "environment cleared; new session (no terminal); dies with its parent",
+                  "clean-up: killing the PID namespace's init kills every descendant (daemons included)"]
+    else:
+        gaps += ["file system: the program can read (and write) whatever the run's uid can, hidden tests included",
+                 "network: the program can connect anywhere the host can",
+                 "no PID namespace: the program can see host processes"]
+    if seccomp[0]:
+        holds.append("system calls: seccomp filter (io_uring, keyrings, bpf, perf, userfaultfd, ptrace, mounts, "
+                     "namespaces, kexec, modules, personality flags: EPERM)"
+                     + (f"; not on this architecture: {', '.join(seccomp[1])}" if seccomp[1] else ""))
+    else:
+        gaps.append("the kernel's whole system-call surface is reachable (no seccomp filter)")
+    if prlimit or bwrap is None:
+        holds.append("rlimits: CPU, address space, file size, open files, no core dumps")
+    if uid_drop:
+        holds.append("runs as a fresh unprivileged uid (caller is root), never uid 0, with no-new-privs")
+    if bwrap and not (root and not uid_drop):
+        holds.append("process count: RLIMIT_NPROC counted inside the sandbox's user namespace")
+    elif uid_drop:
+        holds.append("process count: RLIMIT_NPROC of the run's own uid")
+    elif bwrap is None and not root:
+        gaps.append("process count: RLIMIT_NPROC counts all the user's processes (set above their "
+                    "number at the start of each run)")
+    if "pids" in cgroup:
+        holds.append(f"process count: cgroup {cgroup['pids']} pids.max")
+    if "memory" in cgroup:
+        holds.append(f"memory: cgroup {cgroup['memory']} limit on the total of all processes and their tmpfs")
+    else:
+        gaps.append("memory: only per process (RLIMIT_AS); many processes together, or files in /tmp, can use more")
+    if "cpu" in cgroup:
+        holds.append(f"CPU accounting of the whole run: cgroup {cgroup['cpu']}")
+    if "quota" in cgroup:
+        holds.append(f"CPU quota of the whole run (Limits.cpus cores): cgroup {cgroup['quota']}")
+    else:
+        gaps.append("CPU: per process only (RLIMIT_CPU); k processes can use k cores until the wall limit")
+    if bwrap is None:
+        if uid_drop:
+            holds.append("clean-up: every process of the run's uid is killed (setsid daemons included)")
+            holds.append("writable=False: the run sees a root-owned copy of its work dir, under a uid owning nothing")
+        elif cgroup:
+            holds.append("clean-up: every process of the run's cgroup is killed")
+        else:
+            gaps.append("clean-up: a descendant that leaves the process group (setsid) survives the run")
+        if not uid_drop:
+            gaps.append("the program runs as the caller's user: it can signal (kill) the caller's processes, and "
+                        "writable=False cannot be enforced (such runs raise)")
+    gaps += ["kernel bugs in the calls the filter allows: a kernel exploit escapes"] if seccomp[0] else []
+    gaps += ["CPU side channels, and the host's shared caches and memory bandwidth",
+             "total disk use of a writable work dir (only each file's size is capped)"]
+    return Isolation(mode, bwrap, uid_drop, cgroup, tuple(holds), tuple(gaps), why, seccomp[0], "quota" in cgroup)

@@ -15,6 +15,9 @@ _PREFIX = "rlsf-sbx"
 _MARKER = b"\x00rlsf-sandbox-start\x00"
 _UID_RANGE = (0x70000000, 0x7FFE0000)  # uids no system allocates (systemd's "unused" range)
 _PATH = "/usr/local/bin:/usr/bin:/bin"
+#: The environment variable that chooses the isolation where the caller leaves it open
+#: (``bwrap``, the default, or ``limits``: running model code without namespaces, an explicit opt-in).
+ISOLATION_ENV = "RLSF_SANDBOX_ISOLATION"
 
 
 # ---- public types ----------------------------------------------------------------------------
@@ -30,7 +33,9 @@ class Limits:
     total of all processes plus their private ``/tmp``; ``output_bytes``: stdout + stderr
     together (past it the run is killed); ``processes``: processes and threads at once, the
     program included; ``file_bytes``: the largest file it may write, and the size of its private
-    ``/tmp`` and ``/dev/shm``; ``open_files``: file descriptors per process.
+    ``/tmp`` and ``/dev/shm``; ``open_files``: file descriptors per process; ``cpus``: CPU quota
+    of the whole run in cores, where a cgroup CPU controller is writable (``cpu.max`` /
+    ``cpu.cfs_quota_us``), so that many processes cannot take more than their share.
     """
 
     cpu_s: float = 2.0
@@ -40,6 +45,7 @@ class Limits:
     processes: int = 8
     file_bytes: int = 1 * MiB
     open_files: int = 64
+    cpus: float = 1.0
 
     def __post_init__(self) -> None:
         for f in dataclasses.fields(self):
@@ -49,9 +55,10 @@ class Limits:
 
 #: Limits for running a compiled program on one test case.
 RUN_LIMITS = Limits()
-#: Limits for compiling one C++ file with g++ (cc1plus needs room; a compile bomb still dies).
+#: Limits for compiling one C++ file with g++ (cc1plus needs room; a compile bomb still dies). The
+#: file cap bounds the binary and g++'s intermediates in the private ``/tmp``.
 COMPILE_LIMITS = Limits(cpu_s=20.0, wall_s=40.0, memory_mb=1536, output_bytes=1 * MiB, processes=16,
-                        file_bytes=64 * MiB, open_files=64)
+                        file_bytes=16 * MiB, open_files=64)
 
 
 class Verdict(str, enum.Enum):
@@ -96,11 +103,12 @@ class RunResult:
 
 
 class SandboxUnavailable(RuntimeError):
-    """``isolation="bwrap"`` was asked for and bubblewrap cannot run here."""
+    """The isolation asked for cannot hold here (bubblewrap cannot run, model code would run as
+    uid 0, ``writable=False`` cannot be enforced): the message is one line saying how to fix it."""
 
 
 class SandboxWarning(RuntimeWarning):
-    """The sandbox fell back to a weaker isolation than asked for."""
+    """Kept for callers that filter it: the sandbox no longer falls back with a warning (it refuses)."""
 
 
 def _error(reason: str, mode: str, t0: float) -> RunResult:

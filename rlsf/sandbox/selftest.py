@@ -19,7 +19,7 @@ from typing import Sequence
 from .cgroups import processes_of_uid
 from .core import Sandbox
 from .isolation import _which
-from .limits import COMPILE_LIMITS, Limits, MiB, Verdict
+from .limits import COMPILE_LIMITS, Limits, MiB, SandboxUnavailable, Verdict
 
 # ---- self-test -------------------------------------------------------------------------------
 
@@ -30,13 +30,49 @@ PROBE_C = r"""
 #include <errno.h>
 #include <fcntl.h>
 #include <netinet/in.h>
+#include <pthread.h>
+#include <sched.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/personality.h>
+#include <sys/ptrace.h>
 #include <sys/socket.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
+static void *idle(void *p) { return p; }
+static void try_call(const char *name, long r) {  /* r: the call's result; errno is set when r < 0 */
+    printf("%s=%s\n", name, r < 0 ? strerrorname_np(errno) : "ALLOWED");
+}
+static void syscalls(void) {  /* the calls the seccomp filter denies, each with harmless arguments */
+    char zero[256] = {0};
+    try_call("io_uring_setup", syscall(SYS_io_uring_setup, 1, zero));
+    try_call("perf_event_open", syscall(SYS_perf_event_open, zero, 0, -1, -1, 0));
+    try_call("keyctl", syscall(SYS_keyctl, 0, -3, 0));
+    try_call("add_key", syscall(SYS_add_key, "user", "rlsf", "x", 1, -3));
+    try_call("request_key", syscall(SYS_request_key, "user", "rlsf", 0, 0));
+    try_call("bpf", syscall(SYS_bpf, 0, zero, 72));
+    try_call("userfaultfd", syscall(SYS_userfaultfd, 0));
+    try_call("ptrace", ptrace(PTRACE_TRACEME, 0, 0, 0));
+    try_call("mount", syscall(SYS_mount, "none", "/tmp", "tmpfs", 0, 0));
+    try_call("unshare", syscall(SYS_unshare, CLONE_NEWUSER));
+    try_call("setns", syscall(SYS_setns, 0, 0));
+    long c = syscall(SYS_clone, CLONE_NEWNET | SIGCHLD, 0, 0, 0, 0);
+    if (c == 0) _exit(0);
+    try_call("clone(CLONE_NEWNET)", c);
+    try_call("clone3", syscall(SYS_clone3, zero, 88));
+    try_call("kexec_load", syscall(SYS_kexec_load, 0, 0, 0, 0));
+    try_call("init_module", syscall(SYS_init_module, zero, 0, ""));
+    try_call("personality(ADDR_NO_RANDOMIZE)", syscall(SYS_personality, ADDR_NO_RANDOMIZE));
+    pid_t p = fork();  /* what every program does still works: fork, threads */
+    if (p == 0) _exit(0);
+    try_call("fork", p < 0 ? -1 : waitpid(p, 0, 0));
+    pthread_t t;
+    errno = pthread_create(&t, 0, idle, 0);
+    try_call("pthread_create", errno ? -1 : pthread_join(t, 0));
+}
 int main(int argc, char **argv) {
     const char *m = argc > 1 ? argv[1] : "";
     const char *a = argc > 2 ? argv[2] : "";
@@ -52,6 +88,11 @@ int main(int argc, char **argv) {
         printf("started %d refused %d\n", ok, fail); fflush(stdout); return 0;
     }
     if (!strcmp(m, "forkbomb")) { for (;;) fork(); }
+    if (!strcmp(m, "syscalls")) { syscalls(); return 0; }
+    if (!strcmp(m, "spinners")) {  /* N processes spinning at once */
+        for (int i = 1; i < atoi(a); i++) if (fork() == 0) break;
+        volatile unsigned long x = 0; for (;;) x++;
+    }
     if (!strcmp(m, "alloc")) {  /* touch N MB, 16 MB at a time */
         long n = atol(a), done = 0;
         while (done < n) {
@@ -109,16 +150,15 @@ int main() { long a, b; std::cin >> a >> b; std::cout << a + b << "\n"; return 0
 
 def self_test(isolation: str = "auto", out=sys.stdout) -> int:
     """Check on this machine which isolation and which limits hold; print a report. 0 when every
-    check that the chosen isolation claims holds."""
+    check that the chosen isolation claims holds (1 when the sandbox refuses to run here)."""
     import socket
-    import warnings as _w
 
-    with _w.catch_warnings(record=True) as caught:
-        _w.simplefilter("always")
+    try:
         sb = Sandbox(isolation)  # type: ignore[arg-type]
+    except SandboxUnavailable as e:
+        print(f"the sandbox refuses to run here: {e}", file=out)
+        return 1
     print(sb.isolation.describe(), file=out)
-    for w in caught:
-        print(f"warning: {w.message}", file=out)
     print("\nchecks:", file=out)
     failures = 0
 
@@ -160,6 +200,23 @@ def self_test(isolation: str = "auto", out=sys.stdout) -> int:
         r = sb.run(["./probe", "fork", "100"], workdir=wd, limits=small)
         m = re.search(r"started (\d+)", r.text())
         check("process count", bool(m) and int(m.group(1)) < small.processes, r.text().strip() or r.reason)
+        r = sb.run(["./probe", "spinners", "4"], workdir=wd, limits=dataclasses.replace(small, cpu_s=5, wall_s=1.5))
+        share = r.cpu_s / r.duration_s if r.cpu_s is not None and r.duration_s else None
+        check("CPU quota (4 processes spinning)", share is not None and share <= small.cpus + 0.25,
+              f"{share:.2f} cores used, quota {small.cpus:g}" if share is not None else "CPU use unknown",
+              expected=sb.isolation.cpu_quota)
+        r = sb.run(["./probe", "write", "planted"], workdir=wd, limits=small, writable=False)
+        check("writable=False", "WROTE" not in r.text() and not (wd.path / "planted").exists(), r.text().strip())
+        if sb.isolation.seccomp:  # (without the filter the probe's ptrace(TRACEME) would stop it)
+            r = sb.run(["./probe", "syscalls"], workdir=wd, limits=small)
+            calls = dict(line.split("=", 1) for line in r.text().splitlines() if "=" in line)
+            refused = [c for c, e in calls.items() if e in ("EPERM", "ENOSYS")]
+            normal = calls.get("fork") == calls.get("pthread_create") == "ALLOWED"
+            check("system-call filter (seccomp)", len(refused) == len(calls) - 2 and normal,
+                  f"{len(refused)} of {len(calls) - 2} denied calls refused; fork and threads work"
+                  + ("" if normal else f" ({r.text().strip()[-200:]})"))
+        else:
+            check("system-call filter (seccomp)", False, "no filter without bubblewrap", expected=False)
         r = sb.run(["./probe", "daemon", "marker"], workdir=wd, limits=small)
         time.sleep(1.5)
         left = wd.uid is not None and processes_of_uid(wd.uid)
@@ -196,7 +253,20 @@ def self_test(isolation: str = "auto", out=sys.stdout) -> int:
                 reached = False
             check("network (127.0.0.1 listener)", not reached and "CONNECTED" not in r.text(), r.text().strip(),
                   expected=bw)
+    zombies = _zombie_children()
+    check("orphans reaped (child subreaper)", not zombies, f"{len(zombies)} zombie children left")
     return 1 if failures else 0
+
+
+def _zombie_children() -> list[int]:
+    """Our children that exited and were never reaped."""
+    out = []
+    for pid in [p for p in os.listdir("/proc") if p.isdigit()]:
+        with contextlib.suppress(OSError):
+            stat = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            if stat[0] == "Z" and int(stat[1]) == os.getpid():
+                out.append(int(pid))
+    return out
 
 
 def _kill_probe_daemons(cwd: Path) -> None:
@@ -243,12 +313,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--self-test", action="store_true", help="check which isolation and limits hold here")
     ap.add_argument("--benchmark", action="store_true", help="median overhead of a sandboxed true and g++ compile")
     ap.add_argument("--runs", type=int, default=7, help="runs per case of --benchmark (median reported)")
-    ap.add_argument("--isolation", choices=("auto", "bwrap", "limits"), default="auto")
+    ap.add_argument("--isolation", choices=("auto", "bwrap", "limits"), default="auto",
+                    help="auto: $RLSF_SANDBOX_ISOLATION, else bwrap")
     args = ap.parse_args(argv)
-    if args.benchmark:
-        benchmark(args.runs, args.isolation)
-        return 0
     if args.self_test:
         return self_test(args.isolation)
-    print(Sandbox(args.isolation).isolation.describe())
+    try:
+        if args.benchmark:
+            benchmark(args.runs, args.isolation)
+        else:
+            print(Sandbox(args.isolation).isolation.describe())
+    except SandboxUnavailable as e:
+        print(f"the sandbox refuses to run here: {e}", file=sys.stderr)
+        return 1
     return 0

@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 from typing import Protocol
 
+from . import reap
 from .cgroups import _kill_uid, _RunCgroup
 from .limits import _MARKER, Limits, MiB, RunResult, Verdict
 from .workdir import Workdir
@@ -25,7 +26,8 @@ class _Owner(Protocol):
     (typed by shape: ``core`` imports this module, so importing ``core`` here would be a cycle)."""
 
     _bwrap: str | None
-    _fixed_uid: int | None
+
+    def _own_uid(self, wd: Workdir) -> bool: ...
 
 
 class _Watch:
@@ -60,8 +62,9 @@ class _Watch:
                     os.killpg(self.proc.pid, signal.SIGKILL)  # the leader is not reaped: the group is ours
         if self.cg is not None:
             self.cg.kill()
-        if self.sb._bwrap is None and self.wd.uid is not None and self.sb._fixed_uid is None:
+        if self.sb._bwrap is None and self.sb._own_uid(self.wd):
             _kill_uid(self.wd.uid)
+            reap.reap_orphans(self.wd.uid, spare=self.proc.pid)
 
     def _exits_soon(self, timeout: float = 1.0) -> bool:
         """After its init died, bubblewrap's monitor exits by itself; wait for that."""
@@ -100,6 +103,9 @@ class _Watch:
         return info is not None
 
     def _learn_init(self) -> None:
+        """A pidfd of bubblewrap's init (the PID namespace's pid 1), from the info bubblewrap
+        writes as soon as it has made it: to kill the namespace, and to reap the init once
+        bubblewrap's monitor has exited and left it to us."""
         m = re.search(rb'"child-pid":\s*(\d+)', self.info)
         if m and self.init_pidfd is None and hasattr(os, "pidfd_open"):
             pid = int(m.group(1))
@@ -107,14 +113,22 @@ class _Watch:
                 fd = os.pidfd_open(pid)
             except OSError:
                 return
-            try:  # make sure the pid is still bubblewrap's child and not a reused one
-                ppid = int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
-            except (OSError, ValueError, IndexError):
-                ppid = -1
-            if ppid == self.proc.pid:
+            # read after the pidfd is open: still a namespace's init, the monitor's child or (the
+            # monitor gone) ours; a reused pid is neither, and is never signalled nor reaped
+            if _is_ns_init_of(pid, (self.proc.pid, os.getpid())):
                 self.init_pidfd = fd
             else:
                 os.close(fd)
+
+    def _drain_info(self) -> None:
+        """Read what is left of bubblewrap's info (a run that ended before the loop read it)."""
+        if self.info_r is None or self.init_pidfd is not None:
+            return
+        with contextlib.suppress(OSError):
+            os.set_blocking(self.info_r, False)
+            while chunk := os.read(self.info_r, 1 << 16):
+                self.info += chunk
+        self._learn_init()
 
     # -- the loop ----------------------------------------------------------------------------------
     def result(self) -> RunResult:
@@ -186,6 +200,7 @@ class _Watch:
                     pid, status, ru = os.wait4(self.proc.pid, 0)
                     self.status, self.rusage = status, ru
                     self.proc.returncode = os.waitstatus_to_exitcode(status)
+            self._drain_info()
             if self.init_pidfd is not None:
                 # bubblewrap's monitor exits as soon as the program has; its init then kills what is
                 # left of the namespace: wait until it has exited (the namespace is then empty)
@@ -194,6 +209,7 @@ class _Watch:
                     with contextlib.suppress(OSError):
                         signal.pidfd_send_signal(self.init_pidfd, signal.SIGKILL)
                     _select.select([self.init_pidfd], [], [], 3.0)
+                reap.reap_pidfd(self.init_pidfd)  # an orphan re-parented to us (a subreaper): never a zombie
                 os.close(self.init_pidfd)
             self.proc.stdout.close()
             self.proc.stderr.close()
@@ -207,8 +223,9 @@ class _Watch:
                 os.killpg(self.proc.pid, signal.SIGKILL)
             if self.cg is not None:
                 self.cg.kill()
-            if self.wd.uid is not None and self.sb._fixed_uid is None:
+            if self.sb._own_uid(self.wd):
                 _kill_uid(self.wd.uid)
+                reap.reap_orphans(self.wd.uid, spare=self.proc.pid)  # killed daemons re-parented to us
         self._poll()
 
     def _take(self, which: str, chunk: bytes) -> None:
@@ -281,6 +298,16 @@ class _Watch:
         if code == 127 and stderr.startswith(b"rlsf sandbox: command not found"):
             return res(Verdict.RUNTIME_ERROR, stderr.decode(errors="replace").strip())
         return res(Verdict.RUNTIME_ERROR, f"exit code {code}")
+
+
+def _is_ns_init_of(pid: int, parents: tuple[int, ...]) -> bool:
+    """Whether ``pid`` is pid 1 of a PID namespace below ours and a child of one of ``parents``."""
+    try:
+        fields = dict(ln.split(":", 1) for ln in Path(f"/proc/{pid}/status").read_text().splitlines() if ":" in ln)
+        nspid = fields["NSpid"].split()
+        return len(nspid) > 1 and nspid[-1] == "1" and int(fields["PPid"]) in parents
+    except (OSError, KeyError, ValueError):
+        return False
 
 
 _SIGNALS = {int(s): s.name for s in signal.Signals if not s.name.startswith("SIG_") and 0 < int(s) < 65}

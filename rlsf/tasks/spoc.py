@@ -8,6 +8,9 @@ Certificate:
 
 * the program is the completion's code: the first fenced block (```` ```cpp ... ``` ````) if
   there is one, else the whole completion; it is compiled after :data:`PREAMBLE`;
+* ``#line`` and linemarker directives (which would move g++'s messages off their lines, so that
+  broken lines kept their credit) are a compile error on their own line: the rest is compiled
+  without them for its own errors, and the program never counts as compiling;
 * every line g++ reports an **error** on (``prog.cpp:LINE:COL: error: ...``, or the line of ours
   an error in a library header was *required from*) gets ``error_reward`` with g++'s own message,
   trimmed; with ``warnings: true``, lines with warnings get ``warning_reward`` (both divided by
@@ -26,19 +29,28 @@ Certificate:
   (:meth:`judge`, used by evaluation); outputs are compared as SPoC does, as
   whitespace-separated tokens; the score is the share of tests passed; ``correct`` means every
   test passed; after a test hits a limit (time, memory, output) the remaining tests are not run
-  and count as failed;
+  and count as failed; compile and tests share one deadline (``time_budget_s``, below
+  ``check.timeout_s``): a program still running when it passes is a ``timeout``, penalised,
+  never a checker time-out left out of the update;
 * verdicts: ``correct``, ``compile_error``, ``wrong_answer``, ``runtime_error`` (non-zero exit or
   a signal, named in the message), ``timeout``, ``memory_limit``, ``output_limit``, ``empty``,
   ``no_tests``; a failure of the sandbox itself is a *checker failed* certificate, never the
-  model's fault.
+  model's fault; every certificate's ``info["isolation"]`` names the sandbox that judged it.
+
+Sandbox (option ``isolation``): bubblewrap with its system-call filter, or limits only as an
+explicit opt-in; where the one asked for cannot hold (no bubblewrap, root without an unprivileged
+uid, limits only without root), building the task raises a one-line :class:`TaskError`, in the
+caller and not in a check worker. Test cases in a folder every run could read (under the bound
+toolchain) are refused.
 
 Metrics (:meth:`SPoC.metrics`): ``compiles`` (CompAcc in RLSF) and ``success`` (FCorrAcc: compiles
 and passes every test; on the hidden tests in evaluation), both 0/1, and ``score``.
 
-Speed: a precompiled header of ``bits/stdc++.h`` is built once per worker (``precompiled_header``),
-verdicts are cached by source hash per worker (and the last builds, so that judging a program
-on its hidden tests after its public ones compiles it once), and the check service runs workers on every core
-while sampling goes on.
+Speed: a precompiled header of ``bits/stdc++.h`` is built once per worker (``precompiled_header``;
+in the worker's folder where runs can reach it, else in a folder of the sandbox's that a sweep
+removes after a killed worker), verdicts are cached by source hash per worker (and the last small
+builds, so that judging a program on its hidden tests after its public ones compiles it once),
+and the check service runs workers on every core while sampling goes on.
 """
 
 from __future__ import annotations
@@ -47,10 +59,9 @@ import dataclasses
 import hashlib
 import os
 import random
-import re
 import shutil
 import sys
-import tempfile
+import time
 import weakref
 from collections import OrderedDict
 from dataclasses import dataclass
@@ -60,7 +71,20 @@ from typing import Any
 from rlsf.feedback.certificate import Certificate, Span
 from rlsf.settings import opt
 from rlsf.tasks.base import Example, Messages, Task, TaskError, register
-from rlsf.tasks.spoc_data import PREAMBLE, outputs_match, parse_testcases, read_programs
+from rlsf.tasks.spoc_data import (  # extract_code, line_spans, parse_diagnostics: this module's API too
+    _CODE_MARK,
+    PREAMBLE,
+    Diagnostic,
+    _lines,
+    blank_lines,
+    extract_code,
+    line_directives,
+    line_spans,
+    outputs_match,
+    parse_diagnostics,
+    parse_testcases,
+    read_programs,
+)
 
 #: Verdicts :meth:`SPoC.check` can return (besides a checker-failed certificate).
 VERDICTS = ("correct", "compile_error", "wrong_answer", "runtime_error", "timeout", "memory_limit", "output_limit",
@@ -71,74 +95,12 @@ VERDICTS = ("correct", "compile_error", "wrong_answer", "runtime_error", "timeou
 #: requested separately (option ``warnings``).
 CXXFLAGS = ("-std=gnu++11", "-O1", "-pipe")
 SPLIT_FILES = {"train": ("spoc-train-eval.tsv", "spoc-train-test.tsv"), "test": ("spoc-testp.tsv",)}
-_DIAG = re.compile(r"^prog\.cpp:(\d+):(\d+):\s+(fatal error|error|warning):\s*(.*)$")
-_REQUIRED = re.compile(r"^prog\.cpp:(\d+):(\d+):\s+required from")
-_BUILDS_KEPT = 16  # compiled programs kept per worker (binaries are ~0.1-1 MB)
-_FENCE = re.compile(r"^[ \t]*```[^\n]*\n", re.M)
-
-
-def extract_code(completion: str) -> tuple[int, str]:
-    """``(offset, code)``: the first fenced block's content (where it starts in the completion),
-    else the whole completion."""
-    m = _FENCE.search(completion)
-    if m is None:
-        return 0, completion
-    start = m.end()
-    end = completion.find("```", start)
-    return start, completion[start:end if end >= 0 else len(completion)]
-
-
-#: What C++ has and prose or pseudo-code lacks.
-_CODE_MARK = re.compile(r"[;{}]|#\s*include")
-
-
-def _lines(text: str) -> list[str]:
-    """Non-blank lines, blanks collapsed, a leading line number (``12:``, as the prompt shows them) dropped."""
-    return [" ".join(re.sub(r"^\s*[0-9]+\s*:", "", line).split()) for line in text.split("\n") if line.strip()]
-
-
-def line_spans(code: str, offset: int) -> list[tuple[int, int]]:
-    """``[start, end)`` in the completion of each line of ``code`` (without its newline)."""
-    out, pos = [], 0
-    for piece in code.split("\n"):
-        out.append((offset + pos, offset + pos + len(piece)))
-        pos += len(piece) + 1
-    return out
-
-
-@dataclass
-class Diagnostic:
-    line: int  # 1-based line of the program body (the preamble excluded)
-    severity: str  # "error" or "warning"
-    message: str
-
-
-def parse_diagnostics(stderr: str, preamble_lines: int) -> list[Diagnostic]:
-    """g++'s errors and warnings, each on the line of the program body it belongs to.
-
-    An error inside a library header is put on the last line of ours that the instantiation was
-    ``required from`` (the line that caused it); one with no such line is put on line 0 (no line).
-    """
-    out: list[Diagnostic] = []
-    ours: int | None = None
-    for raw in stderr.splitlines():
-        m = _DIAG.match(raw)
-        if m:
-            line = int(m.group(1)) - preamble_lines
-            kind = "error" if "error" in m.group(3) else "warning"
-            out.append(Diagnostic(line, kind, m.group(4).strip()))
-            ours = None
-            continue
-        r = _REQUIRED.match(raw)
-        if r:
-            ours = int(r.group(1)) - preamble_lines
-            continue
-        if ": error:" in raw and not raw.startswith("prog.cpp"):  # an error inside a header
-            message = raw.split(": error:", 1)[1].strip()
-            out.append(Diagnostic(ours if ours is not None else 0, "error", message))
-    return out
-
-
+_BUILDS_KEPT = 16  # compiled programs kept per worker
+_BUILD_KEPT_MAX = 2 << 20  # ... when their binary is this small (gold binaries: ~20-200 KB)
+#: The environment variable behind option ``time_budget_s``, and the budget when neither is set:
+#: below check.timeout_s's default (60 s), so a slow program is the program's fault, not a checker time-out.
+BUDGET_ENV, DEFAULT_BUDGET_S = "RLSF_SPOC_TIME_BUDGET_S", 45.0
+_DIRECTIVE_ERROR = "#line and linemarker directives are not allowed: they move the compiler's messages off their lines"
 @register("spoc")
 class SPoC(Task):
     """Pseudo-code to C++ (SPoC), compiled with g++ and tested, in the sandbox."""
@@ -161,6 +123,14 @@ class SPoC(Task):
                             "so the first N examples of eval.num_examples would cover only a few problems).")
         precompiled_header: bool = opt(True, "Build a precompiled bits/stdc++.h once per worker (~3x faster compiles).")
         cache_size: int = opt(4096, "Verdicts remembered per worker, by source hash.")
+        isolation: str = opt("", ("Sandbox of compiles and tests: 'bwrap' (bubblewrap and a system-call filter) or "
+                                  "'limits' (no namespaces: an explicit opt-in, under which programs can read the "
+                                  "host, hidden tests included). Empty: $RLSF_SANDBOX_ISOLATION, else bwrap. Where "
+                                  "it cannot hold, the task refuses to start."))
+        time_budget_s: float = opt(0.0, "Wall time one check may spend compiling and running tests (0: "
+                                   f"${BUDGET_ENV}, else {DEFAULT_BUDGET_S:g} s). Keep it below check.timeout_s: "
+                                   "a program still running when it is spent gets the 'timeout' verdict "
+                                   "(penalised), never a checker_failed time-out.")
 
     def __init__(self, **options: Any) -> None:
         super().__init__(**options)
@@ -172,6 +142,10 @@ class SPoC(Task):
         self._cache: OrderedDict[str, Certificate] = OrderedDict()
         self._builds: OrderedDict[str, tuple[list[Diagnostic], bytes | None]] = OrderedDict()
         self.skipped: dict[str, int] = {}  # split -> examples without test cases (reported, not used)
+        self.isolation = _preflight(self.options.isolation)  # refuse here, in the caller, not in a worker
+        self.budget_s = self.options.time_budget_s or float(os.environ.get(BUDGET_ENV) or DEFAULT_BUDGET_S)
+        if not self.budget_s > 0:
+            raise TaskError(f"task 'spoc': time_budget_s must be > 0, got {self.budget_s}")
 
     # ---- data -----------------------------------------------------------------------------------
     def _tsv(self, name: str) -> Path:
@@ -179,7 +153,13 @@ class SPoC(Task):
         return p if p.is_absolute() or p.exists() else self.data_file(f"spoc/{name}")
 
     def testcases_dir(self) -> Path:
-        return self.data_file("spoc/testcases")
+        """The test cases' folder; refused where every sandbox run could read it (under a path
+        bound into bubblewrap, e.g. /usr): the hidden tests would be the program's to print."""
+        path = self.data_file("spoc/testcases")
+        if self.isolation == "bwrap" and _preflight_sandbox("bwrap").shows(path):
+            raise TaskError(f"task 'spoc': the test cases in {path} lie under a path bound into every sandbox run "
+                            "(the toolchain), where programs could read the hidden tests: move data_dir elsewhere")
+        return path
 
     def load(self, split: str) -> list[Example]:
         self.check_split(split)
@@ -263,23 +243,28 @@ class SPoC(Task):
 
         if self._sandbox is not None:
             return
-        self._sandbox = Sandbox()
+        self._sandbox = Sandbox(self.isolation)
         if self.options.precompiled_header:
-            self._pch_dir = self._build_pch()
+            self._pch_dir = self._build_pch(workdir)
 
     def close(self) -> None:
         if self._own_dir is not None:
             shutil.rmtree(self._own_dir, ignore_errors=True)
         self._sandbox = self._pch_dir = self._own_dir = None
 
-    def _build_pch(self) -> Path | None:
+    def _build_pch(self, workdir: Path | None) -> Path | None:
         """``DIR/bits/stdc++.h.gch`` made with the compile flags (g++ takes it for the header's
-        ``#include`` when ``-I DIR`` comes first), in a folder the sandbox's unprivileged user can
-        read. ``None`` (plain compiles) if it cannot be built."""
+        ``#include`` when ``-I DIR`` comes first). DIR lies in the worker's folder, which the check
+        service removes even after killing the worker, where the sandbox's runs can reach it; else
+        (the folder is private to root) in a folder of the sandbox's that a later sweep removes
+        once this process is dead. ``None`` (plain compiles) if it cannot be built."""
         from rlsf.sandbox import COMPILE_LIMITS, MiB
 
-        self._own_dir = Path(tempfile.mkdtemp(prefix="rlsf-spoc-pch-"))
-        os.chmod(self._own_dir, 0o755)  # the sandbox's unprivileged user reads the header from here
+        if workdir is not None and self._sandbox.reachable(workdir):
+            self._own_dir = Path(workdir) / "spoc-pch"
+            self._own_dir.mkdir(mode=0o755, exist_ok=True)
+        else:
+            self._own_dir = self._sandbox.keep_dir("spoc-pch")
         weakref.finalize(self, shutil.rmtree, self._own_dir, True)  # also when close() is never called
         limits = dataclasses.replace(COMPILE_LIMITS, file_bytes=1024 * MiB, memory_mb=2048)  # the .gch is ~200 MB
         with self._sandbox.workdir() as wd:
@@ -290,9 +275,9 @@ class SPoC(Task):
                 print(f"rlsf: spoc: no precompiled header ({r.verdict.value}: {r.reason or r.text('stderr')[:200]})",
                       file=sys.stderr)
                 return None
-            (self._own_dir / "bits").mkdir(mode=0o755)
+            (self._own_dir / "bits").mkdir(mode=0o755, exist_ok=True)
             target = self._own_dir / "bits" / "stdc++.h.gch"
-            shutil.copyfile(wd.path / "stdc++.h.gch", target)
+            shutil.copyfile(wd.path / "stdc++.h.gch", target)  # ours, root's: no run can change it
             os.chmod(target, 0o644)
         return self._own_dir
 
@@ -310,6 +295,11 @@ class SPoC(Task):
         return self._check(example, completion, "hidden")
 
     def _check(self, example: Example, completion: str, kind: str) -> Certificate:
+        cert = self._certify(example, completion, kind)
+        cert.info["isolation"] = self.isolation  # which sandbox judged it, in every certificate
+        return cert
+
+    def _certify(self, example: Example, completion: str, kind: str) -> Certificate:
         if self._sandbox is None:
             self.open()
         completion = completion if isinstance(completion, str) else ""
@@ -331,59 +321,80 @@ class SPoC(Task):
         return self._spans(self._cache[key], code, offset, len(example["pseudocode"]))
 
     def _verdict(self, example: Example, code: str, kind: str) -> Certificate:
-        """The certificate in terms of program lines (spans are line numbers until :meth:`_spans`)."""
-        from rlsf.sandbox import RUN_LIMITS, Verdict
-
+        """The certificate in terms of program lines (spans are line numbers until :meth:`_spans`).
+        Compile and tests share one deadline (option ``time_budget_s``)."""
         o = self.options
+        deadline = time.monotonic() + self.budget_s
         tests = self.tests(example["probid"], kind)
-        build = self._build(code)
+        directives = line_directives(code)
+        build = self._build(blank_lines(code, directives) if directives else code, deadline)
         if isinstance(build, Certificate):  # the sandbox failed
             return build
         diags, binary = build
+        if directives:  # an error on each directive's line; the rest compiled without them, for its own errors
+            diags = [*diags, *(Diagnostic(first, "error", _DIRECTIVE_ERROR) for first, _last in directives)]
+            binary = None
         if binary is None:
             return Certificate(0.0, "compile_error", False, _line_spans(diags, o),
                                {"compiles": 0.0, "errors": sum(d.severity == "error" for d in diags),
                                 "tests": len(tests), "passed": 0})
         if not tests:
             return Certificate(0.0, "no_tests", False, _line_spans(diags, o), {"compiles": 1.0, "tests": 0, "passed": 0})
-        passed, first_failure = 0, None
+        outcome = self._run_tests(binary, tests, deadline)
+        if isinstance(outcome, Certificate):
+            return outcome
+        passed, failure = outcome
+        info = {"compiles": 1.0, "tests": len(tests), "passed": passed}
+        spans = _line_spans(diags, o)
+        if failure is None:
+            return Certificate(passed / len(tests), "correct", True, spans, info)
+        verdict, info["failure"] = failure
+        return Certificate(passed / len(tests), verdict, False, spans, info)
+
+    def _run_tests(self, binary: bytes, tests: list[tuple[str, str]],
+                   deadline: float) -> tuple[int, tuple[str, str] | None] | Certificate:
+        """``(tests passed, (verdict, message) of the first failure or None)``, or a checker-failed
+        certificate. Each test's wall limit is cut to what is left of the deadline; once it is
+        spent, the program has timed out (the remaining tests count as failed)."""
+        from rlsf.sandbox import RUN_LIMITS, Verdict
+
+        passed, failure = 0, None
         with self._sandbox.workdir() as wd:
             wd.write("prog", binary, executable=True)
             for i, (inp, want) in enumerate(tests):
-                run = self._sandbox.run(["./prog"], stdin=inp, workdir=wd, limits=RUN_LIMITS, writable=False)
+                left = deadline - time.monotonic()
+                if left < 0.05:
+                    spent = f"test {i + 1}: the check's time budget of {self.budget_s:g} s ran out"
+                    return passed, failure or ("timeout", f"{spent} ({len(tests) - i} tests not run)")
+                limits = dataclasses.replace(RUN_LIMITS, wall_s=min(RUN_LIMITS.wall_s, left))
+                run = self._sandbox.run(["./prog"], stdin=inp, workdir=wd, limits=limits, writable=False)
                 if run.sandbox_failed:
                     return Certificate.checker_failed(f"test {i + 1}: {run.reason}")
                 if run.verdict == Verdict.OK and outputs_match(run.text("stdout"), want):
                     passed += 1
                     continue
-                if first_failure is None:
-                    first_failure = (i, run)
+                failure = failure or _failure(run, i)
                 if run.verdict in _give_up():  # a limit hit: the other tests would cost as much, for nothing
                     break
-        info = {"compiles": 1.0, "tests": len(tests), "passed": passed}
-        score = passed / len(tests)
-        spans = _line_spans(diags, o)
-        if first_failure is None:
-            return Certificate(score, "correct", True, spans, info)
-        i, run = first_failure
-        verdict, info["failure"] = _failure(run, i)
-        return Certificate(score, verdict, False, spans, info)
+        return passed, failure
 
-    def _build(self, code: str) -> tuple[list[Diagnostic], bytes | None] | Certificate:
+    def _build(self, code: str, deadline: float) -> tuple[list[Diagnostic], bytes | None] | Certificate:
         """Compile ``code`` in the sandbox: its diagnostics and the binary (``None`` when it does not
-        compile), or a checker-failed certificate. The last few builds are kept, so that judging a
-        program on its hidden tests after its public ones (``rlsf check --judge``, the reference
-        report) does not compile it again."""
+        compile), or a checker-failed certificate. The last few small builds are kept, so that
+        judging a program on its hidden tests after its public ones (``rlsf check --judge``, the
+        reference report) does not compile it again."""
         from rlsf.sandbox import COMPILE_LIMITS
 
         key = hashlib.sha256(code.encode()).hexdigest()
         if key in self._builds:
             self._builds.move_to_end(key)
             return self._builds[key]
+        limits = dataclasses.replace(COMPILE_LIMITS, wall_s=max(1.0, min(COMPILE_LIMITS.wall_s,
+                                                                          deadline - time.monotonic())))
         with self._sandbox.workdir() as wd:
             wd.write("prog.cpp", PREAMBLE + code)
             ro = [self._pch_dir] if self._pch_dir is not None else []
-            r = self._sandbox.run(["g++", *self._flags(), "prog.cpp", "-o", "prog"], workdir=wd, limits=COMPILE_LIMITS,
+            r = self._sandbox.run(["g++", *self._flags(), "prog.cpp", "-o", "prog"], workdir=wd, limits=limits,
                                   readonly_paths=ro)
             if r.sandbox_failed:
                 return Certificate.checker_failed(f"compile: {r.reason}")
@@ -391,16 +402,17 @@ class SPoC(Task):
             diags = parse_diagnostics(stderr, PREAMBLE.count("\n"))
             binary = None
             if r.ok:
-                try:
-                    binary = wd.read("prog")
+                try:  # at most the file cap: g++ cannot have written more
+                    binary = wd.read("prog", max_bytes=limits.file_bytes)
                 except (OSError, ValueError) as e:  # g++ said yes but left no program: not the model's fault
                     return Certificate.checker_failed(f"compile: no program written ({e})")
             elif not any(d.severity == "error" for d in diags):  # killed, or an error we could not place
                 why = r.reason or stderr.strip().splitlines()[-1:] or ["g++ failed"]
                 diags.append(Diagnostic(0, "error", f"compilation failed ({r.verdict.value}): {why}"))
-        self._builds[key] = (diags, binary)
-        while len(self._builds) > _BUILDS_KEPT:
-            self._builds.popitem(last=False)
+        if binary is None or len(binary) <= _BUILD_KEPT_MAX:  # a big binary is used once, not kept
+            self._builds[key] = (diags, binary)
+            while len(self._builds) > _BUILDS_KEPT:
+                self._builds.popitem(last=False)
         return diags, binary
 
     def _spans(self, cert: Certificate, code: str, offset: int, wanted: int) -> Certificate:
@@ -430,6 +442,37 @@ class SPoC(Task):
             spans.append(Span(*where, self.options.error_reward * missing / wanted,
                               f"{len(written)} lines of code for {wanted} lines of pseudo-code"))
         return Certificate(cert.score, cert.verdict, cert.correct, spans, dict(cert.info), cert.answer, cert.failed)
+
+
+_SANDBOXES: dict[str, Any] = {}
+
+
+def _preflight_sandbox(isolation: str):
+    """A :class:`~rlsf.sandbox.Sandbox` of this isolation, made once per process (set-up and
+    probe only: it runs nothing, so it makes no process a subreaper)."""
+    from rlsf.sandbox import Sandbox
+
+    if isolation not in _SANDBOXES:
+        _SANDBOXES[isolation] = Sandbox(isolation, reap=False)  # type: ignore[arg-type]
+    return _SANDBOXES[isolation]
+
+
+def _preflight(isolation: str) -> str:
+    """The isolation the sandbox will use (option, else $RLSF_SANDBOX_ISOLATION, else bwrap), or a
+    one-line :class:`TaskError` saying why it cannot hold here and what to do."""
+    from rlsf.sandbox import ISOLATION_ENV, SandboxUnavailable
+
+    wanted = (isolation or os.environ.get(ISOLATION_ENV, "") or "bwrap").strip()
+    if wanted not in ("bwrap", "limits"):
+        raise TaskError(f"task 'spoc': isolation must be bwrap or limits, got {wanted!r}")
+    try:
+        sb = _preflight_sandbox(wanted)
+    except SandboxUnavailable as e:
+        raise TaskError(f"task 'spoc': {e} (SPoC: task.options.isolation)") from None
+    if sb.mode == "limits" and not sb.isolation.uid_drop:
+        raise TaskError("task 'spoc': limits-only isolation cannot keep a tested program from changing its work dir "
+                        "unless the caller is root (a uid per run): use bubblewrap, or run as root")
+    return sb.mode
 
 
 def _line_spans(diags: list[Diagnostic], o) -> list[Span]:

@@ -1,4 +1,6 @@
-"""SPoC data: programs from line-per-row TSVs, test cases, and how outputs are compared.
+"""SPoC data and source text: programs from line-per-row TSVs, test cases, how outputs are compared,
+and what the checker reads in a completion (the code block, its lines, g++'s diagnostics, line
+directives).
 
 SPoC (Kulal et al. 2019) pairs C++ programs from Codeforces with crowd-written pseudo-code, one
 TSV row per source line: ``text code workerid probid subid line indent``. A program starts where
@@ -15,6 +17,7 @@ Outputs are compared as SPoC does: as whitespace-separated tokens (:func:`output
 from __future__ import annotations
 
 import csv
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -112,3 +115,156 @@ def outputs_match(got: str, want: str) -> bool:
     """SPoC's comparison: equal as sequences of whitespace-separated tokens (so trailing spaces,
     blank lines and line breaks versus spaces do not matter; case and every other character do)."""
     return got.split() == want.split()
+
+
+# ---- source text: the code block, its lines, g++'s diagnostics ---------------------------------
+
+_DIAG = re.compile(r"^prog\.cpp:(\d+):(\d+):\s+(fatal error|error|warning):\s*(.*)$")
+_REQUIRED = re.compile(r"^prog\.cpp:(\d+):(\d+):\s+required from")
+_FENCE = re.compile(r"^[ \t]*```[^\n]*\n", re.MULTILINE)
+
+
+def extract_code(completion: str) -> tuple[int, str]:
+    """``(offset, code)``: the first fenced block's content (where it starts in the completion),
+    else the whole completion."""
+    m = _FENCE.search(completion)
+    if m is None:
+        return 0, completion
+    start = m.end()
+    end = completion.find("```", start)
+    return start, completion[start:end if end >= 0 else len(completion)]
+
+
+#: What C++ has and prose or pseudo-code lacks.
+_CODE_MARK = re.compile(r"[;{}]|#\s*include")
+
+
+def _lines(text: str) -> list[str]:
+    """Non-blank lines, blanks collapsed, a leading line number (``12:``, as the prompt shows them) dropped."""
+    return [" ".join(re.sub(r"^\s*[0-9]+\s*:", "", line).split()) for line in text.split("\n") if line.strip()]
+
+
+def line_spans(code: str, offset: int) -> list[tuple[int, int]]:
+    """``[start, end)`` in the completion of each line of ``code`` (without its newline)."""
+    out, pos = [], 0
+    for piece in code.split("\n"):
+        out.append((offset + pos, offset + pos + len(piece)))
+        pos += len(piece) + 1
+    return out
+
+
+@dataclass
+class Diagnostic:
+    line: int  # 1-based line of the program body (the preamble excluded)
+    severity: str  # "error" or "warning"
+    message: str
+
+
+def parse_diagnostics(stderr: str, preamble_lines: int) -> list[Diagnostic]:
+    """g++'s errors and warnings, each on the line of the program body it belongs to.
+
+    An error inside a library header is put on the last line of ours that the instantiation was
+    ``required from`` (the line that caused it); one with no such line is put on line 0 (no line).
+    """
+    out: list[Diagnostic] = []
+    ours: int | None = None
+    for raw in stderr.splitlines():
+        m = _DIAG.match(raw)
+        if m:
+            line = int(m.group(1)) - preamble_lines
+            kind = "error" if "error" in m.group(3) else "warning"
+            out.append(Diagnostic(line, kind, m.group(4).strip()))
+            ours = None
+            continue
+        r = _REQUIRED.match(raw)
+        if r:
+            ours = int(r.group(1)) - preamble_lines
+            continue
+        if ": error:" in raw and not raw.startswith("prog.cpp"):  # an error inside a header
+            message = raw.split(": error:", 1)[1].strip()
+            out.append(Diagnostic(ours if ours is not None else 0, "error", message))
+    return out
+
+
+# ---- line directives: a program may not move g++'s messages -------------------------------------
+
+_SPLICE = re.compile(r"\\[ \t\r\f\v]*\n")  # backslash-newline (g++ also takes spaces between them)
+_RAW = re.compile(r'(?:u8|[uUL])?R"([^()\\ \t\n]{0,16})\(')
+_DIRECTIVE = re.compile(r"[ \t\f\v\r]*(?:#|%:)[ \t\f\v\r]*(?:line\b|[0-9])")
+
+
+def line_directives(code: str) -> list[tuple[int, int]]:
+    """The ``#line`` and GNU linemarker (``# 12 "file"``) directives of ``code``, as ``(first, last)``
+    physical lines (1-based) of each. Read as the preprocessor reads them: lines joined by a
+    backslash at their end, each comment a space (across lines too), ``%:`` as ``#``; nothing
+    inside a string, character or raw-string literal. Such a directive moves g++'s messages off
+    the lines they belong to (so that broken lines would keep their credit)."""
+    found: list[tuple[int, int]] = []
+    i, n, line, first = 0, len(code), 1, 1
+    logical: list[str] = []  # the logical line so far: comments as " ", literals as their quote
+    while i < n:
+        splice = _SPLICE.match(code, i)
+        if splice:
+            i, line = splice.end(), line + 1
+            continue
+        c = code[i]
+        if c == "\n":
+            if _DIRECTIVE.match("".join(logical)):
+                found.append((first, line))
+            i, line, first, logical = i + 1, line + 1, line + 1, []
+            continue
+        if code.startswith("//", i):
+            i, line = _skip_line_comment(code, i, line)
+            logical.append(" ")
+            continue
+        if code.startswith("/*", i):
+            j = code.find("*/", i + 2)
+            j = n if j < 0 else j + 2
+            i, line = j, line + code.count("\n", i, j)
+            logical.append(" ")
+            continue
+        raw = _RAW.match(code, i)
+        if raw and not (i and (code[i - 1].isalnum() or code[i - 1] == "_")):
+            close = ")" + raw.group(1) + '"'
+            j = code.find(close, raw.end())
+            j = n if j < 0 else j + len(close)
+            i, line = j, line + code.count("\n", i, j)
+            logical.append('"')
+            continue
+        if c in "\"'":
+            i, line = _skip_literal(code, i, line)
+        else:
+            i += 1
+        logical.append(c)
+    if _DIRECTIVE.match("".join(logical)):
+        found.append((first, line))
+    return found
+
+
+def _skip_line_comment(code: str, i: int, line: int) -> tuple[int, int]:
+    """Past a ``//`` comment (a backslash at its end continues it on the next line)."""
+    while i < len(code) and code[i] != "\n":
+        splice = _SPLICE.match(code, i)
+        if splice:
+            i, line = splice.end(), line + 1
+        else:
+            i += 1
+    return i, line
+
+
+def _skip_literal(code: str, i: int, line: int) -> tuple[int, int]:
+    """Past a string or character literal opened at ``i`` (an unterminated one ends its line)."""
+    quote, j = code[i], i + 1
+    while j < len(code) and code[j] not in (quote, "\n"):
+        splice = _SPLICE.match(code, j)
+        if splice:
+            j, line = splice.end(), line + 1
+        else:
+            j += 2 if code[j] == "\\" else 1
+    return (j + 1 if j < len(code) and code[j] == quote else j), line
+
+
+def blank_lines(code: str, ranges: list[tuple[int, int]]) -> str:
+    """``code`` with the physical lines of ``ranges`` (1-based, inclusive) emptied; lines keep their numbers."""
+    drop = {ln for a, b in ranges for ln in range(a, b + 1)}
+    return "\n".join("" if k in drop else text for k, text in enumerate(code.split("\n"), 1))
