@@ -28,7 +28,7 @@ from rlsf.algorithms import ALGORITHMS
 from rlsf.config import Config
 from rlsf.evaluation.intervals import Change, paired_mean_difference, paired_proportion_difference
 from rlsf.runtime import distributed
-from rlsf.runtime.metric_log import note
+from rlsf.runtime.metric_log import note, read_metrics
 from rlsf.settings import ConfigError
 from rlsf.stages.evaluate import evaluate
 from rlsf.stages.sft import sft
@@ -143,7 +143,7 @@ def baseline_steps(sft_steps: int, times: dict[str, float], root: Path) -> int:
     rlsf), the per-step timings in the two stages' metric logs stand in."""
     sft_s, rl_s = times.get("sft"), times.get("rl")
     if sft_s is None or rl_s is None:
-        sft_s, rl_s = (sum(r.get("timing/step", 0.0) for r in read_metrics(root / d / "metrics.jsonl"))
+        sft_s, rl_s = (sum(r.get("timing/step", 0.0) for r in read_records(root / d / "metrics.jsonl"))
                        for d in ("sft", "rl"))
         note(f"pipeline: no recorded stage times in {root}; sizing the baseline by the logged step times")
     if not sft_s or not rl_s:
@@ -152,17 +152,16 @@ def baseline_steps(sft_steps: int, times: dict[str, float], root: Path) -> int:
     return max(1, round(sft_steps * rl_s / sft_s))
 
 
-def read_metrics(path: Path) -> list[dict[str, Any]]:
-    if not path.is_file():
-        return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+def read_records(path: Path) -> list[dict[str, Any]]:
+    """The records of a JSON-lines file of a run (none where the file is missing)."""
+    return read_metrics(path) if path.is_file() else []
 
 
 def greedy_outcomes(path: Path) -> dict[str, dict[str, float]]:
     """Per problem id: the greedy completion's success and its certificate's numeric ``info`` figures
     (``info/<key>``), from an evaluation's samples file."""
     out: dict[str, dict[str, float]] = {}
-    for row in read_metrics(path):
+    for row in read_records(path):
         if row.get("kind") != "greedy":
             continue
         figures = {"success": float(row.get("metrics", {}).get("success", 0.0))}
