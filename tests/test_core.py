@@ -10,9 +10,12 @@ from rlsf.algorithms.advantages import (
     dr_grpo_advantages,
     gae,
     grpo_advantages,
+    grpo_token_advantages,
     group_sum,
+    held_returns_to_go,
     returns_to_go,
     rloo_advantages,
+    rloo_token_advantages,
 )
 from rlsf.algorithms.core import (
     batch_entropy,
@@ -168,6 +171,52 @@ def test_rloo_baseline_excludes_the_sample():
     r = T([[1.0], [2.0], [6.0]])
     close(rloo_advantages(r, torch.ones(3, 1), groups(0, 0, 0), torch.ones(3, dtype=torch.bool)),
           [[1 - 4.0], [2 - 3.5], [6 - 1.5]])
+
+
+def test_held_returns_to_go_keep_the_last_value_past_the_end():
+    G, H = held_returns_to_go(T([[1.0, 2.0, 0.0], [0.0, 0.0, 3.0]]), T([[1.0, 1.0, 0.0], [1.0, 1.0, 1.0]]))
+    close(G, [[3.0, 2.0, 0.0], [3.0, 3.0, 3.0]])
+    close(H, [[3.0, 2.0, 2.0], [3.0, 3.0, 3.0]])
+
+
+def test_rloo_token_hand_computed():
+    # Three samples; the other samples' return-to-go at the same position is each token's baseline.
+    r = T([[1.0, 0.0, -1.0], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0]])
+    a = rloo_token_advantages(r, torch.ones(3, 3), groups(0, 0, 0), torch.ones(3, dtype=torch.bool))
+    # G = [[0, -1, -1], [1, 1, 0], [1, 1, 1]]
+    close(a, [[0 - 1.0, -1 - 1.0, -1 - 0.5], [1 - 0.5, 1 - 0.0, 0 - 0.0], [1 - 0.5, 1 - 0.0, 1 + 0.5]])
+
+
+def test_token_estimators_give_a_shared_tail_no_advantage():
+    # Every sample ends on the same -1 (a wrong answer line) after different credit: the constant
+    # baseline (grpo) pushes every sample's tail down; the per-position one leaves it at 0 and
+    # keeps the difference where the samples differ.
+    r = T([[0.5, 0.0, -1.0, 0.0], [0.0, 0.0, 0.0, -1.0], [0.5, 0.0, -1.0, 0.0]])
+    mask = T([[1, 1, 1, 0], [1, 1, 1, 1], [1, 1, 1, 0]]).float()
+    g, v = groups(0, 0, 0), torch.ones(3, dtype=torch.bool)
+    assert (grpo_advantages(r, mask, g, v)[:, 2] < -0.5).all()
+    for fn in (rloo_token_advantages, grpo_token_advantages):
+        a = fn(r, mask, g, v)
+        close(a[:, 1:], torch.zeros(3, 3))
+        assert a[0, 0] > 0 and a[1, 0] < 0
+
+
+def test_token_estimators_equal_rloo_and_grpo_on_sequence_rewards():
+    # Everything on each row's last token, rows of different lengths, interleaved groups.
+    totals = T([2.0, 0.0, 1.0, 1.0, 5.0, 3.0])
+    lengths = [3, 2, 4, 1, 2, 4]
+    mask = torch.zeros(6, 4)
+    r = torch.zeros(6, 4)
+    for i, n in enumerate(lengths):
+        mask[i, :n] = 1
+        r[i, n - 1] = totals[i]
+    g, v = groups(0, 1, 0, 1, 0, 1), torch.ones(6, dtype=torch.bool)
+    close(rloo_token_advantages(r, mask, g, v), rloo_advantages(r, mask, g, v))
+    expected = torch.zeros(6)
+    for gid in (0, 1):
+        rows = g == gid
+        expected[rows] = (totals[rows] - totals[rows].mean()) / totals[rows].std(unbiased=False)
+    close(grpo_token_advantages(r, mask, g, v), expected[:, None] * mask, tol=1e-4)
 
 
 def test_clipped_policy_loss_hand_computed():

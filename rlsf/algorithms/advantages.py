@@ -4,7 +4,8 @@ Two kinds, one registry (:data:`ESTIMATORS`, by name):
 
 * ``critic`` estimators use a learned value per token: ``gae`` (PPO).
 * ``group`` estimators use the other samples of the same prompt as the baseline (rows sharing a
-  ``group`` id): ``grpo``, ``dr_grpo``, ``rloo`` (GRPO's ``grpo.advantage``).
+  ``group`` id): ``grpo``, ``dr_grpo``, ``rloo`` (a per-prompt constant baseline) and
+  ``rloo_token``, ``grpo_token`` (a per-position baseline; GRPO's ``grpo.advantage``).
 
 All are pure functions over token-level tensors; rows whose check failed (``valid`` false) get
 no advantage and take no part in any baseline.
@@ -64,9 +65,9 @@ def group_index(group: torch.Tensor) -> tuple[torch.Tensor, int]:
 
 
 def group_sum(x: torch.Tensor, group: torch.Tensor) -> torch.Tensor:
-    """``[B] -> [B]``: the sum of ``x`` over each row's group, given back to every row."""
+    """``[B, ...] -> [B, ...]``: the sum of ``x`` over each row's group, given back to every row."""
     inverse, n = group_index(group)
-    return torch.zeros(n, dtype=x.dtype, device=x.device).index_add_(0, inverse, x)[inverse]
+    return torch.zeros((n, *x.shape[1:]), dtype=x.dtype, device=x.device).index_add_(0, inverse, x)[inverse]
 
 
 
@@ -135,6 +136,52 @@ def rloo_advantages(rewards: torch.Tensor, mask: torch.Tensor, group: torch.Tens
 
 
 
+def held_returns_to_go(rewards: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Returns-to-go ``G`` and ``G`` held at each row's last token past its end:
+    ``H_{i,t} = G_{i,min(t, L_i - 1)}`` (a row's reward-to-go "at position t" once it has stopped
+    is what its last token still had to earn, the score; rows are left-aligned)."""
+    G = returns_to_go(rewards, mask)
+    last = (mask.sum(1).long() - 1).clamp(min=0)
+    pos = torch.arange(G.shape[1], device=G.device)[None, :]
+    return G, G.gather(1, torch.minimum(pos, last[:, None]))
+
+
+def rloo_token_advantages(rewards: torch.Tensor, mask: torch.Tensor, group: torch.Tensor,
+                          valid: torch.Tensor) -> torch.Tensor:
+    """``G_{i,t} - mean_{j != i} H_{j,t}`` (estimator ``rloo_token``): each token's baseline is the
+    other samples' reward-to-go *at the same position* (:func:`held_returns_to_go`), a
+    time-dependent leave-one-out baseline.
+
+    Why: with token rewards the per-prompt constant of ``grpo``/``rloo`` (the mean *total*) sits
+    far from a late token's return-to-go. When the last line earns -1 in almost every sample (a
+    wrong answer line) or the rewards are non-negative per token (``reward.preset: rlsf``, where
+    the reward still to come shrinks to 0 at the end), every sample's tail gets the same negative
+    advantage: noise in expectation, but a steady push away from the sampled end-of-answer
+    tokens in a small batch. Here the baseline follows the reward still to come, so a tail that
+    every sample shares earns ~0. It never uses sample ``i`` itself, so the gradient stays
+    unbiased; with sequence rewards ``H_{j,t} = R_j`` and this is exactly ``rloo``.
+    """
+    G, H = held_returns_to_go(rewards, mask)
+    v = valid.to(rewards.dtype)
+    H = H * v[:, None]
+    n = group_sum(v, group)
+    baseline = (group_sum(H, group) - H) / (n - 1).clamp(min=1)[:, None]
+    keep = (valid & (n >= 2)).to(G.dtype)[:, None]
+    return (G - baseline) * keep * mask
+
+
+def grpo_token_advantages(rewards: torch.Tensor, mask: torch.Tensor, group: torch.Tensor, valid: torch.Tensor,
+                          eps: float = 1e-6, std_floor: float = 0.0) -> torch.Tensor:
+    """:func:`rloo_token_advantages` over the group's root-mean-square of them (estimator
+    ``grpo_token``; ``max(rms, std_floor)``), GRPO's per-prompt scale: with sequence rewards this is
+    ``(R_i - mean_j R_j) / std_j R_j`` (population std), GRPO up to the ``n / (n - 1)`` of its std."""
+    D = rloo_token_advantages(rewards, mask, group, valid)
+    n = group_sum(valid.to(D.dtype), group)
+    ms = (D**2).sum(1) / mask.sum(1).clamp(min=1) * valid.to(D.dtype)
+    s = (group_sum(ms, group) / n.clamp(min=1)).sqrt()
+    return D / (s.clamp(min=std_floor)[:, None] + eps)
+
+
 def whiten_across_ranks(x: torch.Tensor, mask: torch.Tensor, eps: float = 1e-8,
                         std_floor: float = 0.0) -> torch.Tensor:
     """:func:`rlsf.algorithms.core.masked_whiten` over the tokens of every rank's rows (the mean
@@ -155,7 +202,10 @@ def masked_mean_across_ranks(x: torch.Tensor, mask: torch.Tensor) -> float:
 
 
 #: Group-baseline advantage estimators by name: ``(rewards, mask, group, valid) -> advantages``.
-GROUP_ESTIMATORS = {"grpo": grpo_advantages, "dr_grpo": dr_grpo_advantages, "rloo": rloo_advantages}
+GROUP_ESTIMATORS = {"grpo": grpo_advantages, "dr_grpo": dr_grpo_advantages, "rloo": rloo_advantages,
+                    "rloo_token": rloo_token_advantages, "grpo_token": grpo_token_advantages}
+#: Group estimators that take ``std_floor`` (they divide by a per-group spread).
+SCALED_ESTIMATORS = ("grpo", "grpo_token")
 
 
 

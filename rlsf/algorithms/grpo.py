@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import torch
 
-from rlsf.algorithms.advantages import GROUP_ESTIMATORS
+from rlsf.algorithms.advantages import GROUP_ESTIMATORS, SCALED_ESTIMATORS
 from rlsf.algorithms.base import ForwardOut, PolicyGradient, PolicyUpdateConfig
 from rlsf.algorithms.core import clipped_policy_loss, kl_penalty, masked_mean
 from rlsf.algorithms.registry import register
@@ -27,9 +27,11 @@ class GRPOConfig(PolicyUpdateConfig):
     kl_coef: float = opt(0.02, "Coefficient of the k3 KL estimator to the reference in the loss (0: no "
                          "reference is kept).")
     advantage: str = opt("grpo", "Advantage estimator: 'grpo' (return-to-go minus the group's mean total, "
-                         "over the group's spread), 'dr_grpo' (no division) or 'rloo' (leave-one-out mean).")
-    std_floor: float = opt(0.1, "With advantage 'grpo': divide by max(group spread, this), so a group whose "
-                           "rewards differ by a hair is not blown up to unit spread. 0: plain GRPO.")
+                         "over the group's spread), 'dr_grpo' (no division), 'rloo' (leave-one-out mean), "
+                         "'rloo_token' (minus the other samples' return-to-go at the same position) or "
+                         "'grpo_token' (that over the group's spread).")
+    std_floor: float = opt(0.1, "With advantage 'grpo' or 'grpo_token': divide by max(group spread, this), so a "
+                           "group whose rewards differ by a hair is not blown up to unit spread. 0: plain GRPO.")
 
     def validate(self, cfg) -> None:
         super().validate(cfg)
@@ -46,7 +48,7 @@ class GRPO(PolicyGradient):
 
     def prepare(self, exp: Experience, timer: Timer):
         mask = exp.response_mask.float()
-        floor = {"std_floor": self.acfg.std_floor} if self.acfg.advantage == "grpo" else {}
+        floor = {"std_floor": self.acfg.std_floor} if self.acfg.advantage in SCALED_ESTIMATORS else {}
         adv = GROUP_ESTIMATORS[self.acfg.advantage](exp.rewards, mask, exp.group, exp.valid, **floor)
         data = {"adv": adv}
         with timer("logprobs"):
