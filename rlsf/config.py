@@ -47,6 +47,7 @@ from rlsf.settings import (
     opt,
     require,
     require_adamw,
+    yaml_problem,
 )
 
 __all__ = ["Config", "ConfigError", "iter_fields", "moved_to", "opt", "require", "sections"]
@@ -133,7 +134,7 @@ class Config:
             try:
                 data = yaml.safe_load(p.read_text()) or {}
             except yaml.YAMLError as e:
-                raise ConfigError(f"config file {p} is not valid YAML: {e}") from None
+                raise ConfigError(f"config file {p} is not valid YAML: {yaml_problem(e)}") from None
         cfg = cls.from_dict(data)
         for key, value in (overrides or {}).items():
             cfg.set(key, value)
@@ -157,6 +158,8 @@ class Config:
     # ---- validation ---------------------------------------------------------------------------
     def validate(self) -> "Config":
         need = require
+        if not self.run.output_dir:  # the per-task default; a value from a file or a flag stays as given
+            self.run.output_dir = f"runs/{self.task.name}"
         m, r, ro = self.model, self.reward, self.rollout
         need(m.device == "auto" or m.device == "cpu" or m.device == "cuda" or
              (m.device.startswith("cuda:") and m.device[5:].isdigit()), "model.device",

@@ -84,7 +84,8 @@ class ModelConfig:
 
 @dataclass
 class TaskConfig:
-    name: str = opt("game24", "Task name (see `rlsf tasks`).")
+    name: str = opt("game24", "Task name (see `rlsf tasks`), or a task of your own: path/to/file.py:NAME or "
+                    "package.module:NAME.")
     options: dict = opt({}, "Task options (see `rlsf tasks --name NAME`), e.g. "
                         "{data_path: ../shared/data/game24/24.csv}.")
     train_examples: int = opt(0, "Use only the first N training examples (0: all).")
@@ -251,11 +252,16 @@ class PipelineConfig:
 
 @dataclass
 class RunConfig:
-    output_dir: str = opt("runs/game24", "Run folder: config, metrics, checkpoints, results.")
+    output_dir: str = opt("", "Run folder: config, metrics, checkpoints, results. Empty: runs/<task.name> "
+                          "(e.g. runs/spoc); a value given in a file or a flag is kept as it is.")
     seed: int = opt(0, "Random seed (data order, sampling, initialisation).")
     resume: bool = opt(False, "Continue from the last checkpoint in output_dir with the same data "
                        "order and random state.")
     loggers: list = opt(["jsonl"], "Metric sinks: any of jsonl, tensorboard, wandb.")
+    wandb_project: str = opt("", "Weights & Biases project of the wandb logger. Empty: $WANDB_PROJECT when set, "
+                             "else 'rlsf'.")
+    wandb_entity: str = opt("", "Weights & Biases entity (user or team) of the wandb logger. Empty: "
+                            "$WANDB_ENTITY when set, else your W&B default entity.")
     progress: bool = opt(True, "Show a progress bar.")
 
 
@@ -308,6 +314,18 @@ def field_type(cls: type, name: str) -> Any:
     return typing.get_type_hints(cls)[name]
 
 
+def yaml_problem(e: yaml.YAMLError) -> str:
+    """YAML's own parse message on one line: the problem, its line and column, what was being parsed."""
+    problem = getattr(e, "problem", None)
+    if not problem:
+        return " ".join(str(e).split())
+    mark, context, cmark = getattr(e, "problem_mark", None), getattr(e, "context", None), getattr(e, "context_mark", None)
+    out = problem + (f" at line {mark.line + 1}, column {mark.column + 1}" if mark else "")
+    if context:
+        out += f" ({context}" + (f" from line {cmark.line + 1}, column {cmark.column + 1}" if cmark else "") + ")"
+    return out
+
+
 def coerce(setting: str, value: Any, typ: Any) -> Any:
     origin = typing.get_origin(typ)
     if origin in (typing.Union, types.UnionType):
@@ -339,15 +357,25 @@ def coerce(setting: str, value: Any, typ: Any) -> Any:
         if typ in (dict, list) or typing.get_origin(typ) in (dict, list):
             base = typing.get_origin(typ) or typ
             if isinstance(value, str):
-                value = yaml.safe_load(value)
+                value = _parse_yaml(setting, value)
                 if base is list and isinstance(value, str):
                     value = [v for v in value.split(",") if v]
             if not isinstance(value, base):
                 raise ValueError
             return value
+    except ConfigError:
+        raise
     except (TypeError, ValueError, yaml.YAMLError):
         pass
     else:
         return value
     name = getattr(typ, "__name__", str(typ))
     raise ConfigError(f"{setting}: expected {name}, got {value!r}")
+
+
+def _parse_yaml(setting: str, text: str) -> Any:
+    """A flag's YAML value (``--task.options '{a: 1}'``); bad YAML is refused with YAML's own message."""
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{setting}: not valid YAML: {yaml_problem(e)}, in {text!r}") from None

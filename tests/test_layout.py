@@ -1,10 +1,13 @@
 """The package's layout holds: layers (import-linter), no import cycles (grimp, function-level
 imports included), no module over 600 lines, every package saying what it owns, every module
-importable alone, and each command offering only the settings its stage reads."""
+importable alone, every import of rlsf that benchmarks/, scripts/, the README and docs/ show
+resolves, and each command offering only the settings its stage reads."""
 
 from __future__ import annotations
 
 import ast
+import json
+import re
 import subprocess
 import sys
 from concurrent.futures import ThreadPoolExecutor
@@ -107,7 +110,8 @@ def _import_alone(module: str) -> tuple[str, str]:
 
 
 def test_every_module_imports_alone_in_a_fresh_interpreter():
-    modules = [m for m in MODULES if not m.endswith("__main__")]
+    modules = MODULES  # the __main__ modules too: each runs its command only under `if __name__ == "__main__"`
+    assert "rlsf.cli.main" in modules and "rlsf.stages.train" in modules and "rlsf.__main__" in modules
     with ThreadPoolExecutor(2) as pool:
         failures = {m: err for m, err in pool.map(_import_alone, modules) if err}
     assert not failures, failures
@@ -130,3 +134,56 @@ def test_tasks_are_discovered_without_a_list():
     registered = {cls.__module__.rsplit(".", 1)[-1] for cls in available_tasks().values()}
     assert modules <= registered
     assert not any(f"import {m}" in init or f"tasks.{m}" in init for m in modules)
+
+
+def _rlsf_imports_shown() -> dict[tuple[str, str | None], list[str]]:
+    """(module, name or None) -> the files that import it: every ``import rlsf...`` and ``from rlsf...
+    import name`` in benchmarks/ and scripts/ (parsed) and in the README's and docs' code (each
+    statement, a parenthesised list of names included)."""
+    found: dict[tuple[str, str | None], list[str]] = {}
+
+    def add(module: str, name: str | None, where: Path) -> None:
+        found.setdefault((module, name), []).append(str(where.relative_to(ROOT)))
+
+    for path in sorted([*ROOT.glob("benchmarks/**/*.py"), *ROOT.glob("scripts/**/*.py")]):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and not node.level and (node.module or "").split(".")[0] == "rlsf":
+                for alias in node.names:
+                    add(node.module, alias.name, path)
+            elif isinstance(node, ast.Import):
+                for alias in node.names:
+                    if alias.name.split(".")[0] == "rlsf":
+                        add(alias.name, None, path)
+    statement = re.compile(r"^[ \t>]*(?:from\s+(rlsf[\w.]*)\s+import\s+(\([^)]*\)|[\w ,]+)|import\s+(rlsf[\w.]*))", re.MULTILINE)
+    for path in [ROOT / "README.md", *sorted(ROOT.glob("docs/**/*.md"))]:
+        for m in statement.finditer(path.read_text()):
+            if m.group(3):
+                add(m.group(3), None, path)
+                continue
+            for name in m.group(2).strip("()").replace("\n", " ").split(","):
+                if name.split(" as ")[0].strip():
+                    add(m.group(1), name.split(" as ")[0].strip(), path)
+    return found
+
+
+def test_imports_shown_in_benchmarks_scripts_and_docs_resolve():
+    """What the benchmarks run and the README and docs tell users to import exists (no import of a
+    module that moved, e.g. a former ``rlsf.trainer``), checked in a fresh interpreter."""
+    found = _rlsf_imports_shown()
+    assert len(found) > 20 and ("rlsf", "Config") in found, sorted(found, key=str)  # the scan finds them
+    code = ("import importlib, json, sys\n"
+            "bad = []\n"
+            "for module, name in json.load(sys.stdin):\n"
+            "    try:\n"
+            "        m = importlib.import_module(module)\n"
+            "        if name is not None and name != '*' and not hasattr(m, name):\n"
+            "            importlib.import_module(module + '.' + name)\n"
+            "    except Exception as e:\n"
+            "        bad.append([module, name, f'{type(e).__name__}: {e}'])\n"
+            "print(json.dumps(bad))\n")
+    proc = subprocess.run([sys.executable, "-c", code], input=json.dumps(list(found)), capture_output=True, text=True,
+                          timeout=600, cwd=ROOT, check=False)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    bad = {f"{m}{'.' + n if n else ''} ({', '.join(sorted(set(found[(m, n)])))})": err
+           for m, n, err in json.loads(proc.stdout.strip().splitlines()[-1])}
+    assert not bad, bad

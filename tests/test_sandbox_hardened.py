@@ -389,7 +389,7 @@ def _body_data_dir_bound(sb, tmp):
     return out
 
 
-def test_a_data_dir_under_a_bound_path_is_refused(tmp_path):
+def test_a_data_dir_under_a_bound_path_is_refused(tmp_path, shared_data):  # the body reads $RLSF_DATA_DIR
     res = _hardened("data_dir_bound", "bwrap", tmp_path)
     assert res["shown_before"] is False and res["usr"] is True and res["lib"] is True, res
     assert "lie under a path bound into every sandbox run" in res["load"], res

@@ -11,6 +11,7 @@ from the algorithm registry, so a new algorithm needs no edit here.
 from __future__ import annotations
 
 import argparse
+import difflib
 import json
 import os
 import sys
@@ -21,7 +22,7 @@ from rlsf.config import Config, iter_fields, moved_to, sections
 from rlsf.errors import RlsfError
 from rlsf.settings import CORE_SECTIONS, ConfigError
 from rlsf.stages import STAGE_SETTINGS
-from rlsf.tasks import TaskError, available_tasks
+from rlsf.tasks import available_tasks, task_class
 
 
 def _algorithm_sections() -> tuple[str, ...]:
@@ -67,8 +68,8 @@ def misplaced(command: str, dotted: str) -> str:
 
 ALIASES = {
     "--model": ("model.name", "Model: Hugging Face id, local folder or 'smollm2-135m'."),
-    "--task": ("task.name", "Task name (see `rlsf tasks`)."),
-    "--output-dir": ("run.output_dir", "Run folder."),
+    "--task": ("task.name", "Task name (see `rlsf tasks`), or path/to/file.py:NAME or package.module:NAME."),
+    "--output-dir": ("run.output_dir", "Run folder (default: runs/<task name>)."),
     "--seed": ("run.seed", "Random seed."),
     "--lora": ("model.lora", "Train LoRA adapters (true/false)."),
 }
@@ -102,7 +103,7 @@ def _add_config_args(p: argparse.ArgumentParser, command: str) -> None:
         if dotted not in settings:
             continue
         g = groups.setdefault(section, p.add_argument_group(f"{section} settings"))
-        shown = json.dumps(default) if isinstance(default, (list, dict, bool)) else default
+        shown = json.dumps(default) if isinstance(default, (list, dict, bool)) or default == "" else default
         g.add_argument(f"--{dotted}", dest=dotted, default=argparse.SUPPRESS, metavar="VALUE",
                        help=f"{help_} (default: {shown})".replace("%", "%%"))
 
@@ -124,20 +125,38 @@ def _add_check_args(p: argparse.ArgumentParser) -> None:
                    ".png or .svg).")
 
 
+def version() -> str:
+    """The installed package's version (its metadata), else ``rlsf.__version__`` (a source checkout)."""
+    from importlib.metadata import PackageNotFoundError
+    from importlib.metadata import version as installed
+
+    try:
+        return installed("rlsf")
+    except PackageNotFoundError:
+        import rlsf
+
+        return rlsf.__version__
+
+
 def build_parser() -> argparse.ArgumentParser:
+    # allow_abbrev=False: a prefix such as --step is an unknown flag with a suggestion, never silently --steps.
     parser = argparse.ArgumentParser(
-        prog="rlsf", description="Fine-tune language models with reinforcement learning from symbolic feedback.")
+        prog="rlsf", description="Fine-tune language models with reinforcement learning from symbolic feedback.",
+        allow_abbrev=False)
+    parser.add_argument("--version", action="version", version=f"rlsf {version()}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name, help_ in COMMANDS.items():
-        p = sub.add_parser(name, help=help_, description=help_)
+        p = sub.add_parser(name, help=help_, description=help_, allow_abbrev=False)
         if name == "check":
             _add_check_args(p)
         _add_config_args(p, name)
-    pl = sub.add_parser("plot", help="Plot a run's metrics.jsonl to a PNG.", description="Plot a run's metrics to a PNG.")
+    pl = sub.add_parser("plot", help="Plot a run's metrics.jsonl to a PNG.", description="Plot a run's metrics to a PNG.",
+                        allow_abbrev=False)
     pl.add_argument("run_dir", help="Run folder holding metrics.jsonl (e.g. runs/game24/rl).")
     pl.add_argument("--keys", nargs="+", help="Metrics to plot (default: rewards, success, KL, losses, entropy, length).")
     pl.add_argument("--output", help="PNG path (default: RUN_DIR/metrics.png).")
-    t = sub.add_parser("tasks", help="List tasks, or show one task's options.", description="List tasks and their options.")
+    t = sub.add_parser("tasks", help="List tasks, or show one task's options.", description="List tasks and their options.",
+                       allow_abbrev=False)
     t.add_argument("--name", help="Show this task's options with their defaults.")
     return parser
 
@@ -161,31 +180,60 @@ def _config_from_args(args: argparse.Namespace) -> Config:
     return cfg
 
 
+def command_flags(parser: argparse.ArgumentParser, command: str) -> list[str]:
+    """Every ``--flag`` of ``rlsf command`` (settings, short forms and the command's own)."""
+    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices[command]
+    return [o for a in sub._actions for o in a.option_strings if o.startswith("--")]
+
+
+def suggest(flag: str, flags: list[str]) -> str:
+    """``"; did you mean --x?"`` for the flag closest to ``flag`` (difflib), or ``""``."""
+    close = difflib.get_close_matches(flag, flags, n=1, cutoff=0.6)
+    return f"; did you mean {close[0]}?" if close else ""
+
+
 def _parse(parser: argparse.ArgumentParser, argv: list[str] | None) -> argparse.Namespace:
-    """Parse, refusing a setting the command does not read with a line naming where it belongs."""
+    """Parse, refusing a setting the command does not read with a line naming where it belongs, and
+    an unknown flag with the closest one the command has."""
     args, rest = parser.parse_known_args(argv)
+    command = getattr(args, "command", None)
     for token in rest:
         name = token[2:].split("=", 1)[0] if token.startswith("--") else ""
-        if "." in name and getattr(args, "command", None) in STAGE_SETTINGS:
-            parser.exit(2, f"rlsf {args.command}: error: {misplaced(args.command, name)}\n")
+        if "." in name and command in STAGE_SETTINGS:
+            hint = "" if moved_to(name) or any(name in offered(c) for c in COMMANDS) else \
+                suggest(f"--{name}", command_flags(parser, command))
+            parser.exit(2, f"rlsf {command}: error: {misplaced(command, name)}{hint}\n")
+        if name and command is not None:
+            parser.exit(2, f"rlsf {command}: error: unknown flag --{name}{suggest(f'--{name}', command_flags(parser, command))} "
+                           f"(`rlsf {command} --help` lists them)\n")
     if rest:
         parser.parse_args(argv)  # argparse's own message for anything else
     return args
 
 
+def _check_model_paths(cfg: Config, command: str) -> None:
+    """Refuse a local model (or ORM) folder that does not exist now, before any probe or loading."""
+    from rlsf.models.loading import check_model_reference
+
+    settings = offered(command)
+    for dotted in ("model.name", "eval.orm", "reward.orm"):
+        section, _, name = dotted.partition(".")
+        value = getattr(cfg.section(section), name)
+        if dotted in settings and value:
+            check_model_reference(value, dotted)
+
+
 def _tasks(name: str | None) -> None:
     import dataclasses
 
-    tasks = available_tasks()
     if name is None:
-        for n, cls in tasks.items():
+        for n, cls in available_tasks().items():
             doc = cls.description or ((cls.__doc__ or "").strip().splitlines() or [""])[0]
             print(f"{n:<12} {doc}")
         return
-    if name not in tasks:
-        raise TaskError(f"unknown task {name!r}; available: {sorted(tasks)}")
-    cls = tasks[name]
-    print(f"{name}: splits {', '.join(cls.splits)}; metrics: 0/1 {', '.join(cls.binary_metrics)}, others graded")
+    cls = task_class(name)  # a registered name, or a spec: path/to/file.py:NAME, package.module:NAME
+    print(f"{cls.name or name}: splits {', '.join(cls.splits)}; metrics: 0/1 {', '.join(cls.binary_metrics)}, "
+          "others graded")
     print("options (set with --task.options '{key: value}' or in YAML under task.options):")
     for f in dataclasses.fields(cls.Options):
         default = f.default if f.default is not dataclasses.MISSING else None
@@ -204,6 +252,7 @@ def main(argv: list[str] | None = None) -> int:
             print(plot_metrics(args.run_dir, args.keys, args.output))
             return 0
         cfg = _config_from_args(args)
+        _check_model_paths(cfg, args.command)
         if args.command == "check":
             from rlsf.cli.check import run_check_command
 

@@ -15,7 +15,8 @@ replaced and the run carries on.
 
 Workers are started with ``spawn`` (a fork of a process that runs torch threads can deadlock)
 and import neither torch nor transformers. Each rebuilds the task from its class (imported by
-module and name, so a task defined in a user's own module works too) and options, and calls
+module and name, so a task defined in a user's own module works too; a class loaded from a file by
+spec is rebuilt by loading the file again, :func:`_task_factory`) and options, and calls
 :meth:`Task.open` with a private folder inside one temporary directory that the service
 removes when it closes, also when a worker was killed; :meth:`Task.close` runs when the service
 ends its workers (it must finish within 3 s; a worker killed for a time-out does not get to
@@ -86,6 +87,14 @@ def _init_worker(task_cls: type[Task], options: dict[str, Any], detokenizer: Det
     signal.signal(signal.SIGTERM, on_sigterm)
 
 
+def _task_factory(task: Task) -> Any:
+    """What workers build the task with: its class (pickled by module and name), or the recipe the
+    class carries when a fresh process cannot import it so (a class loaded from a user's file: its
+    ``__rlsf_factory__``, set by :func:`rlsf.tasks.task_class`, loads the file again). Looked up on
+    the class itself, never inherited: a subclass is not its base's file."""
+    return vars(type(task)).get("__rlsf_factory__") or type(task)
+
+
 def _close_task() -> None:
     """Close the worker's task once, holding SIGTERM back meanwhile so that a close that has
     begun finishes (within the pool's 3 s before SIGKILL)."""
@@ -119,7 +128,7 @@ class CheckService:
         ``backend``: ``processes`` (a local pool) or ``ray`` (Ray actors, :mod:`rlsf.feedback.ray_backend`)."""
         if backend not in BACKENDS:
             raise ValueError(f"unknown check backend {backend!r}; choose from {BACKENDS}")
-        self.task_cls, self.options = type(task), dataclasses.asdict(task.options)
+        self.task_cls, self.options = _task_factory(task), dataclasses.asdict(task.options)
         self.detokenizer = detokenizer
         self.timeout_s = timeout_s
         self.workers = cpu_count() if workers < 0 else workers

@@ -38,6 +38,7 @@ __all__ = [
     "Reference",
     "ValueHead",
     "cache_dir",
+    "check_model_reference",
     "convert_embedded",
     "forward_logits",
     "hidden_size",
@@ -160,12 +161,21 @@ def resolve_model(name_or_path: str) -> str:
         return str(convert_embedded(dest, name=name_or_path))
     if Path(name_or_path).expanduser().exists():
         return str(Path(name_or_path).expanduser()) if name_or_path.startswith("~") else name_or_path
-    if _looks_local(name_or_path):
-        raise ModelError(
-            f"model folder {name_or_path!r} does not exist "
-            f"(embedded models: {', '.join(sorted(EMBEDDED_MODELS))})"
-        )
+    check_model_reference(name_or_path)
     return name_or_path  # a hub id; loading it may still fail offline, which load_model reports
+
+
+def check_model_reference(name_or_path: str, setting: str = "") -> None:
+    """Refuse, before anything is loaded or probed, a local-looking model path that does not exist.
+
+    Embedded names, existing paths and hub ids pass (a hub id is only known to fail when it is
+    loaded). ``setting`` (e.g. ``"model.name"``) opens the message.
+    """
+    name_or_path = os.fspath(name_or_path)
+    if name_or_path in EMBEDDED_MODELS or Path(name_or_path).expanduser().exists() or not _looks_local(name_or_path):
+        return
+    raise ModelError(f"{setting + ': ' if setting else ''}model folder {name_or_path!r} does not exist "
+                     f"(embedded models: {', '.join(sorted(EMBEDDED_MODELS))})")
 
 
 def _compare_logits(model_a: Any, model_b: Any, input_ids: torch.Tensor) -> tuple[float, bool]:

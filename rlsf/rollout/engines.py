@@ -327,6 +327,7 @@ def generate(
     engine: str = "builtin",
     fused_step: bool = True,
     on_finish: Callable[[int, list[int]], None] | None = None,
+    on_batch: Callable[[int], None] | None = None,
 ) -> Experience:
     """Sample one completion per prompt (repeat prompts for several samples).
 
@@ -336,7 +337,8 @@ def generate(
     record the same log-probs. ``ignore_eos`` generates exactly ``max_new_tokens`` per sequence
     (for benchmarks). ``fused_step`` lets the builtin engine use its fused decoding step on
     Llama-style models. ``on_finish(row, ids)`` is called once per completed row (as it
-    completes with the builtin engine, per batch with the others).
+    completes with the builtin engine, per batch with the others); ``on_batch(rows)`` after each
+    batch of ``batch_size`` prompts with its number of rows (a progress bar).
     """
     engine = canonical_engine(engine)
     enc = tokenizer(prompts, return_tensors="pt", padding=True, padding_side="left", add_special_tokens=False)
@@ -363,6 +365,8 @@ def generate(
                 ids, lps = _hf_generate(model, prompt_ids[rows], prompt_mask[rows], **kw)
             chunks.append(ids)
             chunk_logprobs.append(lps)
+            if on_batch is not None:
+                on_batch(ids.shape[0])
     finally:
         if engine != "vllm":
             model.train(was_training)

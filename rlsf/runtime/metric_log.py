@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import sys
 import time
 from pathlib import Path
@@ -43,7 +44,8 @@ class MetricLogger:
             except ImportError:
                 raise ConfigError("run.loggers: wandb is not installed (pip install wandb, or drop it from "
                                   "run.loggers)") from None
-            self._wandb = wandb.init(project="rlsf", dir=str(self.run_dir), config=config or {},
+            project, entity = wandb_target(config)
+            self._wandb = wandb.init(project=project, entity=entity, dir=str(self.run_dir), config=config or {},
                                      name=self.run_dir.name, resume="allow")
         if "jsonl" in sinks:  # last: a sink that failed above leaves no open file behind
             self._jsonl = self.path.open("a")
@@ -68,6 +70,16 @@ class MetricLogger:
             self._tb.close()
         if self._wandb:
             self._wandb.finish()
+
+
+def wandb_target(config: dict[str, Any] | None) -> tuple[str, str | None]:
+    """The W&B project and entity of a run from its settings (``run.wandb_project``,
+    ``run.wandb_entity``); empty ones fall back to ``$WANDB_PROJECT`` (else ``rlsf``) and
+    ``$WANDB_ENTITY`` (else None: W&B's default entity)."""
+    run = (config or {}).get("run") or {}
+    project = run.get("wandb_project") or os.environ.get("WANDB_PROJECT") or "rlsf"
+    entity = run.get("wandb_entity") or os.environ.get("WANDB_ENTITY") or None
+    return project, entity
 
 
 def read_metrics(path: str | Path) -> list[dict[str, Any]]:

@@ -30,7 +30,7 @@ STAGE_SETTINGS: dict[str, tuple[str, ...]] = {
     "sft": (*_MODEL_SFT, "task", "sft", "run"),
     "train": ("model", "task", "rollout", "reward", "check", "train", "algorithm", "run"),
     "eval": (*_MODEL_PLAIN, "task.name", "task.options", *_ENGINE, "check", "eval",
-             "run.output_dir", "run.seed"),
+             "run.output_dir", "run.seed", "run.progress"),
     "orm": (*_MODEL_ORM, "task", "rollout.max_new_tokens", "rollout.temperature", "rollout.top_p",
             "rollout.generation_batch_size", *_ENGINE, "check", "orm", "run"),
     "check": ("model.name", "task.name", "task.options", *_TOKEN_REWARD, "check"),

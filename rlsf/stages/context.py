@@ -11,6 +11,7 @@ from typing import NamedTuple
 from rlsf.config import Config
 from rlsf.models.loading import (
     LoraSpec,
+    check_model_reference,
     enable_gradient_checkpointing,
     load_model,
     load_tokenizer,
@@ -23,7 +24,7 @@ from rlsf.runtime.device import Runtime, setup
 from rlsf.runtime.metric_log import note
 from rlsf.runtime.utils import seed_everything
 from rlsf.settings import ConfigError, require
-from rlsf.tasks import Task, TaskError, get_task
+from rlsf.tasks import Task, TaskError, canonical_spec, get_task
 
 
 class Start(NamedTuple):
@@ -41,6 +42,7 @@ def start(cfg: Config, split: str | None = None, limit: int = 0, runtime: Runtim
     seed on every rank: the models they build are the same), build the task and load ``split``
     (default: the task's training split), its first ``limit`` examples."""
     cfg.validate()
+    check_model_reference(cfg.model.name, "model.name")  # a missing folder fails now, not after the probe
     distributed.setup(cfg.model.device)
     rt = runtime or decide_runtime(cfg)
     seed_everything(cfg.run.seed)
@@ -89,6 +91,9 @@ def run_info(runtime: Runtime | None) -> dict:
 
 
 def load_task(cfg: Config) -> Task:
+    """The task of ``cfg``; a task file's path (``--task my/task.py:NAME``) is made absolute in
+    ``cfg`` first, so that the run's saved config finds the file from any directory (``--resume``)."""
+    cfg.task.name = canonical_spec(cfg.task.name)
     return get_task(cfg.task.name, **cfg.task.options)
 
 

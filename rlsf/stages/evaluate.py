@@ -34,6 +34,8 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+from tqdm.auto import tqdm
+
 from rlsf.config import Config
 from rlsf.evaluation.metrics import (
     answer_mode_share,
@@ -128,11 +130,14 @@ def _evaluate(cfg: Config, model, tokenizer, output, runtime) -> dict[str, Any]:
     if model is None:
         model, tokenizer = load_policy(cfg, rt, lora=False)
     t0 = time.perf_counter()
+    # One bar over the generation batches, greedy then sampled, counted in completions (training's tqdm).
+    bar = tqdm(total=len(examples) * (1 + e.k), desc=f"eval/{e.split}", unit="completion", dynamic_ncols=True,
+               disable=not (cfg.run.progress and distributed.is_main()))
     gen = dict(max_new_tokens=e.max_new_tokens, batch_size=e.batch_size, precision=rt.sampling_precision,
-               engine=cfg.rollout.engine, fused_step=cfg.rollout.fused_step)
+               engine=cfg.rollout.engine, fused_step=cfg.rollout.fused_step, on_batch=bar.update)
     condition = e.condition or None
     with (SamplingModel.for_settings(model, tokenizer, rt, cfg.rollout, seed=cfg.run.seed) as sampler,
-          CheckService.for_config(cfg, task, tokenizer) as checker):
+          CheckService.for_config(cfg, task, tokenizer) as checker, bar):
         greedy = rollout_and_check(sampler.model, tokenizer, task, examples, checker, do_sample=False, judge=True,
                                    condition=condition, **gen)
         sampled = None

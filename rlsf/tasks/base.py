@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 import sys
 from abc import ABC, abstractmethod
 from pathlib import Path
@@ -69,6 +70,25 @@ def user_text(messages: Messages) -> str:
 
 _REGISTRY: dict[str, type["Task"]] = {}
 _REPORTED: set[tuple] = set()  # malformed-row reports already printed (task, file, count, first)
+
+
+def describe_ids(ids: list[str], runs: int = 3, shown: int = 3) -> str:
+    """Example ids in a few words: consecutive numbers as ranges (``901-1000``, ``test:1-1319``),
+    else the first few and the count."""
+    parts: list[tuple[str, int, int]] = []  # (prefix, first, last) of runs of consecutive numbered ids
+    for text in ids:
+        m = re.fullmatch(r"(.*?)(\d+)", text)
+        if m is None or (m.group(2).startswith("0") and m.group(2) != "0"):
+            parts = []
+            break
+        prefix, n = m.group(1), int(m.group(2))
+        if parts and parts[-1][0] == prefix and parts[-1][2] + 1 == n:
+            parts[-1] = (prefix, parts[-1][1], n)
+        else:
+            parts.append((prefix, n, n))
+    if parts and len(parts) <= runs:
+        return ", ".join(f"{p}{a}" if a == b else f"{p}{a}-{b}" for p, a, b in parts)
+    return f"{len(ids)} ids, e.g. " + ", ".join(ids[:shown])
 
 
 class TaskError(RlsfError):
@@ -128,11 +148,15 @@ class Task(ABC):
     def example(self, example_id: Any) -> Example:
         """The example whose ``id`` is ``example_id`` (compared as text), from any split."""
         key = str(example_id).strip()
+        known = []
         for split in self.splits:
-            for ex in self.load(split):
-                if str(ex.get("id")) == key:
-                    return ex
-        raise TaskError(f"task {self.name!r}: no example with id {key!r} in splits {', '.join(self.splits)}")
+            examples = self.load(split)
+            ids = [str(ex.get("id")) for ex in examples]
+            if key in ids:
+                return examples[ids.index(key)]
+            known.append(f"{split}: {describe_ids(ids)}")
+        raise TaskError(f"task {self.name!r}: no example with id {key!r}; ids are {'; '.join(known)} (the `id` "
+                        "of `rlsf eval`'s samples file)")
 
     def data_file(self, relative: str, packaged: Callable[[], Path | None] | None = None, hint: str = "") -> Path:
         """Locate ``relative`` (e.g. ``"game24/24.csv"``) by the data convention (module docstring).
