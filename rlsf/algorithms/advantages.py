@@ -81,6 +81,13 @@ def _group_baseline(rewards: torch.Tensor, mask: torch.Tensor, group: torch.Tens
 
 
 
+def _group_spread(D: torch.Tensor, mask: torch.Tensor, group: torch.Tensor, valid: torch.Tensor,
+                  dof: torch.Tensor) -> torch.Tensor:
+    """``[B]``: ``sqrt(sum_i mean_t D_{i,t}^2 / dof)`` over each row's group (valid rows only)."""
+    ms = (D**2).sum(1) / mask.sum(1).clamp(min=1) * valid.to(D.dtype)
+    return (group_sum(ms, group) / dof).sqrt()
+
+
 def grpo_advantages(
     rewards: torch.Tensor, mask: torch.Tensor, group: torch.Tensor, valid: torch.Tensor, eps: float = 1e-6,
     std_floor: float = 0.0,
@@ -111,8 +118,7 @@ def grpo_advantages(
     """
     G, R, n, total = _group_baseline(rewards, mask, group, valid)
     D = (G - (total / n.clamp(min=1))[:, None]) * mask
-    ms = (D**2).sum(1) / mask.sum(1).clamp(min=1) * valid.to(D.dtype)
-    s = (group_sum(ms, group) / (n - 1).clamp(min=1)).sqrt()
+    s = _group_spread(D, mask, group, valid, (n - 1).clamp(min=1))
     keep = (valid & (n >= 2)).to(D.dtype)[:, None]
     return D / (s.clamp(min=std_floor)[:, None] + eps) * keep * mask
 
@@ -176,9 +182,7 @@ def grpo_token_advantages(rewards: torch.Tensor, mask: torch.Tensor, group: torc
     ``grpo_token``; ``max(rms, std_floor)``), GRPO's per-prompt scale: with sequence rewards this is
     ``(R_i - mean_j R_j) / std_j R_j`` (population std), GRPO up to the ``n / (n - 1)`` of its std."""
     D = rloo_token_advantages(rewards, mask, group, valid)
-    n = group_sum(valid.to(D.dtype), group)
-    ms = (D**2).sum(1) / mask.sum(1).clamp(min=1) * valid.to(D.dtype)
-    s = (group_sum(ms, group) / n.clamp(min=1)).sqrt()
+    s = _group_spread(D, mask, group, valid, group_sum(valid.to(D.dtype), group).clamp(min=1))
     return D / (s.clamp(min=std_floor)[:, None] + eps)
 
 
