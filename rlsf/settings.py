@@ -130,7 +130,7 @@ class RolloutConfig:
 class RewardConfig:
     preset: str = opt("signed", "How a certificate becomes token rewards. 'signed' (default): the score on the last "
                       "token and each span's signed reward on the tokens it covers (errors negative, credit "
-                      "positive); an attempt's total is squashed to stay above the no-attempt reward (-1). "
+                      "positive); an attempt's total below -2 is squashed to stay above the no-attempt reward (-5). "
                       "'rlsf': the RLSF paper's non-negative form: flagged tokens 0, every other token 1/n, "
                       "+1 on the last token only when correct (token mode only). Under both, no reply, prose or "
                       "a copied input earns less than any attempt. See README, 'Rewards'.")

@@ -415,3 +415,17 @@ def test_answer_mode_share_measures_collapse():
     assert answer_mode_share([Certificate(0, "x", answer="3")] * 4) == 1.0
     assert answer_mode_share([Certificate(0, "x")] * 4) == 0.25  # no answers: all different
     assert answer_mode_share([]) == 0.0
+
+
+def test_value_shift_makes_the_critics_mean_match_the_mean_return() -> None:
+    from rlsf.algorithms.ppo import value_shift
+
+    shaped = torch.tensor([[0.0, -0.5, -1.0], [0.1, -1.0, 0.0]])
+    mask = torch.tensor([[1.0, 1.0, 1.0], [1.0, 1.0, 0.0]])
+    values = torch.tensor([[0.1, 0.2, 0.3], [0.0, 0.0, 9.0]])  # 9.0 sits on padding: ignored
+    # returns-to-go: row 0: -1.5, -1.5, -1.0; row 1: -0.9, -1.0 (gamma 1)
+    want = ((-1.5 - 0.1) + (-1.5 - 0.2) + (-1.0 - 0.3) + (-0.9 - 0.0) + (-1.0 - 0.0)) / 5
+    assert value_shift(shaped, values, mask, 1.0) == pytest.approx(want)
+    shifted = values + value_shift(shaped, values, mask, 1.0)
+    rtg = torch.tensor([[-1.5, -1.5, -1.0], [-0.9, -1.0, 0.0]])
+    assert float(((rtg - shifted) * mask).sum()) == pytest.approx(0.0, abs=1e-6)

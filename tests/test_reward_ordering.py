@@ -7,8 +7,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from rlsf.feedback.certificate import NO_ATTEMPT_SCORE, Certificate, Span
-from rlsf.feedback.rewards import SQUASH_FROM, bounded_total, certificate_token_rewards
+from rlsf.feedback.certificate import Certificate, Span
+from rlsf.feedback.rewards import NO_ATTEMPT_REWARD, SQUASH_FROM, bounded_total, certificate_token_rewards
 from rlsf.tasks import available_tasks, get_task
 from rlsf.tasks.harness import reward_ordering, total_reward
 
@@ -77,14 +77,14 @@ def test_any_attempt_earns_more_than_no_attempt(score, spans, correct, text, wei
         got = sum(certificate_token_rewards(attempt, offsets, **kw))
         none = sum(certificate_token_rewards(silence, offsets, **kw))
         assert got > none, (preset, mode, got, none)
-        assert none == (NO_ATTEMPT_SCORE if preset == "signed" else 0.0)
+        assert none == (NO_ATTEMPT_REWARD if preset == "signed" else 0.0)
 
 
 def test_bounded_total_is_identity_above_the_squash_and_increasing_below() -> None:
     assert bounded_total(0.3) == 0.3 and bounded_total(SQUASH_FROM) == SQUASH_FROM
     xs = [SQUASH_FROM - 0.01 * i for i in range(1, 2000)]
     ys = [bounded_total(x) for x in xs]
-    assert all(a > b for a, b in zip(ys, ys[1:])) and all(NO_ATTEMPT_SCORE < y < SQUASH_FROM for y in ys)
+    assert all(a > b for a, b in zip(ys, ys[1:])) and all(NO_ATTEMPT_REWARD < y < SQUASH_FROM for y in ys)
     assert abs((bounded_total(SQUASH_FROM - 1e-6) - SQUASH_FROM) / -1e-6 - 1) < 1e-3  # slope 1 at the joint
 
 

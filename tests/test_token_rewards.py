@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from rlsf.feedback import Certificate, Span
-from rlsf.feedback.rewards import certificate_token_rewards, token_reward_tensor
+from rlsf.feedback.rewards import NO_ATTEMPT_REWARD, certificate_token_rewards, token_reward_tensor
 from rlsf.feedback.offsets import decode_with_offsets
 
 
@@ -95,7 +95,7 @@ def test_empty_and_truncated_completions(tokenizer):
     # Only an end-of-turn token: the score lands on it.
     text, offs = decode_with_offsets(tokenizer, [tokenizer.eos_token_id])
     assert text == "" and certificate_token_rewards(Certificate(-0.2, "x", spans=[Span(0, 0, -0.2)]), offs) == [-0.4]
-    assert certificate_token_rewards(Certificate.no_attempt("empty", "no reply"), offs) == [-1.0]
+    assert certificate_token_rewards(Certificate.no_attempt("empty", "no reply"), offs) == [NO_ATTEMPT_REWARD]
     # Cut at the length limit (no end of turn): the score goes on the last token sampled.
     ids = ids_of(tokenizer, "4 + 8 = 12 (left: 4 6")
     _, offs = decode_with_offsets(tokenizer, ids)

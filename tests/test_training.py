@@ -384,6 +384,20 @@ def test_value_warmup_moves_only_the_value_head(tiny_model_dir, tmp_path):
     assert any(not torch.equal(before[n], p) for n, p in tr.model.named_parameters())
 
 
+@pytest.mark.parametrize("init", ["returns", "zero"])
+def test_value_head_starts_at_the_first_batchs_mean_return(tiny_model_dir, tmp_path, init):
+    cfg = tiny_cfg(tiny_model_dir, tmp_path, **{"train.algorithm": "ppo", "ppo.value_init": init,
+                                                "ppo.value_warmup_steps": 1, "train.steps": 1})
+    tr = RLTrainer(cfg)
+    stats = tr.train_step()
+    # value/mean is over the calibrated values; value/returns over GAE's returns from them (lambda < 1)
+    gap = abs(stats["value/mean"] - stats["value/returns"])
+    if init == "returns":
+        assert tr.algo.calibrated and gap < 0.05 + 0.05 * abs(stats["value/returns"])
+    else:
+        assert not tr.algo.calibrated and abs(stats["value/mean"]) < 0.2 < gap  # rewards of about -1 or below
+
+
 def test_learning_rate_warms_up_linearly(tiny_model_dir, tmp_path):
     cfg = tiny_cfg(tiny_model_dir, tmp_path, **{"train.algorithm": "grpo", "grpo.minibatch_size": 2,
                                                 "grpo.lr": 1e-3, "grpo.warmup_steps": 4})

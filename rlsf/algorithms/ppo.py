@@ -13,7 +13,7 @@ from typing import Any
 
 import torch
 
-from rlsf.algorithms.advantages import gae, masked_mean_across_ranks, whiten_across_ranks
+from rlsf.algorithms.advantages import gae, masked_mean_across_ranks, returns_to_go, whiten_across_ranks
 from rlsf.algorithms.base import ForwardOut, PolicyGradient, PolicyUpdateConfig
 from rlsf.algorithms.core import clipped_policy_loss, clipped_value_loss, kl_penalty, masked_whiten
 from rlsf.algorithms.registry import register
@@ -32,6 +32,11 @@ class PPOConfig(PolicyUpdateConfig):
     value_lr: float = opt(1e-4, "Learning rate of the value head.")
     value_clip_range: float = opt(0.2, "Value-function clip around the rollout values.")
     vf_coef: float = opt(0.1, "Value loss coefficient.")
+    value_init: str = opt("returns", "'returns': before the first update, shift the value head's bias so that "
+                          "its mean equals the first batch's mean return-to-go (the critic starts unbiased "
+                          "instead of at 0, which, with rewards on the scale of -2 and value steps of about "
+                          "0.15 per batch, left every early advantage dominated by the critic's lag). "
+                          "'zero': the head as initialised.")
     value_warmup_steps: int = opt(0, "Training steps at the start in which only the value head learns (the "
                                   "policy is not updated), so that GAE starts from a baseline that knows "
                                   "the task's returns instead of a head initialised at 0.")
@@ -48,6 +53,8 @@ class PPOConfig(PolicyUpdateConfig):
         require(0 <= self.lam <= 1, "ppo.lam", "must be in [0, 1]")
         require(self.value_lr > 0, "ppo.value_lr", "must be > 0")
         require(self.value_warmup_steps >= 0, "ppo.value_warmup_steps", "must be >= 0")
+        require(self.value_init in ("returns", "zero"), "ppo.value_init", f"must be returns or zero, got "
+                                                                          f"{self.value_init!r}")
         require(self.whiten_std_floor >= 0, "ppo.whiten_std_floor", "must be >= 0")
 
 
@@ -60,6 +67,7 @@ class PPO(PolicyGradient):
         self.value_head = ValueHead(hidden_size(model)).to(model_device(model))
         super().__init__(model, tokenizer, task, cfg, runtime)
         self.steps = 0  # batches seen (value warm-up)
+        self.calibrated = False  # the value head's bias set from the first batch (value_init: returns)
 
     def param_groups(self) -> list[dict[str, Any]]:
         return super().param_groups() + [{"params": list(self.value_head.parameters()), "lr": self.acfg.value_lr}]
@@ -76,6 +84,8 @@ class PPO(PolicyGradient):
             ref_logp = self.reference_logprobs(exp) if self.reference is not None else None
         kl = kl_penalty(old_logp, ref_logp, "k1") * mask if ref_logp is not None else torch.zeros_like(mask)
         shaped = (exp.rewards - c.kl_coef * kl) * mask
+        if self.steps == 0 and c.value_init == "returns" and not self.calibrated:
+            values = values + self.calibrate_value_head(shaped, values, mask)
         adv, returns = gae(shaped, values, mask, c.gamma, c.lam)
         if c.whiten_advantages:  # over the global batch: every rank's tokens
             floor = c.whiten_std_floor
@@ -89,6 +99,14 @@ class PPO(PolicyGradient):
                  "value/returns": masked_mean_across_ranks(returns, mask),
                  "value/warmup": float(self.warming_up), **length_bias(adv, mask, exp.truncated)}
         return data, stats
+
+    @torch.no_grad()
+    def calibrate_value_head(self, shaped: torch.Tensor, values: torch.Tensor, mask: torch.Tensor) -> float:
+        """Shift the head's bias by the batch's mean (return-to-go minus value); returns the shift."""
+        shift = value_shift(shaped, values, mask, self.acfg.gamma)
+        self.value_head.linear.bias.add_(shift)
+        self.calibrated = True
+        return shift
 
     def loss(self, mb: Experience, data: dict[str, torch.Tensor], fo: ForwardOut, mask: torch.Tensor):
         c = self.acfg
@@ -110,12 +128,20 @@ class PPO(PolicyGradient):
         return stats
 
     def state_dict(self) -> dict[str, Any]:
-        return {**super().state_dict(), "value_head": self.value_head.state_dict(), "steps": self.steps}
+        return {**super().state_dict(), "value_head": self.value_head.state_dict(), "steps": self.steps,
+                "calibrated": self.calibrated}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.value_head.load_state_dict(state["value_head"])
         self.steps = state.get("steps", 0)
+        self.calibrated = state.get("calibrated", self.steps > 0)
         super().load_state_dict(state)
+
+
+def value_shift(shaped: torch.Tensor, values: torch.Tensor, mask: torch.Tensor, gamma: float) -> float:
+    """The mean over every rank's response tokens of (discounted return-to-go - value): the constant
+    that makes a critic's mean prediction match the batch's mean return."""
+    return masked_mean_across_ranks(returns_to_go(shaped, mask, gamma) - values, mask)
 
 
 def length_bias(adv: torch.Tensor, mask: torch.Tensor, truncated: list[bool]) -> dict[str, float]:

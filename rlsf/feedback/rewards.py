@@ -10,16 +10,21 @@ Two presets (``reward.preset``) turn a certificate into token rewards:
 * ``signed`` (default): the score on the last token, each span's signed reward on the tokens it
   covers (errors negative, credit positive). An attempt's total is kept above the no-attempt
   reward by :func:`bounded_total`: totals from ``SQUASH_FROM`` down are squashed monotonically
-  into ``(NO_ATTEMPT_SCORE, SQUASH_FROM)``, scaling only the negative token rewards, so however
-  many errors an attempt has, it still beats saying nothing.
+  into ``(NO_ATTEMPT_REWARD, SQUASH_FROM)``, scaling only the negative token rewards, so however
+  many errors an attempt has, it still beats saying nothing. The squash starts low (-2) so that
+  the totals of ordinary attempts (a wrong answer line, -1, and a few wrong steps) stay on the
+  identity: a squash from -0.5 into (-1, -0.5) compressed every honest Game of 24 attempt to
+  about -0.86, differences between one and three wrong steps to under 0.1, and RL lost its
+  signal under the KL term and the critic's noise.
 * ``rlsf``: the RLSF paper's non-negative form. Tokens an error span covers get 0; every other
   text token a positive reward (``1/n`` each over the ``n`` text tokens, so the total does not grow
   with length); the last token gets ``+1`` only when the completion is correct. rlsf keeps
   ``ATTEMPT_CREDIT`` of each token's reward for every token of an attempt, so an attempt flagged
   everywhere still earns more than silence (the paper's form would give both 0).
 
-A completion that makes no attempt (``certificate.attempted`` false) earns ``NO_ATTEMPT_SCORE``
-on its last token under ``signed`` and 0 everywhere under ``rlsf``: strictly the least either way.
+A completion that makes no attempt (``certificate.attempted`` false) earns ``NO_ATTEMPT_REWARD``
+on its last token under ``signed`` (whatever its certificate's score, ``NO_ATTEMPT_SCORE``) and 0
+everywhere under ``rlsf``: strictly the least either way.
 """
 
 from __future__ import annotations
@@ -28,12 +33,14 @@ from collections.abc import Sequence
 
 import torch
 
-from rlsf.feedback.certificate import NO_ATTEMPT_SCORE, Certificate
+from rlsf.feedback.certificate import Certificate
 from rlsf.feedback.offsets import Offsets
 
 PRESETS = ("signed", "rlsf")
-#: Signed preset: an attempt's total below this is squashed into (NO_ATTEMPT_SCORE, SQUASH_FROM).
-SQUASH_FROM = -0.5
+#: Signed preset: the total reward of a completion that makes no attempt.
+NO_ATTEMPT_REWARD = -5.0
+#: Signed preset: an attempt's total below this is squashed into (NO_ATTEMPT_REWARD, SQUASH_FROM).
+SQUASH_FROM = -2.0
 #: rlsf preset: the share of a token's reward an attempt earns even on a flagged token.
 ATTEMPT_CREDIT = 0.1
 
@@ -41,13 +48,13 @@ ATTEMPT_CREDIT = 0.1
 def bounded_total(total: float) -> float:
     """An attempt's total reward under the signed preset: ``total`` itself from ``SQUASH_FROM`` up;
     below, ``SQUASH_FROM - w * d / (d + w)`` with ``d = SQUASH_FROM - total`` and ``w = SQUASH_FROM -
-    NO_ATTEMPT_SCORE``: continuous with slope 1 at ``SQUASH_FROM``, increasing, and above
-    ``NO_ATTEMPT_SCORE`` for every finite total."""
+    NO_ATTEMPT_REWARD``: continuous with slope 1 at ``SQUASH_FROM``, increasing, and above
+    ``NO_ATTEMPT_REWARD`` for every finite total."""
     if total >= SQUASH_FROM:
         return total
-    w = SQUASH_FROM - NO_ATTEMPT_SCORE
+    w = SQUASH_FROM - NO_ATTEMPT_REWARD
     d = SQUASH_FROM - total
-    return max(SQUASH_FROM - w * d / (d + w), NO_ATTEMPT_SCORE + 1e-6)
+    return max(SQUASH_FROM - w * d / (d + w), NO_ATTEMPT_REWARD + 1e-6)
 
 
 def _covered(span, offsets: Offsets, last: int) -> list[int]:
@@ -78,7 +85,7 @@ def certificate_token_rewards(
     if preset == "rlsf":
         return _rlsf_rewards(certificate, offsets) if certificate.attempted else rewards
     if not certificate.attempted:
-        rewards[last] = NO_ATTEMPT_SCORE
+        rewards[last] = NO_ATTEMPT_REWARD
         return rewards
     rewards[last] += float(certificate.score)
     if mode == "token":
