@@ -25,6 +25,7 @@ from rlsf.algorithms import ALGORITHMS
 from rlsf.evaluation.selectors import SELECTORS
 from rlsf.feedback.service import BACKENDS
 from rlsf.rollout.engines import ENGINE_ALIASES, ENGINES
+from rlsf.runtime.extras import install_hint
 from rlsf.settings import (
     CORE_SECTIONS,
     EXTRA_SECTIONS,
@@ -50,7 +51,8 @@ from rlsf.settings import (
     yaml_problem,
 )
 
-__all__ = ["Config", "ConfigError", "iter_fields", "moved_to", "opt", "require", "sections"]
+__all__ = ["Config", "ConfigError", "config_path", "iter_fields", "moved_to", "opt", "packaged_configs", "require",
+           "sections"]
 
 
 def sections() -> dict[str, type]:
@@ -61,6 +63,33 @@ def sections() -> dict[str, type]:
 def moved_to(dotted: str) -> str | None:
     """Where a setting that moved now lives (``MOVED`` is keyed by section or ``section.field``)."""
     return MOVED.get(dotted) or MOVED.get(dotted.partition(".")[0])
+
+
+#: The configurations the package ships (``configs/`` of a checkout is a link to this folder).
+PACKAGED_CONFIGS = Path(__file__).resolve().parent / "configs"
+
+
+def packaged_configs() -> dict[str, Path]:
+    """The shipped configurations by name (``game24`` -> ``rlsf/configs/game24.yaml``)."""
+    return {p.stem: p for p in sorted(PACKAGED_CONFIGS.glob("*.yaml"))}
+
+
+def config_path(path: str | Path) -> Path:
+    """The file ``--config`` names: ``path`` where it is a file, else the packaged config of that
+    name (``game24`` or ``game24.yaml``, no folder), so that an installed package runs its configs
+    from any folder; a file that exists always wins."""
+    p = Path(path).expanduser()
+    if p.is_file():
+        return p
+    shipped = packaged_configs()
+    name = p.name.removesuffix(".yaml")
+    if len(p.parts) == 1 and name in shipped:
+        return shipped[name]
+    if len(p.parts) == 1 and p.suffix in ("", ".yaml"):
+        raise ConfigError(f"config {str(path)!r} not found: no such file here, and no packaged config of that name "
+                          f"(packaged: {', '.join(shipped)})")
+    packaged = f" (the packaged one of that name is --config {name})" if name in shipped else ""
+    raise ConfigError(f"config file not found: {p}{packaged}")
 
 
 @dataclass
@@ -128,9 +157,7 @@ class Config:
     def load(cls, path: str | Path | None, overrides: dict[str, Any] | None = None) -> "Config":
         data: dict[str, Any] = {}
         if path is not None:
-            p = Path(path)
-            if not p.is_file():
-                raise ConfigError(f"config file not found: {p}")
+            p = config_path(path)
             try:
                 data = yaml.safe_load(p.read_text()) or {}
             except yaml.YAMLError as e:
@@ -242,7 +269,7 @@ class Config:
         need(not bad, "run.loggers", f"unknown logger(s) {bad}; choose from jsonl, tensorboard, wandb")
         for sink in ("tensorboard", "wandb"):  # fail now, not after loading a model
             need(sink not in self.run.loggers or importlib.util.find_spec(sink) is not None, "run.loggers",
-                 f"{sink} is not installed (pip install {sink}, or drop it from run.loggers)")
+                 f"{sink} is not installed ({install_hint(sink)}, or drop it from run.loggers)")
         return self
 
 

@@ -133,7 +133,7 @@ class RewardConfig:
                       "positive); an attempt's total below -2 is squashed to stay above the no-attempt reward (-5). "
                       "'rlsf': the RLSF paper's non-negative form: flagged tokens 0, every other token 1/n, "
                       "+1 on the last token only when correct (token mode only). Under both, no reply, prose or "
-                      "a copied input earns less than any attempt. See README, 'Rewards'.")
+                      "a copied input earns less than any attempt. See docs/concepts/token-rewards.md.")
     mode: str = opt("token", "'token': certificate spans reward the tokens they cover and the "
                     "outcome score goes on the last token (RLSF). 'sequence': only the score, on "
                     "the last token (the scalar baseline).")

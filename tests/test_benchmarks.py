@@ -1,4 +1,4 @@
-"""The benchmark scripts' own logic (their measurements are run by hand, see README)."""
+"""The benchmark scripts' own logic (their measurements are run by hand: docs/experiments/, docs/performance/)."""
 
 import argparse
 import importlib.util

@@ -229,7 +229,7 @@ def test_shipped_configs_name_their_run_folder():
 
     for path in sorted((ROOT / "configs").glob("*.yaml")):
         data = yaml.safe_load(path.read_text())
-        assert data["run"]["output_dir"] == f"runs/{path.stem}", path  # as the README's examples assume
+        assert data["run"]["output_dir"] == f"runs/{path.stem}", path  # as the docs' examples assume
 
 
 # ---- 7. the W&B project is a setting ------------------------------------------------------------

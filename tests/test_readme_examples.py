@@ -1,5 +1,6 @@
-"""The README's "Adding a task" and "Adding an algorithm" code, run word for word, and a task
-plug-in found through the ``rlsf.tasks`` entry-point group of an installed package."""
+"""The documentation's "A task class" (docs/tasks/custom.md) and "Adding an algorithm"
+(docs/algorithms/adding.md) code, run word for word, and a task plug-in found through the
+``rlsf.tasks`` entry-point group of an installed package."""
 
 from __future__ import annotations
 
@@ -17,25 +18,29 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def readme_block(heading: str) -> str:
-    """The first ```python block under the README heading ``heading``."""
-    text = (ROOT / "README.md").read_text()
-    section = text[text.index(f"\n## {heading}\n"):]
-    return re.search(r"```python\n(.*?)```", section, re.S).group(1)
+#: (docs page, heading) of each example run here: the first ```python block under the heading.
+DOC_EXAMPLES = (("docs/tasks/custom.md", "A task class"), ("docs/algorithms/adding.md", "Adding an algorithm"))
+
+
+def docs_block(page: str, heading: str) -> str:
+    """The first ```python block under the heading ``heading`` (any level) of the docs page ``page``."""
+    text = (ROOT / page).read_text()
+    section = text[re.search(rf"^#+ {re.escape(heading)}$", text, re.MULTILINE).end():]
+    return re.search(r"```python\n(.*?)```", section, re.DOTALL).group(1)
 
 
 @pytest.fixture
 def readme_plugins():
-    """Run both README blocks in one namespace; unregister what they registered afterwards."""
+    """Run both docs blocks in one namespace; unregister what they registered afterwards."""
     from rlsf.algorithms import ALGORITHMS
     from rlsf.settings import EXTRA_SECTIONS
     from rlsf.tasks.base import _REGISTRY
 
     module = types.ModuleType("readme_examples")  # a user's module: importable by name, as dataclasses expect
     sys.modules[module.__name__] = module
-    for heading in ("Adding a task or a symbolic tool", "Adding an algorithm"):
-        code = compile(readme_block(heading), f"README.md ({heading})", "exec", dont_inherit=True)
-        exec(code, module.__dict__)  # noqa: S102  (our own README)
+    for page, heading in DOC_EXAMPLES:
+        code = compile(docs_block(page, heading), f"{page} ({heading})", "exec", dont_inherit=True)
+        exec(code, module.__dict__)  # noqa: S102  (our own docs)
     yield module
     sys.modules.pop(module.__name__, None)
     _REGISTRY.pop("parity", None)

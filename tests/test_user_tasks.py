@@ -1,7 +1,7 @@
 """A user's own task with no package: specs (``FILE.py:NAME``, ``module:NAME``) wherever a task
 name is accepted, the function API (:func:`rlsf.tasks.function_task`), the three ``examples/``
-through ``rlsf check`` and one training step each (one with spawned check workers), the README's
-function-API block, and the errors a user meets."""
+through ``rlsf check`` and one training step each (one with spawned check workers), the function-API
+block of the README and of docs/tasks/custom.md, and the errors a user meets."""
 
 from __future__ import annotations
 
@@ -247,10 +247,11 @@ def test_data_forms_and_splits(tmp_path):
     assert issubclass(type(ds), FunctionTask)
 
 
-def test_the_readme_function_api_block(tmp_path, capsys):
-    text = (ROOT / "README.md").read_text()
-    section = text[text.index("\n## Adding a task or a symbolic tool\n"):]
-    block = next(b for b in re.findall(r"```python\n(.*?)```", section, re.DOTALL) if "function_task(" in b)
+@pytest.mark.parametrize("page", ["README.md", "docs/tasks/custom.md"])
+def test_the_documented_function_api_block(page, tmp_path, capsys):
+    """The function-API example of the README's "Your own checker" and of docs/tasks/custom.md, word for word."""
+    text = (ROOT / page).read_text()
+    block = next(b for b in re.findall(r"```python\n(.*?)```", text, re.DOTALL) if "function_task(" in b)
     (tmp_path / "my_tasks.py").write_text(textwrap.dedent(block))
     task = get_task(f"{tmp_path / 'my_tasks.py'}:Times")
     ex = task.load("train")[0]

@@ -147,7 +147,7 @@ def value_shift(shaped: torch.Tensor, values: torch.Tensor, mask: torch.Tensor, 
 def length_bias(adv: torch.Tensor, mask: torch.Tensor, truncated: list[bool]) -> dict[str, float]:
     """Mean advantage of the tokens of completions cut by the length limit minus that of completions
     that ended, over every rank's rows: positive means the update pushes towards running on (a
-    diagnostic of how rewards, the critic and whitening interact; see the README's stability notes)."""
+    diagnostic of how rewards, the critic and whitening interact; see docs/concepts/stability.md)."""
     cut = torch.tensor(truncated, dtype=torch.bool)[:, None].to(mask.dtype)
     a_cut, n_cut, a_end, n_end, r_cut, r_all = distributed.all_sum([
         float((adv * mask * cut).sum()), float((mask * cut).sum()), float((adv * mask * (1 - cut)).sum()),

@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import re
 
-from rlsf.chem.smiles import is_smiles_like, parse
-
 _MARKER = re.compile(r"(?:SMILES|Answer|Product|Reactants)\s*[:=]\s*", re.I)
 _BACKTICKS = re.compile(r"`+([^`\s]+)`+")
 _TRIM = ".,;:!?\"'`"
@@ -30,6 +28,8 @@ def is_word(chunk: str, alone: bool = True) -> bool:
         return False
     if chunk in _PRONOUNS:
         return not alone
+    from rlsf.chem.smiles import parse  # here, not at the top: importing the task modules needs no RDKit
+
     return _WORD_SHAPE.fullmatch(chunk) is not None and parse(chunk) is None
 
 
@@ -41,6 +41,8 @@ def is_non_answer(chunk: str, alone: bool = True) -> bool:
 
 def find_answer(completion: str) -> tuple[int, int] | None:
     """``(start, end)`` of the SMILES in ``completion`` (see the module docstring), or ``None``."""
+    from rlsf.chem.smiles import is_smiles_like
+
     def chunk_at(pos: int) -> tuple[int, int] | None:
         m = re.compile(r"\S+").search(completion, pos)
         return _trimmed(m.start(), m.end()) if m else None

@@ -16,12 +16,13 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from rdkit import Chem
-from rdkit.Chem.Draw import rdMolDraw2D
-
 from rlsf.chem.answer import find_answer
 from rlsf.chem.smiles import diagnose, rdkit_log
 from rlsf.feedback.certificate import Certificate
+from rlsf.runtime.extras import require
+
+Chem = require("rdkit.Chem", "rlsf.chem")
+rdMolDraw2D = require("rdkit.Chem.Draw.rdMolDraw2D", "rlsf.chem")
 
 RED = (0.95, 0.3, 0.3)
 

@@ -18,9 +18,10 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 
-from rdkit import Chem
-
 from rlsf.chem.smiles import rdkit_log
+from rlsf.runtime.extras import require
+
+Chem = require("rdkit.Chem", "rlsf.chem")
 
 #: Element swaps tried for "atom changed", in order.
 SWAPS = {6: (7, 8), 7: (8, 6), 8: (16, 7), 16: (8,), 9: (17,), 17: (35, 9), 35: (17, 53), 53: (35,), 5: (6,), 15: (7,),

@@ -23,9 +23,10 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import dataclass, field
 
-from rdkit import Chem
-
 from rlsf.chem.smiles import rdkit_log
+from rlsf.runtime.extras import require
+
+Chem = require("rdkit.Chem", "rlsf.chem")
 
 Key = tuple
 

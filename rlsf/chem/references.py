@@ -20,9 +20,10 @@ def cached_validation(path: Path, found: dict[int, str] | None = None) -> dict[i
     import hashlib
     import json
 
-    import rdkit
-
     from rlsf.runtime.cache import cache_dir
+    from rlsf.runtime.extras import require
+
+    rdkit = require("rdkit", "rlsf.chem")
 
     st = path.stat()
     # Not keyed by task: forward and retro read the same file and both check both columns.
@@ -80,9 +81,7 @@ def prompt_molecules(smiles: str, stereo: bool):
     """The prompt's molecules of a reaction, once per process: unsanitised (atom indices are SMILES
     token order) and the canonical components with and without stereochemistry (``None`` where RDKit
     cannot sanitise)."""
-    from rdkit import Chem
-
-    from rlsf.chem.smiles import canonical, parse, rdkit_log
+    from rlsf.chem.smiles import Chem, canonical, parse, rdkit_log
 
     with rdkit_log():
         raw = Chem.MolFromSmiles(smiles, sanitize=False)

@@ -8,10 +8,13 @@ The string metrics work on SMILES characters: BLEU (corpus BLEU-4 over character
 
 from __future__ import annotations
 
-from rdkit import Chem, DataStructs
-from rdkit.Chem import MACCSkeys, rdFingerprintGenerator
-
 from rlsf.chem.smiles import rdkit_log
+from rlsf.runtime.extras import require
+
+Chem = require("rdkit.Chem", "rlsf.chem")
+DataStructs = require("rdkit.DataStructs", "rlsf.chem")
+MACCSkeys = require("rdkit.Chem.MACCSkeys", "rlsf.chem")
+rdFingerprintGenerator = require("rdkit.Chem.rdFingerprintGenerator", "rlsf.chem")
 
 FINGERPRINTS = ("maccs", "rdk", "morgan")
 _morgan = rdFingerprintGenerator.GetMorganGenerator(radius=2)
@@ -45,14 +48,14 @@ def tanimoto(a: Chem.Mol, b: Chem.Mol, kind: str) -> float:
 
 
 def levenshtein(a: str, b: str) -> int:
-    from rapidfuzz.distance import Levenshtein
+    Levenshtein = require("rapidfuzz.distance", "chemistry metrics").Levenshtein
 
     return int(Levenshtein.distance(a, b))
 
 
 def char_bleu(references: list[str], hypotheses: list[str]) -> float:
     """Corpus BLEU-4 over characters (MolT5's SMILES BLEU); 0 for an empty corpus."""
-    from nltk.translate.bleu_score import corpus_bleu
+    corpus_bleu = require("nltk.translate.bleu_score", "chemistry metrics").corpus_bleu
 
     if not references:
         return 0.0

@@ -21,7 +21,11 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Iterator
 
-from rdkit import Chem, rdBase
+from rlsf.runtime.extras import require
+
+# RDKit is the [chem] extra: without it, one line naming it (pip install 'rlsf[chem]').
+Chem = require("rdkit.Chem", "rlsf.chem")
+rdBase = require("rdkit.rdBase", "rlsf.chem")
 
 #: Tokens of SMILES (Schwaller et al. 2019's regular expression, with ``%nn`` ring labels and
 #: bracket atoms kept whole); anything else is not SMILES.

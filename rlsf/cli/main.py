@@ -18,8 +18,9 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from rlsf.config import Config, iter_fields, moved_to, sections
+from rlsf.config import Config, iter_fields, moved_to, packaged_configs, sections
 from rlsf.errors import RlsfError
+from rlsf.runtime.extras import missing_extras
 from rlsf.settings import CORE_SECTIONS, ConfigError
 from rlsf.stages import STAGE_SETTINGS
 from rlsf.tasks import available_tasks, task_class
@@ -76,7 +77,8 @@ ALIASES = {
 
 
 def _add_config_args(p: argparse.ArgumentParser, command: str) -> None:
-    p.add_argument("--config", metavar="FILE", help="YAML config file; flags override its values.")
+    p.add_argument("--config", metavar="FILE", help="YAML config file, or a packaged one by name (" +
+                   ", ".join(packaged_configs()) + "); flags override its values.")
     settings = offered(command)
     if "run.resume" in settings:
         p.add_argument("--resume", action="store_true", help="Continue from the last checkpoint in the run folder.")
@@ -158,6 +160,12 @@ def build_parser() -> argparse.ArgumentParser:
     t = sub.add_parser("tasks", help="List tasks, or show one task's options.", description="List tasks and their options.",
                        allow_abbrev=False)
     t.add_argument("--name", help="Show this task's options with their defaults.")
+    from rlsf.cli.data import add_data_parser  # rlsf data [TASK]
+
+    add_data_parser(sub)
+    from rlsf.cli.report import add_report_parser  # rlsf report RUN_DIR
+
+    add_report_parser(sub)
     return parser
 
 
@@ -229,7 +237,9 @@ def _tasks(name: str | None) -> None:
     if name is None:
         for n, cls in available_tasks().items():
             doc = cls.description or ((cls.__doc__ or "").strip().splitlines() or [""])[0]
-            print(f"{n:<12} {doc}")
+            extras, missing = missing_extras(cls)  # e.g. (needs rlsf[chem]: not installed)
+            shown = "".join(f" (needs rlsf[{e}]{': not installed' if e in missing else ''})" for e in extras)
+            print(f"{n:<12} {doc}{shown}")
         return
     cls = task_class(name)  # a registered name, or a spec: path/to/file.py:NAME, package.module:NAME
     print(f"{cls.name or name}: splits {', '.join(cls.splits)}; metrics: 0/1 {', '.join(cls.binary_metrics)}, "
@@ -246,11 +256,19 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "tasks":
             _tasks(args.name)
             return 0
+        if args.command == "data":
+            from rlsf.cli.data import run_data
+
+            return run_data(args)
         if args.command == "plot":
             from rlsf.runtime.plots import plot_metrics
 
             print(plot_metrics(args.run_dir, args.keys, args.output))
             return 0
+        if args.command == "report":
+            from rlsf.cli.report import run_report
+
+            return run_report(args)
         cfg = _config_from_args(args)
         _check_model_paths(cfg, args.command)
         if args.command == "check":

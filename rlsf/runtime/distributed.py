@@ -36,6 +36,7 @@ from typing import Any, Iterator, Sequence
 import numpy as np
 import torch
 
+from rlsf.runtime.extras import require
 from rlsf.settings import ConfigError
 
 #: The process group's time-out: generous, because while rank 0 alone evaluates (``rlsf
@@ -143,7 +144,7 @@ def setup(device: str = "auto") -> World:
     if device.startswith("cuda:"):
         raise ConfigError(f"model.device: {device!r} pins every process to one GPU; with {size} processes use auto "
                           "or cuda (each process takes the GPU of its LOCAL_RANK)")
-    from accelerate import PartialState
+    PartialState = require("accelerate", "a run in several processes").PartialState  # rlsf[distributed]
 
     cpu = device == "cpu" or (device == "auto" and not torch.cuda.is_available())
     timeout = datetime.timedelta(seconds=_env_int(TIMEOUT_ENV, default=DEFAULT_TIMEOUT_S))

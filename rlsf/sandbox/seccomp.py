@@ -68,7 +68,10 @@ def build() -> tuple[bytes | None, str, tuple[str, ...]]:
     try:
         import pyseccomp as sc
     except (ImportError, OSError, RuntimeError) as e:  # the binding, or libseccomp.so.2, is missing
-        return None, f"libseccomp unavailable ({type(e).__name__}: {e}); install pyseccomp and libseccomp2", ()
+        from rlsf.runtime.extras import install_hint
+
+        return None, (f"libseccomp unavailable ({type(e).__name__}: {e}); {install_hint('pyseccomp')} (pyseccomp) "
+                      "and the system's libseccomp2"), ()
     f = sc.SyscallFilter(sc.ALLOW)
     skipped = []
     for name in denied_names():

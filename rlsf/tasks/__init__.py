@@ -23,7 +23,8 @@ rebuild it from the spec (:class:`TaskRef`, set on the class as ``__rlsf_factory
 
 Library modules here: ``base`` (the :class:`Task` contract and the registry), ``harness`` (the
 property-based test every checker passes), ``function`` (tasks from plain functions),
-``spoc_data`` and ``game24_solver`` (a task's helpers).
+``sources`` (what each task reads, the data folder, the ``dataset`` option), ``spoc_data`` and
+``game24_solver`` (a task's helpers).
 """
 
 from __future__ import annotations
@@ -47,7 +48,8 @@ from rlsf.tasks.base import available_tasks as _registered
 from rlsf.tasks.function import FunctionTask, function_task
 
 #: Modules of this package that define no task.
-LIBRARY_MODULES = frozenset({"base", "harness", "spoc_data", "game24_solver", "math_reading", "function"})
+LIBRARY_MODULES = frozenset({"base", "harness", "spoc_data", "game24_solver", "math_reading", "function",
+                             "sources"})
 
 #: The entry-point group installed packages list their tasks under.
 ENTRY_POINT_GROUP = "rlsf.tasks"

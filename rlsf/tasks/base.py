@@ -18,7 +18,9 @@ has ``data_dir``) so that configs are typed and checked::
 ``shared/data`` (``game24/24.csv``, ``spoc/...``, ``gsm8k/...``). That folder is the option
 ``data_dir``, else the environment variable ``RLSF_DATA_DIR``; where a packaged copy of the data
 exists (Game of 24 ships in ``tree-of-thoughts-llm``) it is the fallback. :meth:`Task.data_file`
-implements the rule and says where it looked when nothing is found.
+implements the rule and says where it looked when nothing is found. The option ``dataset`` takes
+the rows from Hugging Face ``datasets`` instead (a Hub name or any local format it reads); what
+each task reads, and where to get it, is :mod:`rlsf.tasks.sources` (``rlsf data TASK``).
 
 **Life cycle**: a task object is cheap to build (options only; data loads on first use). A
 checker that needs resources (a temporary directory, a compiler cache) acquires them in
@@ -40,16 +42,14 @@ import re
 import sys
 from abc import ABC, abstractmethod
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, ClassVar
 
-from rlsf.errors import RlsfError
 from rlsf.feedback.certificate import Certificate
 from rlsf.settings import opt
+from rlsf.tasks.sources import DATA_ENV, DatasetOption, DataSpec, TaskError, dataset_option, locate
 
 Example = dict[str, Any]
 Messages = list[dict[str, str]]
-
-DATA_ENV = "RLSF_DATA_DIR"
 
 #: Replies that attempt no task (see :meth:`Task.degenerate_replies`).
 GENERIC_NON_ATTEMPTS = {
@@ -91,10 +91,6 @@ def describe_ids(ids: list[str], runs: int = 3, shown: int = 3) -> str:
     return f"{len(ids)} ids, e.g. " + ", ".join(ids[:shown])
 
 
-class TaskError(RlsfError):
-    """Bad task data or options: the message says which file, row or option."""
-
-
 class Task(ABC):
     """Base class of every task. Subclasses set ``name`` via :func:`register`."""
 
@@ -104,11 +100,17 @@ class Task(ABC):
     splits: tuple[str, ...] = ("train", "test")
     #: Metrics of :meth:`metrics` that are 0/1 per completion (pass@k and votes apply to them).
     binary_metrics: tuple[str, ...] = ("success",)
+    #: What the task reads, for a task of one's own (built-in tasks: :data:`rlsf.tasks.sources.SOURCES`).
+    data_spec: ClassVar[DataSpec | None] = None
 
     @dataclasses.dataclass
     class Options:
         data_dir: str | None = opt(None, f"Data folder laid out like shared/data (default: ${DATA_ENV}, then a "
                                          "packaged copy where one exists).")
+        dataset: DatasetOption | dict | str | None = opt(
+            None, "Rows from Hugging Face datasets instead of the data folder: a Hub name, a local path (a "
+                  "save_to_disk folder, a data file, a folder of them), or {path, name, splits, columns, data_files, "
+                  "revision, kwargs} (`rlsf data TASK` shows the task's fields and Hub copy; docs/data.md).")
 
     def __init__(self, **options: Any) -> None:
         fields = {f.name for f in dataclasses.fields(self.Options)}
@@ -121,6 +123,8 @@ class Task(ABC):
         self.malformed: dict[str, list[str]] = {}  # split -> one line per malformed row (see keep_split)
         if self.options.data_dir is not None and not isinstance(self.options.data_dir, (str, os.PathLike)):
             raise TaskError(f"task {self.name!r}: option data_dir must be a path, got {self.options.data_dir!r}")
+        if self.options.dataset is not None:
+            self.options.dataset = dataset_option(self)
 
     # ---- data ----------------------------------------------------------------------------------
     @abstractmethod
@@ -164,23 +168,12 @@ class Task(ABC):
         An explicit ``data_dir`` option is used alone; ``$RLSF_DATA_DIR`` falls back to the
         packaged copy. Raises :class:`TaskError` naming every place looked at.
         """
-        tried: list[str] = []
+        found, tried = locate(relative, self.options.data_dir, packaged)
+        if found is not None:
+            return found
         if self.options.data_dir is not None:
-            path = Path(self.options.data_dir).expanduser() / relative
-            if path.exists():
-                return path
-            raise TaskError(f"task {self.name!r}: {path} not found (option data_dir={self.options.data_dir!r})")
-        if os.environ.get(DATA_ENV):
-            path = Path(os.environ[DATA_ENV]).expanduser() / relative
-            if path.exists():
-                return path
-            tried.append(f"{path} (${DATA_ENV})")
-        if packaged is not None:
-            path = packaged()
-            if path is not None and path.exists():
-                return path
-            tried.append(f"{path} (packaged copy)" if path is not None else "a packaged copy (not installed)")
-        where = "; ".join(tried) or f"nowhere: ${DATA_ENV} is not set"
+            raise TaskError(f"task {self.name!r}: {tried[0][0]} not found (option data_dir={self.options.data_dir!r})")
+        where = "; ".join(f"{path} ({label})" for path, label, _ in tried) or f"nowhere: ${DATA_ENV} is not set"
         raise TaskError(f"task {self.name!r}: cannot find {relative}; looked in {where}. Set {DATA_ENV} to a "
                         f"folder laid out like shared/data, or the task option data_dir.{' ' + hint if hint else ''}")
 

@@ -78,8 +78,10 @@ from typing import Any
 from rlsf.chem.answer import find_answer, is_non_answer
 from rlsf.chem.references import alone, cached_validation, prompt_molecules, reference_info
 from rlsf.feedback.certificate import Certificate, Span
+from rlsf.runtime.extras import needs
 from rlsf.settings import opt
 from rlsf.tasks.base import Example, Messages, Task, TaskError, register
+from rlsf.tasks.sources import Rows, dataset_rows
 
 VERDICTS = ("correct", "wrong", "unrelated", "unexplained_atoms", "syntax_error", "chemistry_error", "too_long",
             "copies_input", "restates_prompt", "no_smiles", "empty")
@@ -87,6 +89,7 @@ NO_ATTEMPT = ("copies_input", "restates_prompt", "no_smiles", "empty")
 _KEEP = 5000  # characters of the answer kept in the certificate (string metrics use them)
 
 
+@needs("rdkit", "rapidfuzz", "nltk")  # rlsf[chem]: building the task without them fails in one line
 class ChemTask(Task):
     """Shared by the three chemistry tasks: checking one SMILES answer against one reference."""
 
@@ -158,31 +161,32 @@ class ChemTask(Task):
     def load(self, split: str) -> list[Example]:
         self.check_split(split)
         if split not in self._data:
-            path = self._path(split)
+            got = dataset_rows(self, split, start=2)  # numbered as the files' lines (a header first)
+            path = None if got is not None else self._path(split)
             bad: list[str] = []
             examples: list[Example] = []
             try:
-                rows = self.rows(split, path)
+                rows = got or Rows(path.name, self.rows(split, path))
             except (OSError, UnicodeDecodeError, csv.Error) as e:
                 raise TaskError(f"task {self.name!r}: cannot read {path}: {e}") from None
-            known = cached_validation(path) if self.options.validate else None
+            known = cached_validation(path) if self.options.validate and path else None  # a dataset's: not cached
             unparsable: dict[int, str] = {}
-            for line, row in rows:
+            for line, row in rows.items:
                 try:
                     ex = self.make_example(split, line, row)
                 except (KeyError, ValueError) as e:
-                    bad.append(f"{path.name} line {line}: {e}")
+                    bad.append(f"{rows.where(line)}: {e}")
                     continue
                 if self.options.validate:
                     problem = known.get(line) if known is not None else self._reference_problem(ex)
                     if problem:
                         unparsable[line] = problem
-                        bad.append(f"{path.name} line {line}: {problem}")
+                        bad.append(f"{rows.where(line)}: {problem}")
                         continue
                 examples.append(ex)
-            if self.options.validate and known is None:
+            if self.options.validate and known is None and path:
                 cached_validation(path, unparsable)
-            self._data[split] = self.keep_split(split, examples, bad, path.name)
+            self._data[split] = self.keep_split(split, examples, bad, rows.source)
         return [dict(ex) for ex in self._data[split]]
 
     def _reference_problem(self, ex: Example) -> str | None:

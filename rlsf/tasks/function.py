@@ -31,7 +31,9 @@ use), or a dict ``split -> any of those`` (a ``DatasetDict`` is one). A relative
 beside the file that calls :func:`function_task`, then in the current directory. A dict gives the
 splits (``train`` first when there is one: RL and SFT train on the first); anything else is split
 into ``train`` and ``test`` by a seeded shuffle, ``test_size`` rows (a fraction below 1, else a
-count) going to ``test``. A row's ``id`` is kept when it has one, else it is ``SPLIT:N``.
+count) going to ``test``. A row's ``id`` is kept when it has one, else it is ``SPLIT:N``. The task
+option ``dataset`` (a Hub name or a local path read by ``datasets``, :mod:`rlsf.tasks.sources`)
+replaces ``data`` without touching the code.
 
 **Prompt**: a ``str.format`` template over the row's fields (the user message; ``system`` adds a
 system message), or a callable ``row -> str | messages``. A row the template cannot fill is
@@ -58,6 +60,7 @@ from typing import Any, ClassVar
 from rlsf.feedback.certificate import Certificate
 from rlsf.settings import opt
 from rlsf.tasks.base import Example, Messages, Task, TaskError, user_text
+from rlsf.tasks.sources import DataSpec, dataset_rows
 
 CheckFunction = Callable[[Example, str], "Certificate | float | bool"]
 _HELP = {"test_size": "Rows of a single dataset held out as the test split: a fraction below 1, else a count "
@@ -182,9 +185,12 @@ class FunctionTask(Task):
     def _rows(self, split: str) -> tuple[list[Any], str, list[str]]:
         data = self.definition.data
         if isinstance(data, Mapping):
-            return self._read(data[split])
+            got = dataset_rows(self, split)  # option dataset replaces the data given in code
+            return ([r for _, r in got.items], got.source, []) if got is not None else self._read(data[split])
         if self._pool is None:
-            self._pool, self._source, self._bad = self._read(data)
+            got = dataset_rows(self, "all")
+            self._pool, self._source, self._bad = (([r for _, r in got.items], got.source, []) if got is not None
+                                                   else self._read(data))
         n, size = len(self._pool), self.options.test_size
         k = max(1, round(size * n)) if size < 1 else int(size)
         if k >= n:
@@ -331,6 +337,9 @@ def function_task(name: str, check: CheckFunction, data: Any, prompt: str | Call
         "__module__": module, "__qualname__": cls_name, "__doc__": description or f"Task {name!r} (function_task).",
         "Options": options, "splits": splits, "description": description,
         "definition": Definition(check, data, prompt, system, demonstration, base_dir),
+        "data_spec": DataSpec(f"The data given to function_task {name!r} (option dataset replaces it).",
+                              {s: () for s in splits} if isinstance(data, Mapping) else {"all": ()},
+                              pooled=not isinstance(data, Mapping)),
     })
     cls.name = name
     return cls

@@ -59,7 +59,6 @@ unary minuses around it. ``tests/oracles.py`` implements the same rule independe
 from __future__ import annotations
 
 import csv
-import importlib.util
 import math
 import re
 from collections import Counter
@@ -72,6 +71,7 @@ from rlsf.feedback.certificate import Certificate, Span
 from rlsf.settings import opt
 from rlsf.tasks.base import Example, Messages, Task, TaskError, register
 from rlsf.tasks.game24_solver import TARGET, _format_list, format_number, solve
+from rlsf.tasks.sources import Rows, dataset_rows, packaged_file
 
 # The solver and the number format live in game24_solver; TARGET, format_number and solve stay
 # importable from here (tests import solve from this module).
@@ -392,15 +392,6 @@ def _judge_answer(text: str, inputs: list[Fraction]) -> tuple[str | None, str, s
     return None, "", canonical
 
 
-def _packaged_csv() -> Path | None:
-    """``24.csv`` inside the installed tree-of-thoughts-llm package (located without importing
-    ``tot``, which pulls in openai and friends)."""
-    spec = importlib.util.find_spec("tot")
-    if spec is None or not spec.submodule_search_locations:
-        return None
-    return Path(list(spec.submodule_search_locations)[0]) / "data" / "24" / "24.csv"
-
-
 @register("game24")
 class Game24(Task):
     """Game of 24 (Tree-of-Thoughts puzzles) with a step-by-step exact-arithmetic checker."""
@@ -449,35 +440,38 @@ class Game24(Task):
     def csv_path(self) -> Path:
         if self.options.data_path is not None:
             return Path(self.options.data_path)
-        return self.data_file("game24/24.csv", packaged=_packaged_csv,
+        # The copy in tree-of-thoughts-llm is located without importing ``tot`` (it pulls in openai).
+        return self.data_file("game24/24.csv", packaged=lambda: packaged_file("tot", "data/24/24.csv"),
                               hint="The puzzles also ship in `pip install --no-deps tree-of-thoughts-llm`.")
 
     def _read(self) -> list[Example]:
         if self._rows is not None:
             return self._rows
-        path = self.csv_path()
-        try:
-            handle = path.open(newline="", encoding="utf-8")
-        except OSError as e:
-            raise TaskError(f"task 'game24': cannot read data file {path}: {e.strerror or e}") from e
+        if (records := dataset_rows(self, "all", start=2)) is None:  # numbered as the CSV's lines
+            path = self.csv_path()
+            try:
+                handle = path.open(newline="", encoding="utf-8")
+            except OSError as e:
+                raise TaskError(f"task 'game24': cannot read data file {path}: {e.strerror or e}") from e
+            with handle:
+                reader = csv.DictReader(handle)
+                if reader.fieldnames is None or not {"Rank", "Puzzles"} <= set(reader.fieldnames):
+                    raise TaskError(f"{path}: expected columns 'Rank' and 'Puzzles', got {reader.fieldnames}")
+                records = Rows(f"{path},", [(reader.line_num, record) for record in reader])
         rows: list[Example] = []
-        with handle:
-            reader = csv.DictReader(handle)
-            if reader.fieldnames is None or not {"Rank", "Puzzles"} <= set(reader.fieldnames):
-                raise TaskError(f"{path}: expected columns 'Rank' and 'Puzzles', got {reader.fieldnames}")
-            for record in reader:
-                where = f"{path}, line {reader.line_num}"
-                rank, puzzle = record.get("Rank"), record.get("Puzzles")
-                if rank is None or not re.fullmatch(r"\s*[0-9]+\s*", rank):
-                    raise TaskError(f"{where}: bad Rank {rank!r}")
-                if puzzle is None:
-                    raise TaskError(f"{where}: missing Puzzles field")
-                tokens = puzzle.split()
-                if len(tokens) != 4 or not all(re.fullmatch(r"[0-9]{1,6}", t) for t in tokens):
-                    raise TaskError(f"{where}: Puzzles must be 4 integers, got {puzzle!r}")
-                numbers = [int(t) for t in tokens]
-                rows.append({"id": int(rank), "numbers": numbers, "puzzle": " ".join(tokens)})
-        self._rows = rows
+        for line, record in records.items:
+            where = records.where(line)
+            rank, puzzle = record.get("Rank"), record.get("Puzzles")
+            if rank is None or not re.fullmatch(r"\s*[0-9]+\s*", rank):
+                raise TaskError(f"{where}: bad Rank {rank!r}")
+            if puzzle is None:
+                raise TaskError(f"{where}: missing Puzzles field")
+            tokens = puzzle.split()
+            if len(tokens) != 4 or not all(re.fullmatch(r"[0-9]{1,6}", t) for t in tokens):
+                raise TaskError(f"{where}: Puzzles must be 4 integers, got {puzzle!r}")
+            numbers = [int(t) for t in tokens]
+            rows.append({"id": int(rank), "numbers": numbers, "puzzle": " ".join(tokens)})
+        self._rows, self._source = rows, records.source.rstrip(",")
         return rows
 
     def load(self, split: str) -> list[Example]:
@@ -486,7 +480,7 @@ class Game24(Task):
         lo, hi = self.options.test_start, self.options.test_end
         if hi > len(rows):
             raise TaskError(
-                f"task 'game24': option test_end ({hi}) exceeds the {len(rows)} rows of {self.csv_path()}"
+                f"task 'game24': option test_end ({hi}) exceeds the {len(rows)} rows of {self._source}"
             )
         chosen = rows[lo:hi] if split == "test" else rows[:lo] + rows[hi:]
         # Copies, so that callers mutating examples cannot corrupt the cache.

