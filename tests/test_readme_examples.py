@@ -140,3 +140,35 @@ def test_a_broken_plugin_is_reported_and_the_rest_still_load(tmp_path):
     assert out.returncode == 0 and "game24" in out.stdout
     assert textwrap.dedent("""task plug-in 'broken' (broken_plugin) failed to load: RuntimeError: no licence
     server""").replace("\n    ", " ") in out.stderr
+
+
+ALGO_PLUGIN = '''
+from rlsf.algorithms.ppo import PPO
+
+
+class LoudPPO(PPO):
+    """PPO under another name: enough to show the plug-in is registered with its settings."""
+'''
+
+
+def test_an_algorithm_plugin_is_found_through_its_entry_point(tmp_path):
+    """``loud_ppo = loud_plugin:LoudPPO`` under ``rlsf.algorithms``: --algorithm loud_ppo and its settings
+    section --loud_ppo.* work with no import by the user; a broken one is reported in one line."""
+    (tmp_path / "loud_plugin.py").write_text(ALGO_PLUGIN)
+    (tmp_path / "broken_algo.py").write_text("raise RuntimeError('no licence server')\n")
+    info = tmp_path / "loud_plugin-0.1.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: loud-plugin\nVersion: 0.1\n")
+    (info / "entry_points.txt").write_text("[rlsf.algorithms]\nloud_ppo = loud_plugin:LoudPPO\n"
+                                           "broken_algo = broken_algo\n")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path), os.environ.get("PYTHONPATH", "")])}
+    code = ("from rlsf.config import Config\n"
+            "c = Config.load(None, {'train.algorithm': 'loud_ppo', 'loud_ppo.lr': 2e-6})\n"
+            "c.validate()\n"
+            "print(type(c.algo).__name__ if hasattr(c, 'algo') else '', c.train.algorithm)\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, cwd=tmp_path,
+                         timeout=300)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split()[-1] == "loud_ppo"
+    assert "algorithm plug-in 'broken_algo' (broken_algo) failed to load: RuntimeError: no licence server" \
+        in out.stderr

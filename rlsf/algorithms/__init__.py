@@ -15,7 +15,9 @@ registers itself)::
         def step(self, exp, timer): ...         # exp: rlsf.experience.Experience
 
 Its settings become flags (``--my_algo.FIELD``) and YAML keys, and ``--algorithm my_algo``
-selects it; the config core, the CLI and the trainer need no edit.
+selects it; the config core, the CLI and the trainer need no edit. An installed package adds
+algorithms through the ``rlsf.algorithms`` entry-point group (``[project.entry-points."rlsf.algorithms"]
+my_algo = "my_package.my_algo"``): the module is imported when :mod:`rlsf.algorithms` is.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ import pkgutil
 
 from rlsf.algorithms import expert_iteration, grpo, ppo, rcrl  # noqa: F401  (each registers itself)
 from rlsf.algorithms.base import Algorithm, PolicyGradient
-from rlsf.algorithms.registry import ALGORITHMS, register
+from rlsf.algorithms.registry import ALGORITHMS, load_plugins, register
 
 #: Modules of this package that hold no algorithm.
 _LIBRARY = {"advantages", "base", "core", "registry", "supervised"}
@@ -34,5 +36,8 @@ _LIBRARY = {"advantages", "base", "core", "registry", "supervised"}
 for _module in pkgutil.iter_modules(__path__):
     if _module.name not in _LIBRARY:
         importlib.import_module(f"{__name__}.{_module.name}")
+
+# Installed packages' algorithms (the ``rlsf.algorithms`` entry points), before any config is parsed.
+load_plugins()
 
 __all__ = ["ALGORITHMS", "Algorithm", "PolicyGradient", "register"]
