@@ -73,7 +73,7 @@ def missing_data_reason(failure: str) -> str | None:
     where = f"RLSF_DATA_DIR={os.environ['RLSF_DATA_DIR']}" if os.environ.get("RLSF_DATA_DIR") else \
         f"RLSF_DATA_DIR unset, no {DATA}"
     return (f"task {task!r} needs {relative}, not found ({where}): get it from {source}; put it in a folder "
-            f"laid out like shared/data and set RLSF_DATA_DIR to it (docs/data.md). In CI this fails instead")
+            f"with one sub-folder per source and set RLSF_DATA_DIR to it (docs/data.md). In CI this fails instead")
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -135,8 +135,8 @@ def shared_data() -> Path:
     data, and a test that silently skips there tests nothing.
     """
     if not DATA.is_dir():
-        msg = (f"data folder {DATA} is missing: set RLSF_DATA_DIR to a folder laid out like the project's "
-               "shared/data (docs/data.md)")
+        msg = (f"data folder {DATA} is missing: set RLSF_DATA_DIR to a data folder with one "
+               "sub-folder per source (docs/data.md)")
         if in_ci():
             pytest.fail(msg)
         pytest.skip(msg)

@@ -207,6 +207,8 @@ def test_every_task_says_what_it_reads():
     from rlsf.tasks import available_tasks
 
     for name, cls in available_tasks().items():
+        if not cls.__module__.startswith("rlsf."):
+            continue  # a task another test registered (the user's own tasks need not declare their data)
         spec = spec_of(cls)
         assert spec is not None and spec.what, name
         if spec.tables:

@@ -14,8 +14,8 @@ has ``data_dir``) so that configs are typed and checked::
         def prompt(self, example): ...
         def check(self, example, completion): ...   # -> Certificate, never raises on model text
 
-**Data convention** (every task): a task's files live in a folder laid out like the project's
-``shared/data`` (``game24/24.csv``, ``spoc/...``, ``gsm8k/...``). That folder is the option
+**Data convention** (every task): a task's files live in a data folder with one sub-folder per
+source (``game24/24.csv``, ``spoc/...``, ``gsm8k/...``). That folder is the option
 ``data_dir``, else the environment variable ``RLSF_DATA_DIR``; where a packaged copy of the data
 exists (Game of 24 ships in ``tree-of-thoughts-llm``) it is the fallback. :meth:`Task.data_file`
 implements the rule and says where it looked when nothing is found. The option ``dataset`` takes
@@ -105,7 +105,7 @@ class Task(ABC):
 
     @dataclasses.dataclass
     class Options:
-        data_dir: str | None = opt(None, f"Data folder laid out like shared/data (default: ${DATA_ENV}, then a "
+        data_dir: str | None = opt(None, f"Data folder with one sub-folder per source, e.g. gsm8k/test.jsonl (default: ${DATA_ENV}, then a "
                                          "packaged copy where one exists).")
         dataset: DatasetOption | dict | str | None = opt(
             None, "Rows from Hugging Face datasets instead of the data folder: a Hub name, a local path (a "
@@ -175,7 +175,8 @@ class Task(ABC):
             raise TaskError(f"task {self.name!r}: {tried[0][0]} not found (option data_dir={self.options.data_dir!r})")
         where = "; ".join(f"{path} ({label})" for path, label, _ in tried) or f"nowhere: ${DATA_ENV} is not set"
         raise TaskError(f"task {self.name!r}: cannot find {relative}; looked in {where}. Set {DATA_ENV} to a "
-                        f"folder laid out like shared/data, or the task option data_dir.{' ' + hint if hint else ''}")
+                        f"data folder with one sub-folder per source (docs/data.md; `rlsf data {self.name}`), or "
+                        f"the task option data_dir.{' ' + hint if hint else ''}")
 
     # ---- model interface -----------------------------------------------------------------------
     @abstractmethod
