@@ -213,6 +213,10 @@ class Config:
         need(ro.max_new_tokens > 0, "rollout.max_new_tokens", "must be > 0")
         need(ro.temperature > 0, "rollout.temperature", "must be > 0 (use eval for greedy decoding)")
         need(0 < ro.top_p <= 1, "rollout.top_p", "must be in (0, 1]")
+        need(isinstance(ro.turns, int) and ro.turns >= 1, "rollout.turns", "must be an integer >= 1")
+        need(0 <= ro.turn_discount <= 1, "rollout.turn_discount", "must be in [0, 1]")
+        need(isinstance(self.eval.turns, int) and self.eval.turns >= 0, "eval.turns",
+             "must be an integer >= 0 (0: rollout.turns)")
         need(ro.generation_batch_size > 0, "rollout.generation_batch_size", "must be > 0")
         need(ENGINE_ALIASES.get(ro.engine, ro.engine) in ENGINES, "rollout.engine",
              f"must be {', '.join(ENGINES)}, got {ro.engine!r}")

@@ -121,6 +121,15 @@ class RolloutConfig:
                                   "tokens, vLLM makes room for.")
     vllm_sleep: bool = opt(True, "With engine 'vllm' on a GPU: put vLLM to sleep during the update "
                            "(weights to host memory, key/value cache freed) and wake it for the next rollout.")
+    turns: int = opt(1, "Self-repair: attempts per episode. After an attempt that is not correct the task's "
+                     "feedback (its certificate: where and why it is wrong, Task.feedback) becomes the next user "
+                     "turn and the model answers again, up to this many turns or until correct. Each turn's tokens "
+                     "get that turn's own token rewards; feedback tokens are context, never learned from. 1: one "
+                     "attempt (no feedback turn). docs/concepts/self-repair.md.")
+    turn_discount: float = opt(1.0, "Self-repair: the factor applied to a later turn's return where it is credited "
+                               "to an earlier turn: a turn's return is its own token rewards plus turn_discount x "
+                               "the next turn's return (so the final outcome reaches turn t discounted by "
+                               "turn_discount^(T-t)). 1: the whole episode's return; 0: every turn on its own.")
     importance_cap: float = opt(0.0, "Truncated importance sampling (0: off): weight each token's policy "
                                 "loss by min(pi_train / pi_sample, cap), correcting for the gap between "
                                 "the sampling engine's probabilities (vLLM, bf16 weights) and the policy's.")
@@ -200,6 +209,10 @@ class EvalConfig:
                          "'good' evaluates it conditioned on the good outcome (empty: plain prompts).")
     max_new_tokens: int = opt(96, "Maximum generated tokens.")
     batch_size: int = opt(32, "Completions per generate call.")
+    turns: int = opt(0, "Self-repair evaluation: the greedy pass runs episodes of up to this many attempts, each "
+                     "after the feedback on the one before (rollout.turns' procedure); the single-turn figures "
+                     "(greedy/*, from each episode's first attempt) and the self-repair ones (turn{t}/success, "
+                     "repair_rate, selfrepair/*) are reported side by side. 0: rollout.turns; 1: single turn.")
 
 
 @dataclass

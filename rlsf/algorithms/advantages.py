@@ -21,14 +21,21 @@ import torch
 from rlsf.runtime import distributed
 
 
+def _at(gamma: float | torch.Tensor, t: int) -> float | torch.Tensor:
+    """The discount linking token ``t`` to ``t + 1``: a number, or column ``t`` of a ``[B, T]`` tensor
+    (per-token discounts: a self-repair episode's turn boundaries, :mod:`rlsf.algorithms.turns`)."""
+    return gamma[:, t] if isinstance(gamma, torch.Tensor) else gamma
+
+
 def gae(
-    rewards: torch.Tensor, values: torch.Tensor, mask: torch.Tensor, gamma: float, lam: float
+    rewards: torch.Tensor, values: torch.Tensor, mask: torch.Tensor, gamma: float | torch.Tensor, lam: float
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Generalised advantage estimation over each row's tokens.
 
     ``delta_t = r_t + gamma * V_{t+1} - V_t`` (``V`` after the last token is 0),
     ``A_t = delta_t + gamma * lam * A_{t+1}``. Returns ``(advantages, returns = A + V)``,
-    zero on padding. Rows are left-aligned (padding only at the end).
+    zero on padding. Rows are left-aligned (padding only at the end). ``gamma`` is a number or a
+    ``[B, T]`` tensor of per-token discounts (``gamma_t`` links token ``t`` to ``t + 1``).
     """
     values = values * mask
     rewards = rewards * mask
@@ -37,21 +44,23 @@ def gae(
     last = torch.zeros_like(rewards[:, 0])  # A_{t+1}; stays 0 across trailing padding
     for t in reversed(range(T)):
         next_v = values[:, t + 1] if t + 1 < T else torch.zeros_like(last)
-        delta = rewards[:, t] + gamma * next_v - values[:, t]
-        last = delta + gamma * lam * last
+        g = _at(gamma, t)
+        delta = rewards[:, t] + g * next_v - values[:, t]
+        last = delta + g * lam * last
         adv[:, t] = last
     adv = adv * mask
     return adv, (adv + values) * mask
 
 
 
-def returns_to_go(rewards: torch.Tensor, mask: torch.Tensor, gamma: float = 1.0) -> torch.Tensor:
-    """``G_t = sum_{t' >= t} gamma^(t'-t) r_t'`` per row, zero on padding."""
+def returns_to_go(rewards: torch.Tensor, mask: torch.Tensor, gamma: float | torch.Tensor = 1.0) -> torch.Tensor:
+    """``G_t = r_t + gamma_t G_{t+1}`` per row (``sum_{t' >= t} gamma^(t'-t) r_t'`` for a number
+    ``gamma``; a ``[B, T]`` tensor gives per-token discounts), zero on padding."""
     rewards = rewards * mask
     out = torch.zeros_like(rewards)
     running = torch.zeros_like(rewards[:, 0])
     for t in reversed(range(rewards.shape[1])):
-        running = rewards[:, t] + gamma * running
+        running = rewards[:, t] + _at(gamma, t) * running
         out[:, t] = running
     return out * mask
 

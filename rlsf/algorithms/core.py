@@ -105,8 +105,12 @@ def kl_penalty(logp: torch.Tensor, ref_logp: torch.Tensor, kind: str = "k1") -> 
 
 
 def last_token_index(mask: torch.Tensor) -> torch.Tensor:
-    """Index of the last unmasked token of each row (0 for an empty row)."""
-    return (mask.sum(1).long() - 1).clamp(min=0)
+    """Index of the last unmasked token of each row (0 for an empty row); the mask need not be
+    contiguous (an episode's feedback turns are masked between its sampled turns)."""
+    if mask.shape[1] == 0:
+        return torch.zeros(mask.shape[0], dtype=torch.long, device=mask.device)
+    pos = torch.arange(mask.shape[1], device=mask.device)
+    return torch.where(mask > 0, pos, -1).max(1).values.clamp(min=0)
 
 
 def batch_entropy_index(mask: torch.Tensor, ended: torch.Tensor) -> torch.Tensor:

@@ -79,13 +79,12 @@ class ExpertIterationConfig:
 
 def verified_pairs(exp: Experience, keep_truncated: bool = False) -> list[tuple[list[int], list[int]]]:
     """(prompt ids, completion ids) of the rows certified correct and not truncated (unless
-    ``keep_truncated``: sampling with ``rollout.ignore_eos`` cuts every row by design), padding removed."""
-    out = []
-    for i, cert in enumerate(exp.certificates):
-        if cert.correct and not cert.failed and (keep_truncated or not exp.truncated[i]):
-            prompt = exp.prompt_ids[i][exp.prompt_mask[i].bool()].tolist()
-            out.append((prompt, exp.response_ids[i][exp.response_mask[i].bool()].tolist()))
-    return out
+    ``keep_truncated``: sampling with ``rollout.ignore_eos`` cuts every row by design), padding removed.
+    A self-repair episode is kept when its last turn is correct, as (its context: prompt, earlier
+    attempts and feedback; that last turn): the model learns to repair from the checker's feedback,
+    and never learns the wrong attempts themselves."""
+    return [exp.turn_pair(i) for i, cert in enumerate(exp.certificates)
+            if cert.correct and not cert.failed and (keep_truncated or not exp.truncated[i])]
 
 
 @register("expert_iteration")

@@ -16,6 +16,7 @@ from rlsf.algorithms.advantages import GROUP_ESTIMATORS, SCALED_ESTIMATORS
 from rlsf.algorithms.base import ForwardOut, PolicyGradient, PolicyUpdateConfig
 from rlsf.algorithms.core import clipped_policy_loss, kl_penalty, masked_mean
 from rlsf.algorithms.registry import register
+from rlsf.algorithms.turns import group_advantages
 from rlsf.experience import Experience
 from rlsf.runtime import distributed
 from rlsf.runtime.utils import Timer
@@ -47,9 +48,8 @@ class GRPO(PolicyGradient):
     Config = GRPOConfig
 
     def prepare(self, exp: Experience, timer: Timer):
-        mask = exp.response_mask.float()
         floor = {"std_floor": self.acfg.std_floor} if self.acfg.advantage in SCALED_ESTIMATORS else {}
-        adv = GROUP_ESTIMATORS[self.acfg.advantage](exp.rewards, mask, exp.group, exp.valid, **floor)
+        adv = group_advantages(GROUP_ESTIMATORS[self.acfg.advantage], exp, self.cfg.rollout.turn_discount, **floor)
         data = {"adv": adv}
         with timer("logprobs"):
             if not self.single_update(len(exp)):

@@ -17,6 +17,7 @@ from rlsf.algorithms.advantages import gae, masked_mean_across_ranks, returns_to
 from rlsf.algorithms.base import ForwardOut, PolicyGradient, PolicyUpdateConfig
 from rlsf.algorithms.core import clipped_policy_loss, clipped_value_loss, kl_penalty, masked_whiten
 from rlsf.algorithms.registry import register
+from rlsf.algorithms.turns import EpisodeView
 from rlsf.experience import Experience
 from rlsf.models.parts import ValueHead, hidden_size
 from rlsf.runtime import distributed
@@ -84,9 +85,16 @@ class PPO(PolicyGradient):
             ref_logp = self.reference_logprobs(exp) if self.reference is not None else None
         kl = kl_penalty(old_logp, ref_logp, "k1") * mask if ref_logp is not None else torch.zeros_like(mask)
         shaped = (exp.rewards - c.kl_coef * kl) * mask
+        # Self-repair episodes: GAE over each row's sampled tokens, discounted by turn_discount between turns.
+        view = EpisodeView(mask, exp.turn, c.gamma, self.cfg.rollout.turn_discount) if exp.turn is not None else None
+        gamma = view.factors if view is not None else c.gamma
+        if view is not None:
+            shaped, values, mask = view.gather(shaped), view.gather(values), view.mask.float()
         if self.steps == 0 and c.value_init == "returns" and not self.calibrated:
-            values = values + self.calibrate_value_head(shaped, values, mask)
-        adv, returns = gae(shaped, values, mask, c.gamma, c.lam)
+            values = values + self.calibrate_value_head(shaped, values, mask, gamma) * mask
+        adv, returns = gae(shaped, values, mask, gamma, c.lam)
+        if view is not None:
+            adv, returns, values, mask = view.expand(adv), view.expand(returns), view.expand(values), exp.loss_mask
         if c.whiten_advantages:  # over the global batch: every rank's tokens
             floor = c.whiten_std_floor
             adv = (masked_whiten(adv, mask, std_floor=floor) if distributed.size() == 1
@@ -101,9 +109,10 @@ class PPO(PolicyGradient):
         return data, stats
 
     @torch.no_grad()
-    def calibrate_value_head(self, shaped: torch.Tensor, values: torch.Tensor, mask: torch.Tensor) -> float:
+    def calibrate_value_head(self, shaped: torch.Tensor, values: torch.Tensor, mask: torch.Tensor,
+                             gamma: float | torch.Tensor) -> float:
         """Shift the head's bias by the batch's mean (return-to-go minus value); returns the shift."""
-        shift = value_shift(shaped, values, mask, self.acfg.gamma)
+        shift = value_shift(shaped, values, mask, gamma)
         self.value_head.linear.bias.add_(shift)
         self.calibrated = True
         return shift
@@ -138,7 +147,7 @@ class PPO(PolicyGradient):
         super().load_state_dict(state)
 
 
-def value_shift(shaped: torch.Tensor, values: torch.Tensor, mask: torch.Tensor, gamma: float) -> float:
+def value_shift(shaped: torch.Tensor, values: torch.Tensor, mask: torch.Tensor, gamma: float | torch.Tensor) -> float:
     """The mean over every rank's response tokens of (discounted return-to-go - value): the constant
     that makes a critic's mean prediction match the batch's mean return."""
     return masked_mean_across_ranks(returns_to_go(shaped, mask, gamma) - values, mask)

@@ -44,6 +44,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+import torch
+
 from rlsf.algorithms.expert_iteration import ExpertIteration, ExpertIterationConfig
 from rlsf.algorithms.registry import register
 from rlsf.experience import Experience
@@ -153,14 +155,20 @@ class ReturnConditioned(ExpertIteration):
 
     def select(self, exp: Experience) -> list[tuple[list[int], list[int]]]:
         thresholds = self.acfg.thresholds
-        returns = (exp.rewards * exp.loss_mask).sum(1).tolist() if exp.rewards is not None else [0.0] * len(exp)
+        rewards = exp.rewards * exp.loss_mask if exp.rewards is not None else torch.zeros(exp.response_mask.shape)
         out = []
-        for i, cert in enumerate(exp.certificates):
-            if cert.failed:  # the checker could not say: no label to learn
-                continue
-            label = outcome_label(cert.correct, returns[i], thresholds)
-            completion = exp.response_ids[i][exp.response_mask[i].bool()].tolist()
-            out.append((self.labelled_prompt(exp.examples[i], label), completion))
+        for i in range(len(exp)):
+            # One labelled pair per turn of a self-repair episode (one turn: the completion), each
+            # labelled with its own outcome; a later turn's context keeps the earlier turns.
+            records = exp.episodes[i] if exp.episodes else [None]
+            for t, (start, end) in enumerate(exp.turn_columns(i)):
+                cert = records[t].certificate if records[t] is not None else exp.certificates[i]
+                if cert.failed:  # the checker could not say: no label to learn
+                    continue
+                label = outcome_label(cert.correct, float(rewards[i, start:end].sum()), thresholds)
+                context, completion = exp.turn_pair(i, t)
+                prompt_len = int(exp.prompt_mask[i].sum())
+                out.append((self.labelled_prompt(exp.examples[i], label) + context[prompt_len:], completion))
         return out
 
     def step(self, exp: Experience, timer: Timer) -> dict[str, float]:

@@ -103,3 +103,36 @@ class Certificate:
         for s in sorted(self.spans, key=lambda s: s.start):
             lines.append(f"  [{s.start}:{s.end}] {s.reward:+.3f} {completion[s.start:s.end]!r}: {s.message}")
         return "\n".join(lines)
+
+
+#: At most this many flagged spans are listed in one feedback turn (in text order).
+FEEDBACK_ITEMS = 6
+
+
+def _clip(text: str, limit: int = 100) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def feedback_text(completion: str, certificate: Certificate, items: int = FEEDBACK_ITEMS) -> str:
+    """The certificate as the next user turn of a self-repair episode: what is wrong, where
+    (line and flagged text) and why (each error span's message), then a request to answer again.
+
+    Only what the checker said is shown: the spans' messages and the verdict, never a reference
+    answer, so the feedback cannot hand the model the solution a checker happens to know."""
+    if not certificate.attempted:
+        why = next((s.message for s in certificate.spans if s.message), "") or f"the reply is {certificate.verdict}"
+        return f"Your reply does not attempt the task: {why.rstrip('.')}. Answer the task in the requested format."
+    errors = sorted((s for s in certificate.errors() if s.message), key=lambda s: s.start)
+    lines = [f"Your answer is not correct (checker verdict: {certificate.verdict})."]
+    if errors:
+        lines.append("The checker found:")
+        for s in errors[:items]:
+            line = completion.count("\n", 0, s.start) + 1
+            flagged = _clip(completion[s.start:s.end])
+            lines.append(f"- line {line}" + (f", `{flagged}`" if flagged else "") + f": {_clip(s.message, 300)}")
+        if len(errors) > items:
+            lines.append(f"- and {len(errors) - items} more")
+    lines.append("Write the whole answer again, corrected, in the same format.")
+    return "\n".join(lines)
+

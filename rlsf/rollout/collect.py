@@ -65,8 +65,15 @@ def attach_checks(exp: Experience, examples: list[dict[str, Any]], group: torch.
 
 def render_prompt(tokenizer, messages: list[dict[str, str]]) -> str:
     """The chat-formatted prompt text, ending where the assistant's answer starts."""
+    return render_messages(tokenizer, messages, generation_prompt=True)
+
+
+def render_messages(tokenizer, messages: list[dict[str, str]], generation_prompt: bool = True) -> str:
+    """A conversation as the tokenizer's chat template renders it (with ``generation_prompt``: ending
+    where the assistant's next answer starts); without a template, the messages' texts separated by
+    blank lines."""
     if getattr(tokenizer, "chat_template", None):
-        return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+        return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=generation_prompt)
     return "\n\n".join(m["content"] for m in messages) + "\n\n"
 
 

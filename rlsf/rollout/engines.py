@@ -164,6 +164,18 @@ def stop_token_ids(tokenizer, model=None) -> list[int]:
     return sorted(ids)
 
 
+def left_pad(rows: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Token id rows as a left-padded ``[B, L]`` id tensor and its attention mask."""
+    L = max((len(r) for r in rows), default=0)
+    ids = torch.full((len(rows), L), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(rows), L), dtype=torch.long)
+    for i, r in enumerate(rows):
+        if r:
+            ids[i, L - len(r):] = torch.tensor(r, dtype=torch.long)
+            mask[i, L - len(r):] = 1
+    return ids, mask
+
+
 def unique_prompts(prompt_ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Rows of the distinct prompts and, per row, the index of its prompt among them.
 
@@ -315,7 +327,7 @@ def canonical_engine(name: str) -> str:
 def generate(
     model,
     tokenizer,
-    prompts: list[str],
+    prompts: list[str] | list[list[int]],
     *,
     max_new_tokens: int,
     temperature: float = 1.0,
@@ -329,7 +341,9 @@ def generate(
     on_finish: Callable[[int, list[int]], None] | None = None,
     on_batch: Callable[[int], None] | None = None,
 ) -> Experience:
-    """Sample one completion per prompt (repeat prompts for several samples).
+    """Sample one completion per prompt (repeat prompts for several samples); a prompt is its
+    rendered text or its token ids (taken as they are: a multi-turn context must be the very
+    tokens sampled before, not a re-tokenisation of their text).
 
     ``engine="builtin"`` runs :func:`decode`; ``"hf"`` runs Hugging Face ``generate``;
     ``"vllm"`` samples on ``model``, a :class:`~rlsf.rollout.vllm_engine.VLLMEngine`
@@ -341,11 +355,14 @@ def generate(
     batch of ``batch_size`` prompts with its number of rows (a progress bar).
     """
     engine = canonical_engine(engine)
-    enc = tokenizer(prompts, return_tensors="pt", padding=True, padding_side="left", add_special_tokens=False)
-    prompt_ids, prompt_mask = enc["input_ids"], enc["attention_mask"]
     all_stops = stop_token_ids(tokenizer, model)
     stops = [] if ignore_eos else all_stops
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else all_stops[0]
+    if prompts and not isinstance(prompts[0], str):  # token ids (a self-repair episode's context so far)
+        prompt_ids, prompt_mask = left_pad([list(p) for p in prompts], pad_id)
+    else:
+        enc = tokenizer(prompts, return_tensors="pt", padding=True, padding_side="left", add_special_tokens=False)
+        prompt_ids, prompt_mask = enc["input_ids"], enc["attention_mask"]
     was_training = getattr(model, "training", False)
     if engine != "vllm":
         model.eval()

@@ -17,6 +17,14 @@ such as ``success``, some graded such as a similarity score). From one greedy co
 With ``eval.condition`` every prompt carries that outcome label (a return-conditioned model
 evaluated on the good outcome).
 
+With ``eval.turns`` (or ``rollout.turns``) T > 1 the greedy pass runs self-repair episodes
+(:mod:`rlsf.rollout.episodes`): ``greedy/*`` stay the single-turn figures (each episode's first
+attempt is the single-turn greedy completion), and ``turn{t}/success``, ``repair_rate``,
+``episode/turns``, ``episode/tokens`` and ``selfrepair/greedy/<m>`` (the task's metrics of each
+episode's last attempt) are the self-repair ones, side by side. The samples file gives each greedy
+row's later attempts with the feedback before each (``turns``). Sampled figures (pass@k, maj@k) stay
+single-turn.
+
 Checking goes through the check service like training, with the task's evaluation certificate
 (:meth:`Task.judge`: held-out tests where a task has them). A check that fails counts as a failed
 completion here (every metric 0) and is reported in ``checker_failed``.
@@ -50,6 +58,7 @@ from rlsf.feedback.certificate import Certificate
 from rlsf.feedback.service import CheckService
 from rlsf.rollout.collect import rollout_and_check, score_with_orm
 from rlsf.rollout.engines import SamplingModel
+from rlsf.rollout.episodes import episode_metrics, first_turns, rollout_episodes
 from rlsf.runtime import distributed
 from rlsf.runtime.device import Runtime
 from rlsf.runtime.utils import rng_state, set_rng_state
@@ -136,10 +145,12 @@ def _evaluate(cfg: Config, model, tokenizer, output, runtime) -> dict[str, Any]:
     gen = dict(max_new_tokens=e.max_new_tokens, batch_size=e.batch_size, precision=rt.sampling_precision,
                engine=cfg.rollout.engine, fused_step=cfg.rollout.fused_step, on_batch=bar.update)
     condition = e.condition or None
+    turns = e.turns or cfg.rollout.turns
     with (SamplingModel.for_settings(model, tokenizer, rt, cfg.rollout, seed=cfg.run.seed) as sampler,
           CheckService.for_config(cfg, task, tokenizer) as checker, bar):
-        greedy = rollout_and_check(sampler.model, tokenizer, task, examples, checker, do_sample=False, judge=True,
-                                   condition=condition, **gen)
+        episodes = rollout_episodes(sampler.model, tokenizer, task, examples, checker, turns=turns, do_sample=False,
+                                    judge=True, condition=condition, **gen)
+        greedy = first_turns(episodes)
         sampled = None
         if e.k > 0:
             sampled = rollout_and_check(sampler.model, tokenizer, task, examples, checker, samples=e.k,
@@ -170,6 +181,11 @@ def _evaluate(cfg: Config, model, tokenizer, output, runtime) -> dict[str, Any]:
         # finer-grained than success, so they move first in short runs.
         **{k_: v for k_, v in certificate_summary(greedy.certificates, prefix="info/").items() if "/verdict/" not in k_},
     }
+    if turns > 1:  # the self-repair figures beside the single-turn ones (greedy/*: the first attempts)
+        results["turns"] = turns
+        results.update(episode_metrics(episodes, turns))
+        results.update({f"selfrepair/{m}": v for m, v in summarize(task, examples, episodes.certificates).items()
+                        if m.startswith("greedy/")})
     if sampled is not None:
         results["k"], results["temperature"] = k, e.temperature
     if condition:
@@ -189,6 +205,10 @@ def _evaluate(cfg: Config, model, tokenizer, output, runtime) -> dict[str, Any]:
                        "metrics": completion_metrics(task, ex, cert)}
                 if kind == "sample" and orm_scores:
                     row["orm_score"] = orm_scores[i]
+                if kind == "greedy" and turns > 1:  # the episode's later attempts and the feedback before each
+                    row["turns"] = [{"feedback": prev.feedback, "completion": rec.text, "certificate":
+                                     rec.certificate.to_dict()} for prev, rec in zip(episodes.episodes[i],
+                                                                                      episodes.episodes[i][1:])]
                 f.write(json.dumps(row) + "\n")
     if task.picture:
         draw_picture(task, greedy.examples, greedy.texts, greedy.certificates, out.with_name(f"{out.stem}_{task.picture}"))

@@ -40,7 +40,8 @@ from rlsf.evaluation.metrics import answer_mode_share, certificate_summary
 from rlsf.experience import Experience, concat
 from rlsf.feedback.rewards import with_outcome_scores
 from rlsf.feedback.service import CheckService
-from rlsf.rollout.collect import rollout_and_check, score_with_orm
+from rlsf.rollout.collect import score_with_orm
+from rlsf.rollout.episodes import episode_metrics, rollout_episodes
 from rlsf.rollout.engines import SamplingModel
 from rlsf.runtime import distributed
 from rlsf.runtime.checkpoint import Checkpointer, load_trainable_state, trainable_state
@@ -108,8 +109,9 @@ class RLTrainer:
         self.algo.prepare_sampling()
         with t("generate"):
             self.sampler.sync()
-        parts = [rollout_and_check(
-            self.sampler.model, self.tokenizer, self.task, batch, self.checker, samples=c.rollout.samples_per_prompt,
+        parts = [rollout_episodes(
+            self.sampler.model, self.tokenizer, self.task, batch, self.checker, turns=c.rollout.turns,
+            samples=c.rollout.samples_per_prompt,
             reward=c.reward, timer=t, max_new_tokens=c.rollout.max_new_tokens, temperature=c.rollout.temperature,
             top_p=c.rollout.top_p, batch_size=c.rollout.generation_batch_size, precision=self.runtime.sampling_precision,
             engine=c.rollout.engine, fused_step=c.rollout.fused_step, ignore_eos=c.rollout.ignore_eos,
@@ -140,7 +142,8 @@ class RLTrainer:
         stats = {**orm_stats, **self.algo.step(exp, self.timer)}
         whole = gather_experience(exp)  # every rank's rows, for the step's figures
         self.samples += len(whole)
-        metrics = {**experience_metrics(whole), "samples": self.samples, **stats, **self.timer.pop()}
+        metrics = {**experience_metrics(whole, self.cfg.rollout.turns), "samples": self.samples, **stats,
+                   **self.timer.pop()}
         metrics["timing/step"] = time.perf_counter() - t0
         self.step += 1
         return metrics
@@ -202,11 +205,15 @@ class RLTrainer:
         return last
 
 
-def experience_metrics(exp: Experience) -> dict[str, float]:
+def experience_metrics(exp: Experience, turns: int = 1) -> dict[str, float]:
     """What a batch of checked completions looks like: rewards, outcomes, lengths, check failures.
 
     Reward and outcome figures are over the rows whose check did not fail; ``check/failed`` is
-    the share that failed (timed out, crashed), left out of the update.
+    the share that failed (timed out, crashed), left out of the update. With self-repair episodes
+    (``turns`` > 1) ``reward/success`` is the episodes' (correct by their last turn) and
+    ``turn{t}/success``, ``repair_rate``, ``episode/turns`` and ``episode/tokens`` say how they got
+    there (:func:`rlsf.rollout.episodes.episode_metrics`); ``response/length`` counts every token of
+    the row, feedback included.
     """
     valid = exp.valid
     certs = [c for c, ok in zip(exp.certificates, valid.tolist()) if ok]
@@ -223,6 +230,8 @@ def experience_metrics(exp: Experience) -> dict[str, float]:
         "batch/answer_mode_share": answer_mode_share(certs),
         **certificate_summary(certs),
     }
+    if turns > 1:
+        out.update(episode_metrics(exp, turns))
     return out
 
 
@@ -233,15 +242,19 @@ def gather_experience(exp: Experience) -> Experience:
     if distributed.size() == 1:
         return exp
     parts = distributed.gather_objects((exp.certificates, exp.truncated, exp.response_mask.cpu(),
-                                        exp.rewards.cpu() if exp.rewards is not None else None))
-    width = max(m.shape[1] for _, _, m, _ in parts)
+                                        exp.rewards.cpu() if exp.rewards is not None else None,
+                                        exp.turn.cpu() if exp.turn is not None else None, exp.episodes))
+    width = max(p[2].shape[1] for p in parts)
     pad = torch.nn.functional.pad
-    masks = torch.cat([pad(m, (0, width - m.shape[1])) for _, _, m, _ in parts])
-    rewards = torch.cat([pad(r, (0, width - r.shape[1])) for _, _, _, r in parts]) if parts[0][3] is not None else None
+
+    def cat(k: int) -> torch.Tensor | None:
+        return torch.cat([pad(p[k], (0, width - p[k].shape[1])) for p in parts]) if parts[0][k] is not None else None
+
+    masks = cat(2)
     empty = torch.zeros(len(masks), 0, dtype=torch.long)
     return Experience(prompt_ids=empty, prompt_mask=empty, response_ids=masks.long(), response_mask=masks,
-                      truncated=[t for _, ts, _, _ in parts for t in ts],
-                      certificates=[c for cs, _, _, _ in parts for c in cs], rewards=rewards)
+                      truncated=[t for p in parts for t in p[1]], certificates=[c for p in parts for c in p[0]],
+                      rewards=cat(3), turn=cat(4), episodes=[e for p in parts for e in p[5]])
 
 
 def train(cfg: Config) -> dict[str, Any]:

@@ -44,7 +44,7 @@ from abc import ABC, abstractmethod
 from pathlib import Path
 from typing import Any, Callable, ClassVar
 
-from rlsf.feedback.certificate import Certificate
+from rlsf.feedback.certificate import Certificate, feedback_text
 from rlsf.settings import opt
 from rlsf.tasks.sources import DATA_ENV, DatasetOption, DataSpec, TaskError, dataset_option, locate
 
@@ -191,6 +191,14 @@ class Task(ABC):
         """The certificate evaluation uses (held-out tests, where a task has them); by default the
         training certificate, :meth:`check`."""
         return self.check(example, completion)
+
+    def feedback(self, example: Example, completion: str, certificate: Certificate) -> str:
+        """The next user turn of a self-repair episode (``rollout.turns`` > 1) after ``completion``
+        was checked and found not correct: what the checker found, where and why, and a request to
+        answer again. The default lists the certificate's error spans (line, flagged text, message:
+        :func:`rlsf.feedback.certificate.feedback_text`); override it to phrase a tool's output the
+        way the task's users read it. Must not raise on any completion."""
+        return feedback_text(completion, certificate)
 
     def demonstration(self, example: Example) -> str | None:
         """A correct completion for supervised fine-tuning, or ``None`` if there is none."""
