@@ -244,6 +244,7 @@ class Config:
         need(t.algorithm in algorithms, "train.algorithm", f"must be one of {algorithms}, got {t.algorithm!r}")
         need(t.steps >= 0, "train.steps", "must be >= 0")
         need(t.save_every >= 0, "train.save_every", "must be >= 0")
+        need(t.token_budget >= 0, "train.token_budget", "must be >= 0 (0: train.steps alone)")
         need(t.keep_checkpoints >= 1, "train.keep_checkpoints", "must be >= 1")
         algo = self.section(t.algorithm)
         if hasattr(algo, "validate"):

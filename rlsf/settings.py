@@ -176,6 +176,9 @@ class TrainConfig:
     algorithm: str = opt("ppo", "RL algorithm: a registered name (`rlsf train --help` lists them with their "
                          "own settings sections), e.g. ppo or grpo.")
     steps: int = opt(20, "Training steps (one batch of rollouts and its updates each).")
+    token_budget: int = opt(0, "Also stop once the run has sampled this many tokens (every sampled token of every "
+                            "turn, feedback not counted; the step that crosses it is finished): equal-token "
+                            "comparisons, e.g. single-turn against self-repair. 0: train.steps alone.")
     save_every: int = opt(10, "Checkpoint every N steps (and always at the end; 0: end only).")
     keep_checkpoints: int = opt(2, "Checkpoints kept (older ones are deleted).")
 
@@ -238,6 +241,10 @@ class ExperimentConfig:
                      "task.options.KEY sets one task option; reward.orm: orm uses the experiment's ORM).")
     samples: int = opt(512, "Sampled training completions each arm may use (the fixed budget): train.steps = "
                        "samples / (rollout.prompts_per_step x rollout.samples_per_prompt).")
+    tokens: int = opt(0, "Sampled training tokens each arm may use, instead of experiment.samples (0: the samples "
+                      "budget): each arm trains until it has sampled this many tokens (every turn of a self-repair "
+                      "episode counts, feedback does not; train.token_budget), so arms whose completions or episodes "
+                      "differ in length compare at equal sampling cost. Evaluations at evenly spaced token counts.")
     evaluations: int = opt(4, "Held-out evaluations along each arm, evenly spaced in samples (the SFT model's "
                            "evaluation is every arm's point at 0 samples).")
     orm: bool = opt(True, "Train an outcome reward model on the SFT model's samples (orm settings) first: the "

@@ -186,6 +186,8 @@ def _evaluate(cfg: Config, model, tokenizer, output, runtime) -> dict[str, Any]:
         results.update(episode_metrics(episodes, turns))
         results.update({f"selfrepair/{m}": v for m, v in summarize(task, examples, episodes.certificates).items()
                         if m.startswith("greedy/")})
+        results.update({k_: v for k_, v in certificate_summary(episodes.certificates, prefix="selfrepair/info/").items()
+                        if "/verdict/" not in k_})
     if sampled is not None:
         results["k"], results["temperature"] = k, e.temperature
     if condition:

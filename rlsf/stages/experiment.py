@@ -14,6 +14,11 @@ Top to bottom::
     figure against training KL), plot_training.png (training reward, entropies, collapse and KL by step);
     rewritten after every arm, so a long run can be read before it ends
 
+With experiment.tokens the budget is sampled tokens instead of completions (train.token_budget): each
+arm trains until it has sampled that many, evaluated at evenly spaced token counts
+(eval/<name>@<tokens>tok.json), and the table and plot.png count tokens; arms whose episodes differ in
+length (single-turn against self-repair, rollout.turns) then compare at equal sampling cost.
+
 With experiment.seeds every arm runs once per seed (ARM-sSEED) and the table and plots give its
 mean and spread over seeds. Every stage is skipped when its output exists, and an arm's training
 resumes from its last checkpoint, so the command resumes where it stopped (``--resume`` is
@@ -62,6 +67,20 @@ def eval_points(samples: int, batch: int, evaluations: int) -> list[int]:
     return sorted({max(1, round(steps * (i + 1) / evaluations)) for i in range(evaluations)})
 
 
+def token_points(tokens: int, evaluations: int) -> list[int]:
+    """Sampled-token counts at which an arm is evaluated (``experiment.tokens``): evenly spaced."""
+    return sorted({max(1, round(tokens * (i + 1) / evaluations)) for i in range(evaluations)})
+
+
+def last_step(metrics: Path) -> tuple[int, dict[str, int]]:
+    """The last training step of a run and what it had sampled by then (samples, tokens)."""
+    from rlsf.runtime.metric_log import read_metrics
+
+    rows = read_metrics(metrics) if metrics.is_file() else []
+    last = rows[-1] if rows else {}
+    return int(last.get("step", 0)), {"samples": int(last.get("samples", 0)), "tokens": int(last.get("sampled_tokens", 0))}
+
+
 def expand_arms(arms: dict[str, Any], seeds: list[int]) -> dict[str, tuple[str, dict[str, Any]]]:
     """Run name -> (arm, settings): each arm once, or once per seed (``ARM-sSEED``, seed-major, so a
     run stopped early has every arm at its first seeds)."""
@@ -101,6 +120,12 @@ def check_experiment(cfg: Config) -> None:
             arm.validate()
         except ConfigError as e:
             raise ConfigError(f"experiment.arms.{name}: {e}") from None
+        if x.tokens:
+            require(x.tokens > 0, "experiment.tokens", "must be >= 0 (0: the samples budget)")
+            require(not (arm.train.algorithm == "rcrl" and arm.rcrl.variant == "offline"), f"experiment.arms.{name}",
+                    "offline RCRL fits once at its last step (train.steps): it needs the samples budget, not "
+                    "experiment.tokens")
+            continue
         per = step_samples(arm)
         require(x.samples >= per and x.samples % per == 0, "experiment.samples",
                 f"must be a positive multiple of the {per} completions one training step of arm {name} samples "
@@ -110,7 +135,8 @@ def check_experiment(cfg: Config) -> None:
 
 
 # Settings that may change between two runs of one experiment without making its results stale.
-FREE = {"run.output_dir", "run.resume", "run.loggers", "run.progress", "train.steps", "train.save_every",
+FREE = {"run.output_dir", "run.resume", "run.loggers", "run.progress", "train.steps", "train.token_budget",
+        "train.save_every",
         "model.threads", "eval.batch_size", "rollout.generation_batch_size", "check.workers"}
 START_SECTIONS = ("model.", "task.", "sft.", "eval.", "orm.", "run.seed")
 
@@ -195,22 +221,26 @@ def run_experiment(cfg: Config) -> dict[str, Any]:
                        f"delete {arm_dir} and its evaluations {root / 'eval' / (name + '@*')}, or rename the arm")
         arm_start = settings.get("model.name", start)  # an arm may start elsewhere, e.g. the base model
         condition = ALGORITHMS[arm.train.algorithm].evaluation_condition(arm)
-        curve = [{"samples": 0, **results["sft"]}]
+        curve = [{"samples": 0, **({"tokens": 0} if x.tokens else {}), **results["sft"]}]
         previous = 0
-        for steps in eval_points(x.samples, batch, x.evaluations):
-            label = f"{name}@{steps * batch}"
+        for point in (token_points(x.tokens, x.evaluations) if x.tokens else eval_points(x.samples, batch, x.evaluations)):
+            label, limits = (f"{name}@{point}tok", {"train.steps": 10**9, "train.token_budget": point}) if x.tokens \
+                else (f"{name}@{point * batch}", {"train.steps": point})
             if not (root / "eval" / f"{label}.json").is_file():
-                note(f"experiment: arm {name}: training to {steps} steps ({steps * batch} samples)")
+                note(f"experiment: arm {name}: training to " + (f"{point} sampled tokens" if x.tokens else
+                                                                 f"{point} steps ({point * batch} samples)"))
                 timed(f"train:{name}", train, with_settings(arm, **{
-                    "model.name": arm_start, "run.output_dir": str(arm_dir), "run.resume": True, "train.steps": steps,
+                    "model.name": arm_start, "run.output_dir": str(arm_dir), "run.resume": True, **limits,
                     "train.save_every": 0}))
-            curve.append({"samples": steps * batch, **held_out(label, str(arm_dir / "model"), arm, condition),
+            steps, reached = last_step(arm_dir / "metrics.jsonl") if x.tokens else (point, {"samples": point * batch})
+            curve.append({**reached, **held_out(label, str(arm_dir / "model"), arm, condition),
                           **training_figures(arm_dir / "metrics.jsonl", previous, steps)})
             previous = steps
         if not x.keep_checkpoints:  # the arm is done: its model stays, its optimiser state is not needed
             shutil.rmtree(arm_dir / "checkpoints", ignore_errors=True)
         if arm_start != start:  # its own start is its point at 0 samples (shared by arms starting there)
-            curve[0] = {"samples": 0, **held_out("start-" + re.sub(r"[^\w.-]+", "_", arm_start), arm_start, cfg)}
+            curve[0] = {"samples": 0, **({"tokens": 0} if x.tokens else {}), **held_out("start-" + re.sub(r"[^\w.-]+", "_", arm_start), arm_start, cfg)}
+        results["budget"] = "tokens" if x.tokens else "samples"
         results["arms"][name] = {"arm": group, "settings": settings, "curve": curve,
                                  "procedure": ALGORITHMS[arm.train.algorithm].procedure(arm)}
         results["times_s"] = times
@@ -254,14 +284,15 @@ def format_table(results: dict[str, Any]) -> str:
     """Markdown: one row per arm (its last evaluation) and the SFT start; times per stage below."""
     sft_figs = results["sft"]
     keys = _keys(results)
-    head = "| arm | samples | " + " | ".join(keys) + " |"
+    unit = "tokens" if results.get("budget") == "tokens" else "samples"
+    head = f"| arm | {unit} | " + " | ".join(keys) + " |"
     start = results.get("start", "SFT (start)")
     rows = [head, "|" + "---|" * (len(keys) + 2),
             f"| {start} | 0 | " + " | ".join(_mean_sd([sft_figs.get(k, math.nan)]) for k in keys) + " |"]
     others = {}  # arms' own starts (e.g. the base model), each shown once
     for arm in results["arms"].values():
         name = (arm.get("settings") or {}).get("model.name")
-        if name and arm["curve"][0] != {"samples": 0, **sft_figs}:
+        if name and {k: v for k, v in arm["curve"][0].items() if k != "tokens"} != {"samples": 0, **sft_figs}:
             others.setdefault(name, arm["curve"][0])
     for name, figs in others.items():
         rows.append(f"| {name} (start) | 0 | " + " | ".join(_mean_sd([figs.get(k, math.nan)]) for k in keys) + " |")
@@ -269,7 +300,7 @@ def format_table(results: dict[str, Any]) -> str:
     for group, names in groups.items():
         lasts = [results["arms"][n]["curve"][-1] for n in names]
         label = group if len(groups) == len(results["arms"]) else f"{group} ({len(names)} seeds)"
-        rows.append(f"| {label} | {lasts[0]['samples']} | " + " | ".join(
+        rows.append(f"| {label} | {lasts[0].get(unit, '-')} | " + " | ".join(
             _mean_sd([last.get(k, math.nan) for last in lasts]) for k in keys) + " |")
     rows.append("")
     procedures = {g: results["arms"][names[0]].get("procedure") for g, names in groups.items()}
@@ -395,10 +426,13 @@ def plot_reward_kl(results: dict[str, Any], path: Path) -> Path | None:
 
 def plot_experiment(results: dict[str, Any], path: Path) -> Path:
     """One panel per table figure: held-out value against sampled training completions, a line per arm."""
-    def runs(key: str, names: list[str]) -> list[dict[float, float]]:
-        return [{p["samples"]: p[key] for p in results["arms"][n]["curve"] if key in p} for n in names]
+    unit = "tokens" if results.get("budget") == "tokens" else "samples"
 
-    return _panels(results, _keys(results), runs, "sampled training completions", path, marker="o")
+    def runs(key: str, names: list[str]) -> list[dict[float, float]]:
+        return [{p[unit]: p[key] for p in results["arms"][n]["curve"] if key in p} for n in names]
+
+    return _panels(results, _keys(results), runs, "sampled training " + ("tokens" if unit == "tokens" else "completions"),
+                   path, marker="o")
 
 
 TRAINING_KEYS = ("reward/score", "batch/answer_mode_share", "entropy", "batch_entropy", "kl", "reward/success")

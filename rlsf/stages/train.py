@@ -72,6 +72,7 @@ class RLTrainer:
         self.ckpt = Checkpointer(self.run_dir, keep=cfg.train.keep_checkpoints)
         self.step = 0
         self.samples = 0
+        self.tokens = 0  # sampled tokens so far (train.token_budget)
 
     def trained_parameters(self) -> list[torch.Tensor]:
         """What the optimiser updates (the policy's trainable weights, a value head)."""
@@ -142,7 +143,9 @@ class RLTrainer:
         stats = {**orm_stats, **self.algo.step(exp, self.timer)}
         whole = gather_experience(exp)  # every rank's rows, for the step's figures
         self.samples += len(whole)
-        metrics = {**experience_metrics(whole, self.cfg.rollout.turns), "samples": self.samples, **stats,
+        self.tokens += int(whole.generated_mask.sum())
+        metrics = {**experience_metrics(whole, self.cfg.rollout.turns), "samples": self.samples,
+                   "sampled_tokens": self.tokens, **stats,
                    **self.timer.pop()}
         metrics["timing/step"] = time.perf_counter() - t0
         self.step += 1
@@ -154,7 +157,8 @@ class RLTrainer:
         process resumes from it, several reseed by step and rank)."""
         return self.ckpt.save(self.step, lambda: {"model": trainable_state(self.model),
                                                   "algorithm": self.algo.state_dict(), "rng": rng_state(),
-                                                  "samples": self.samples, "world_size": distributed.size()})
+                                                  "samples": self.samples, "tokens": self.tokens,
+                                                  "world_size": distributed.size()})
 
     def resume(self) -> bool:
         """Load the last checkpoint (rank 0's pick, read by every rank), written with this or
@@ -167,7 +171,7 @@ class RLTrainer:
         load_trainable_state(self.model, state["model"])
         self.algo.load_state_dict(state["algorithm"])
         set_rng_state(state["rng"])
-        self.step, self.samples = state["step"], state["samples"]
+        self.step, self.samples, self.tokens = state["step"], state["samples"], state.get("tokens", 0)
         was, now = state.get("world_size", 1), distributed.size()
         note(f"resume: continuing from {path} (step {self.step})"
              + (f", written by {was} processes, continued by {now}" if was != now else ""))
@@ -185,7 +189,7 @@ class RLTrainer:
         bar = tqdm(total=c.train.steps, initial=self.step, desc=f"rl/{c.train.algorithm}", unit="step",
                    disable=not (c.run.progress and distributed.is_main()), dynamic_ncols=True)
         try:
-            while self.step < c.train.steps:
+            while self.step < c.train.steps and not (c.train.token_budget and self.tokens >= c.train.token_budget):
                 last = self.train_step()
                 logger.log(self.step, last)
                 bar.update(1)
