@@ -185,14 +185,14 @@ def test_ppo_gae_runs_over_the_sampled_tokens_only():
 
 
 # ---- sampled episodes ------------------------------------------------------------------------------
-@pytest.fixture
-def sampled(tiny_model_dir, game24):
+@pytest.fixture(params=["builtin", "hf"])
+def sampled(request, tiny_model_dir, game24):
     model, tok = load_model(tiny_model_dir), load_tokenizer(tiny_model_dir)
     examples = game24.load("test")[:2]
     torch.manual_seed(0)
     with CheckService(game24, Detokenizer.from_tokenizer(tok), workers=0) as checker:
         exp = rollout_episodes(model, tok, game24, examples, checker, turns=3, samples=2, max_new_tokens=8,
-                               batch_size=8, reward=Config().reward)
+                               batch_size=8, reward=Config().reward, engine=request.param)
     return model, tok, exp
 
 
@@ -275,6 +275,7 @@ def test_rlsf_train_with_two_turns_from_the_command_line(tiny_model_dir, tmp_pat
     [row] = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert {"turn1/success", "turn2/success", "repair_rate", "episode/tokens"} <= set(row)
     assert row["episode/turns"] == 2.0  # the random model fails every first attempt
+    assert row["sampled_tokens"] == row["episode/tokens"] * 4
 
 
 @pytest.mark.parametrize("algorithm", ["grpo", "expert_iteration", "rcrl"])
@@ -340,3 +341,17 @@ def test_two_turn_training_step_on_every_task(task, tiny_model_dir, tmp_path):
             assert isinstance(before.feedback, str) and before.feedback.strip()
     metrics = RLTrainer(short_cfg(tiny_model_dir, tmp_path / "b", **{"task.name": task})).train()
     assert "turn2/success" in metrics
+
+
+def test_saying_nothing_at_a_turn_earns_less_than_an_honest_attempt(tokenizer, game24):
+    # The same repair after an empty first answer and after an honest wrong one: the empty turn's
+    # return is lower (each turn's rewards are its own certificate's, the ordering rule turn by turn).
+    for d in (0.0, 0.5, 1.0):
+        empty = hand_episode(tokenizer, game24, ["", RIGHT])
+        honest = hand_episode(tokenizer, game24, [WRONG, RIGHT])
+        exp = concat([empty, honest])
+        exp.group = torch.tensor([0, 1])  # separate prompts: compare the returns themselves
+        view = EpisodeView(exp.generated_mask, exp.turn, 1.0, d)
+        G = view.expand(returns_to_go(view.gather(exp.rewards), view.mask.float(), view.factors))
+        first = [float(G[i][exp.turn[i] == 1][0]) for i in range(2)]
+        assert first[0] < first[1], (d, first)

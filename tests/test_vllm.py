@@ -14,6 +14,8 @@ runs them. Without vLLM installed they are skipped.
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import torch
 
@@ -108,13 +110,19 @@ def test_lora_policy_is_pushed_as_merged_weights(smollm2):
         engine.close()
 
 
-def test_train_runs_on_vllm(tmp_path, shared_data):
+@pytest.mark.parametrize("turns", [1, 2])
+def test_train_runs_on_vllm(turns, tmp_path, shared_data):
+    # turns 2: self-repair episodes, every turn sampled by vLLM from the context's token ids; the
+    # update's log-probs of every turn's tokens stay close to vLLM's, the feedback masked.
     from rlsf.cli import main
 
     out = tmp_path / "run"
     main(["train", "--config", "configs/game24.yaml", "--train.steps", "1", "--rollout.prompts_per_step", "2",
           "--rollout.max_new_tokens", "32", "--ppo.minibatch_size", "8", "--rollout.importance_cap", "2",
+          "--rollout.turns", str(turns),
           "--rollout.engine", "vllm", "--rollout.vllm_memory_share", "0.1", "--rollout.vllm_kv_cache_gib", "0.5",
           "--rollout.vllm_max_model_len", "1024", "--output-dir", str(out)])
-    metrics = (out / "metrics.jsonl").read_text().splitlines()
-    assert metrics and "rollout/logprob_gap" in metrics[-1]
+    last = json.loads((out / "metrics.jsonl").read_text().splitlines()[-1])
+    assert "rollout/logprob_gap" in last
+    if turns > 1:
+        assert {"turn2/success", "repair_rate"} <= set(last) and last["rollout/logprob_gap"] < 0.05
