@@ -120,6 +120,8 @@ def _add_check_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--json", action="store_true", help="Print the certificate as JSON.")
     g.add_argument("--judge", action="store_true", help="The evaluation certificate (e.g. SPoC's hidden tests) "
                    "instead of the training one.")
+    g.add_argument("--feedback", "--turns", dest="feedback", action="store_true", help="Also print the feedback "
+                   "turn the task gives after this completion in a self-repair episode (rollout.turns > 1).")
     g.add_argument("--tokens", action="store_true", help="Tokenise the completion with the model's tokenizer "
                    "(--model) and show each token with the reward it gets (coloured in a terminal).")
     g.add_argument("--image", metavar="FILE", help="Also draw the completion with its certificate (tasks that "

@@ -120,6 +120,8 @@ def feedback_text(completion: str, certificate: Certificate, items: int = FEEDBA
 
     Only what the checker said is shown: the spans' messages and the verdict, never a reference
     answer, so the feedback cannot hand the model the solution a checker happens to know."""
+    if certificate.correct:  # not a repair turn (rlsf.rollout.episodes stops at a correct answer)
+        return "Your answer is correct."
     if not certificate.attempted:
         why = next((s.message for s in certificate.spans if s.message), "") or f"the reply is {certificate.verdict}"
         return f"Your reply does not attempt the task: {why.rstrip('.')}. Answer the task in the requested format."

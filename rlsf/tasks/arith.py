@@ -60,6 +60,7 @@ statements), ``wrong_value``, ``incomplete``, ``text_after_chain``, ``correct``.
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import math
 import random
@@ -136,6 +137,15 @@ def _plural(n: int, word: str) -> str:
 
 def _short(text: str, limit: int = 40) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _withhold_value(message: str) -> str:
+    """A span message without the expression's value (what a feedback turn must not give away)."""
+    parts = []
+    for part in message.split("; "):
+        part = re.sub(r"^(.*) is ([0-9]+), the expression is [0-9]+$", r"\1 is \2, not the expression's value", part)
+        parts.append(re.sub(r"^([0-9]+), but the expression is [0-9]+$", r"\1 is not the expression's value", part))
+    return "; ".join(parts)
 
 
 # ---- the task --------------------------------------------------------------------------------------
@@ -353,6 +363,13 @@ class Arith(Task):
     def _info(error: float, statements: int, right: int, n_ops: int) -> dict[str, float]:
         return {"error": float(error), "statements": statements, "statements_right": right,
                 "step_accuracy": right / statements if statements else 0.0, "chain_progress": right / n_ops}
+
+    def feedback(self, example: Example, completion: str, certificate: Certificate) -> str:
+        """The default turn with the expression's value taken out of the messages ("19, but the
+        expression is 18" becomes "19 is not the expression's value"): the value is the answer."""
+        spans = [dataclasses.replace(s, message=_withhold_value(s.message)) if s.reward < 0 else s
+                 for s in certificate.spans]
+        return super().feedback(example, completion, dataclasses.replace(certificate, spans=spans))
 
     def metrics(self, example: Example, certificate: Certificate) -> dict[str, float]:
         # the paper's reward, also for a reply that attempts nothing (whose training score is -1)

@@ -266,6 +266,11 @@ class ChemTask(Task):
             info.update(problems=len(d.problems), flagged_atoms=sorted({a for p in d.problems for a in p.atoms}))
         return Certificate(score, verdict, correct=exact, spans=spans, info=info, answer=answer)
 
+    def feedback(self, example: Example, completion: str, certificate: Certificate) -> str:
+        """RDKit's objections, or how a valid answer is wrong; never the reference (:mod:`rlsf.chem.feedback`)."""
+        from rlsf.chem.feedback import feedback_turn
+        return feedback_turn(self.name, completion, certificate) or super().feedback(example, completion, certificate)
+
     def _related(self, found) -> bool:
         o = self.options
         slack = max(o.related_min, o.related_share * found.reference_atoms)

@@ -71,6 +71,7 @@ the dense reward aligns) is :mod:`rlsf.tasks.math_reading`.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import random
 import re
@@ -208,6 +209,27 @@ class MathWordTask(Task):
         """``text`` attempts an answer: a final-answer line, a calculation, or a number of its own."""
         return (any(p.search(text) for p in _FINAL) or any(not k.trivial for k in calcs)
                 or any(v not in given for v in numbers(text)))
+
+    def feedback(self, example: Example, completion: str, certificate: Certificate) -> str:
+        """Every wrong calculation and the wrong final answer, whatever ``dense`` is, without the
+        reference answer and without a wrong calculation's true value (``9 * 2 = 19`` is "9 * 2 is
+        not 19": its value is often the answer itself). Read from the completion again, not from the
+        spans, whose messages carry both."""
+        if certificate.correct or not certificate.attempted or certificate.failed:
+            return super().feedback(example, completion, certificate)
+        calcs = calculations(completion)
+        spans = [Span(k.start, k.end, -1.0, f"wrong calculation: {k.lhs} is not {k.rhs}" if k.value is not None
+                      else f"{k.lhs} is not an expression the calculator can evaluate")
+                 for k in calcs if not k.right]
+        where = final_answer(completion)
+        if where is not None:
+            stated = completion[where[0]:where[1]].strip()
+            spans.append(Span(*where, -1.0, f"the final answer {stated} is not the answer to the question"))
+            if not _work(completion, calcs):
+                copied = " (a number copied from the question)" if to_number(stated) in numbers(example.get(
+                    "question", "")) else ""
+                spans.append(Span(0, len(completion), -1.0, f"the final answer has no calculation behind it{copied}"))
+        return super().feedback(example, completion, dataclasses.replace(certificate, spans=spans))
 
     def metrics(self, example: Example, certificate: Certificate) -> dict[str, float]:
         calcs = certificate.info.get("calculations", 0)

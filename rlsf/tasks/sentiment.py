@@ -332,6 +332,27 @@ class Sentiment(Task):
                 "truncated": float(len(scored) < len(completion))}
         return Certificate(score, verdict, verdict == "correct", spans, info, answer=label)
 
+    def feedback(self, example: Example, completion: str, certificate: Certificate) -> str:
+        """How VADER reads the review (prompt and continuation) against what it should read, and the
+        words of the continuation that VADER finds pulling the wrong way and the right way."""
+        if certificate.correct or not certificate.attempted or certificate.failed:
+            return super().feedback(example, completion, certificate)
+        o, want = self.options, self.options.direction
+        label = certificate.answer or certificate.verdict  # VADER's label of the whole text
+        compound = certificate.info.get("compound")
+        bound = f"at least {o.threshold:+.2f}" if self._sign > 0 else f"at most {-o.threshold:+.2f}"
+        score = f" (compound {compound:+.2f}; {want} is {bound})" if isinstance(compound, (int, float)) else ""
+        lines = [f"VADER reads the review with your continuation as {label}, not {want}{score}."]
+        for heading, pick in ((f"Words that read against {want}", lambda s: s.reward < 0),
+                              (f"Words that read {want}", lambda s: s.reward > 0)):
+            words = [completion[s.start:s.end] for s in certificate.spans if pick(s)]
+            if words:
+                lines.append(f"{heading}: {', '.join(repr(w) for w in dict.fromkeys(words))}.")
+        if len(lines) == 1:
+            lines.append("None of your words carries any sentiment.")
+        lines.append(f"Write a new continuation of the review that reads clearly {want}.")
+        return "\n".join(lines)
+
     def metrics(self, example: Example, certificate: Certificate) -> dict[str, float]:
         # the paper's score, also for a reply that attempts nothing (whose training score is -1)
         return {"success": float(certificate.correct), "vader": float(certificate.info["vader"])}

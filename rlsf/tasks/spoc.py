@@ -76,11 +76,13 @@ from rlsf.tasks.spoc_data import (  # extract_code, line_spans, parse_diagnostic
     _CODE_MARK,
     COLUMNS,
     PREAMBLE,
+    SHOWN_CHARS,
     Diagnostic,
     TsvReport,
     _lines,
     blank_lines,
     extract_code,
+    feedback_turn,
     line_directives,
     line_spans,
     outputs_match,
@@ -229,6 +231,19 @@ class SPoC(Task):
     def demonstration(self, example: Example) -> str | None:
         return example["code"].rstrip("\n")
 
+    def feedback(self, example: Example, completion: str, certificate: Certificate) -> str:
+        """g++'s errors as a programmer reads them, or the failing public test with the program's
+        output (:func:`~rlsf.tasks.spoc_data.feedback_turn`); a hidden test is never shown."""
+        if certificate.correct or not certificate.attempted or certificate.failed:
+            return super().feedback(example, completion, certificate)
+        test, n = None, certificate.info.get("failed_test")
+        if isinstance(n, int) and n >= 1:
+            try:
+                test = self.tests(example["probid"], "public")[n - 1]
+            except (TaskError, KeyError, IndexError):  # the data is not here: the turn goes without the test
+                test = None
+        return feedback_turn(completion, certificate, test)
+
     def metrics(self, example: Example, certificate: Certificate) -> dict[str, float]:
         return {"success": float(certificate.correct), "compiles": float(certificate.info.get("compiles", 0.0)),
                 "score": max(float(certificate.score), 0.0)}  # the share of tests passed (no attempt: 0)
@@ -358,14 +373,17 @@ class SPoC(Task):
         spans = _line_spans(diags, o)
         if failure is None:
             return Certificate(passed / len(tests), "correct", True, spans, info)
-        verdict, info["failure"] = failure
+        verdict, info["failure"], *shown = failure
+        if shown and kind == "public":  # for the feedback turn (:meth:`feedback`); a hidden test is never shown
+            info["failed_test"], info["failed_output"] = shown
         return Certificate(passed / len(tests), verdict, False, spans, info)
 
     def _run_tests(self, binary: bytes, tests: list[tuple[str, str]],
-                   deadline: float) -> tuple[int, tuple[str, str] | None] | Certificate:
-        """``(tests passed, (verdict, message) of the first failure or None)``, or a checker-failed
-        certificate. Each test's wall limit is cut to what is left of the deadline; once it is
-        spent, the program has timed out (the remaining tests count as failed)."""
+                   deadline: float) -> tuple[int, tuple | None] | Certificate:
+        """``(tests passed, (verdict, message[, test number, its output]) of the first failure or
+        None)``, or a checker-failed certificate. Each test's wall limit is cut to what is left of
+        the deadline; once it is spent, the program has timed out (the remaining tests count as
+        failed)."""
         from rlsf.sandbox import RUN_LIMITS, Verdict
 
         passed, failure = 0, None
@@ -383,7 +401,7 @@ class SPoC(Task):
                 if run.verdict == Verdict.OK and outputs_match(run.text("stdout"), want):
                     passed += 1
                     continue
-                failure = failure or _failure(run, i)
+                failure = failure or (*_failure(run, i), i + 1, run.text("stdout")[:SHOWN_CHARS])
                 if run.verdict in _give_up():  # a limit hit: the other tests would cost as much, for nothing
                     break
         return passed, failure

@@ -1,6 +1,6 @@
 """SPoC data and source text: programs from line-per-row TSVs, test cases, how outputs are compared,
 and what the checker reads in a completion (the code block, its lines, g++'s diagnostics, line
-directives).
+directives), and the feedback turn of a self-repair episode (:func:`feedback_turn`).
 
 SPoC (Kulal et al. 2019) pairs C++ programs from Codeforces with crowd-written pseudo-code, one
 TSV row per source line: ``text code workerid probid subid line indent``. A program starts where
@@ -21,6 +21,8 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from rlsf.feedback.certificate import Certificate
 
 PREAMBLE = "#include <bits/stdc++.h>\nusing namespace std;\n"
 COLUMNS = ("text", "code", "workerid", "probid", "subid", "line", "indent")
@@ -274,3 +276,69 @@ def blank_lines(code: str, ranges: list[tuple[int, int]]) -> str:
     """``code`` with the physical lines of ``ranges`` (1-based, inclusive) emptied; lines keep their numbers."""
     drop = {ln for a, b in ranges for ln in range(a, b + 1)}
     return "\n".join("" if k in drop else text for k, text in enumerate(code.split("\n"), 1))
+
+
+# ---- the feedback turn: what g++ and the tests said, as a programmer reads it ---------------------
+
+#: Characters of a test's input, expected output or the program's output a feedback turn shows.
+SHOWN_CHARS = 600
+#: Lines with diagnostics listed in one feedback turn.
+SHOWN_LINES = 6
+
+
+def _block(text: str) -> str:
+    text = text if len(text) <= SHOWN_CHARS else text[:SHOWN_CHARS] + "\n... (cut)"
+    return "```\n" + (text.rstrip("\n") or "(nothing)") + "\n```"
+
+
+def feedback_turn(completion: str, certificate: Certificate, test: tuple[str, str] | None = None) -> str:
+    """The next user turn after a SPoC program that is not correct: g++'s errors, each with the
+    line of the program it is on and that line's text; else the test it fails -- with ``test``
+    (``(input, expected output)`` of a *public* test, which the caller looks up from
+    ``info["failed_test"]``) its input, the expected output and the program's
+    (``info["failed_output"]``); and a program too short for its pseudo-code."""
+    offset, code = extract_code(completion)
+    lines = code.split("\n")
+    errors = sorted((s for s in certificate.spans if s.reward < 0), key=lambda s: s.start)
+    diagnostics = [s for s in errors if s.message.startswith(("error:", "warning:"))]  # g++'s, one span a line
+    out = []
+    if diagnostics:
+        out.append("Your program does not compile. g++ says:" if certificate.verdict == "compile_error"
+                   else "g++ warns:")
+        for s in diagnostics[:SHOWN_LINES]:
+            n = code.count("\n", 0, max(s.start - offset, 0)) + 1
+            out.append(f"line {n}: {s.message}")
+            if 0 < n <= len(lines) and lines[n - 1].strip():
+                out.append(f"   {n} | {lines[n - 1].strip()}")
+            if n > 1 and re.match(r"error: expected .+ before ", s.message):  # g++ notices a missing token late
+                out.append(f"   (what is missing may belong at the end of line {n - 1})")
+        if len(diagnostics) > SHOWN_LINES:
+            out.append(f"... and {len(diagnostics) - SHOWN_LINES} more lines with errors")
+    info = certificate.info
+    failure = info.get("failure")
+    if certificate.verdict != "compile_error" and isinstance(failure, str):
+        failure = re.sub(r"signal ([0-9]+)$", lambda m: f"signal {m[1]}{_signal_name(int(m[1]))}", failure)
+        tests = f" ({info.get('passed', 0)} of {info['tests']} tests pass)" if info.get("tests") else ""
+        public = "public " if test is not None else ""
+        out.append(f"Your program compiles, but it fails {public}{failure}{tests}.")
+        if test is not None:
+            out += ["Input:", _block(test[0]), "Expected output:", _block(test[1])]
+            got = info.get("failed_output")
+            if isinstance(got, str) and (got.strip() or certificate.verdict == "wrong_answer"):
+                out += ["Your program's output:", _block(got)]
+    elif certificate.verdict != "compile_error" and not diagnostics:
+        out.append(f"Your program is not correct ({certificate.verdict}).")
+    for s in errors:
+        if s not in diagnostics and s.message:
+            out.append(f"Also: {s.message} (write one line of code per line of pseudo-code).")
+    out.append("Fix the program and write all of it again, one line of code per line of pseudo-code (the code only).")
+    return "\n".join(out)
+
+
+def _signal_name(number: int) -> str:
+    import signal
+
+    try:
+        return f" ({signal.Signals(number).name})"
+    except ValueError:
+        return ""
