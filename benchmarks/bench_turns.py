@@ -46,6 +46,7 @@ def main() -> None:
     gen = dict(max_new_tokens=args.max_new_tokens, precision=rt.sampling_precision, batch_size=64)
     rows = []
     with CheckService.for_config(cfg, task, tok) as checker:
+        rollout_episodes(model, tok, task, examples[:1], checker, turns=2, **gen)  # warm-up: workers, kernels
         for r in range(args.repeats):
             torch.manual_seed(r)
             t0 = time.perf_counter()
