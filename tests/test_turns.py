@@ -355,3 +355,18 @@ def test_saying_nothing_at_a_turn_earns_less_than_an_honest_attempt(tokenizer, g
         G = view.expand(returns_to_go(view.gather(exp.rewards), view.mask.float(), view.factors))
         first = [float(G[i][exp.turn[i] == 1][0]) for i in range(2)]
         assert first[0] < first[1], (d, first)
+
+
+def test_a_feedback_that_raises_falls_back_to_the_default_turn(game24, capsys):
+    from rlsf.feedback.certificate import feedback_text
+    from rlsf.rollout.episodes import render_feedback
+
+    class Broken(type(game24)):
+        def feedback(self, example, completion, certificate):
+            raise KeyError("oops")
+
+    task = Broken()
+    example = task.example(901)
+    cert = task.check(example, WRONG)
+    assert render_feedback(task, example, WRONG, cert) == feedback_text(WRONG, cert)
+    assert "feedback raised KeyError" in capsys.readouterr().err

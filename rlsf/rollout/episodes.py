@@ -30,9 +30,11 @@ from typing import Any
 import torch
 
 from rlsf.experience import Experience, TurnRecord
+from rlsf.feedback.certificate import feedback_text
 from rlsf.feedback.rewards import shape_rewards
 from rlsf.rollout.collect import render_messages, rollout_and_check, with_outcome
 from rlsf.rollout.engines import generate, stop_token_ids
+from rlsf.runtime.metric_log import note
 from rlsf.runtime.utils import Timer
 from rlsf.tasks.base import Example, Task
 
@@ -64,6 +66,25 @@ def feedback_ids(tokenizer, messages: list[dict[str, str]], completion: str, fee
         if stop and rest.lstrip(" ").startswith(stop):
             rest = rest.lstrip(" ")[len(stop):]
     return tokenizer(rest, add_special_tokens=False)["input_ids"]
+
+
+_WARNED: set[str] = set()
+
+
+def render_feedback(task: Task, example: Example, completion: str, certificate) -> str:
+    """``task.feedback``, or where it raises or returns no text (a task's bug, which must not end a
+    training run) the default rendering of the certificate, with a one-line warning per task."""
+    try:
+        text = task.feedback(example, completion, certificate)
+        if isinstance(text, str) and text.strip():
+            return text
+        problem = f"returned {type(text).__name__} {str(text)[:40]!r}, not text"
+    except Exception as e:  # noqa: BLE001 -- a task's own method: report it once, keep the run going
+        problem = f"raised {type(e).__name__}: {e}"
+    if task.name not in _WARNED:
+        _WARNED.add(task.name)
+        note(f"rlsf: warning: task {task.name!r}: feedback {problem}; using the default feedback turn")
+    return feedback_text(completion, certificate)
 
 
 def repairable(certificate) -> bool:
@@ -113,7 +134,7 @@ def rollout_episodes(model, tokenizer, task: Task, examples: list[Example], chec
         contexts = []
         for i in active:
             last = records[i][-1]
-            text = task.feedback(first.examples[i], last.text, shown[i])
+            text = render_feedback(task, first.examples[i], last.text, shown[i])
             ids = segments[i][-1][1]
             ended = ids[-1] if ids and not last.truncated and ids[-1] in stops else None
             fb = feedback_ids(tokenizer, history[i], last.text, text, ended)
