@@ -125,14 +125,14 @@ def spy_rollouts(monkeypatch, trainer) -> list[dict]:
     """Record every rollout batch the trainer samples: its problems and the policy's weights then."""
     import rlsf.stages.train as train_stage
 
-    calls, real = [], train_stage.rollout_and_check
+    calls, real = [], train_stage.rollout_episodes
 
     def spy(model, tokenizer, task, examples, *args, **kw):
         calls.append({"ids": [ex["id"] for ex in examples], "condition": kw.get("condition"),
                       "weights": weights(trainer.model)})
         return real(model, tokenizer, task, examples, *args, **kw)
 
-    monkeypatch.setattr(train_stage, "rollout_and_check", spy)
+    monkeypatch.setattr(train_stage, "rollout_episodes", spy)
     return calls
 
 

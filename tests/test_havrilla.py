@@ -280,13 +280,13 @@ def test_offline_rcrl_samples_the_start_model_and_fits_once_at_the_end(space_fir
         "train.save_every": 1, "rollout.max_new_tokens": 2, "rollout.ignore_eos": True, "rcrl.lr": 1e-2,
         "rcrl.batch_size": 4})
     calls = []
-    real = train_stage.rollout_and_check
+    real = train_stage.rollout_episodes
 
     def spy(model, tokenizer, task, examples, *args, **kw):
         calls.append({"condition": kw.get("condition"), "weights": weights(trainer.model)})
         return real(model, tokenizer, task, examples, *args, **kw)
 
-    monkeypatch.setattr(train_stage, "rollout_and_check", spy)
+    monkeypatch.setattr(train_stage, "rollout_episodes", spy)
     trainer = RLTrainer(cfg)
     start = weights(trainer.model)
     trainer.train()

@@ -18,9 +18,9 @@ get that turn's own token rewards, made from its own certificate as a single att
 one is the advantage estimators' business (``rollout.turn_discount``, :mod:`rlsf.algorithms.turns`).
 
 Every engine samples each turn through :func:`rlsf.rollout.engines.generate` from the context's
-token ids. The builtin and Hugging Face engines prefill the whole context again at each turn (a
-prefill is one batched pass, small beside decoding); vLLM's prefix cache reuses the earlier turns'
-keys and values where it holds them.
+token ids. The builtin and Hugging Face engines prefill the whole context again at each turn (on a
+CPU about half of a second turn's sampling time: ``benchmarks/bench_turns.py``); vLLM's prefix
+cache reuses the earlier turns' keys and values where it holds them.
 """
 
 from __future__ import annotations
