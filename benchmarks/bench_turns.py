@@ -6,8 +6,9 @@ prompts with the real SmolLM2-135M-Instruct and the runtime's sampling precision
 
 * turn 1: sampling the first answers (prefill of the prompts + decoding);
 * turn 2: sampling the second answers from the contexts after the feedback turn;
-* the turn-2 prefill alone: the same contexts with one new token (what keeping turn 1's key/value
-  cache would save at most).
+* turn 2 again with every context prefilled whole (``reuse=False``: the same samples), against
+  the default, which keeps each row's keys and values from turn 1 and prefills only the feedback;
+* the whole-context prefill alone: the same contexts with one new token.
 
     python benchmarks/bench_turns.py                       # 32 rows (8 puzzles x 4), 96 new tokens
     python benchmarks/bench_turns.py --model runs/sft/model --rows 64
@@ -56,6 +57,10 @@ def main() -> None:
             t0 = time.perf_counter()
             exp = rollout_episodes(model, tok, task, examples, checker, turns=2, samples=args.samples, **gen)
             both = time.perf_counter() - t0
+            torch.manual_seed(r)
+            t0 = time.perf_counter()
+            rollout_episodes(model, tok, task, examples, checker, turns=2, samples=args.samples, reuse=False, **gen)
+            whole = time.perf_counter() - t0
             second = [i for i, e in enumerate(exp.episodes) if len(e) == 2]
             contexts = [exp.prompt_ids[i][exp.prompt_mask[i].bool()].tolist()
                         + exp.response_ids[i, :exp.episodes[i][1].start].tolist() for i in second]
@@ -63,13 +68,14 @@ def main() -> None:
             generate(model, tok, contexts, **{**gen, "max_new_tokens": 1})
             prefill = time.perf_counter() - t0
             ctx = sum(len(c) for c in contexts) / max(len(contexts), 1)
-            rows.append((one, both - one, prefill, len(second), ctx))
+            rows.append((one, both - one, whole - one, prefill, len(second), ctx))
     print(f"{rt.describe()}")
     print(f"{len(examples) * args.samples} rows, {args.max_new_tokens} new tokens per turn")
-    print("| repeat | turn 1 s | turn 2 s | turn-2 prefill s | prefill share of turn 2 | rows in turn 2 | context tokens |")
+    print("| repeat | turn 1 s | turn 2 s (keys kept) | turn 2 s (whole prefill) | whole-context prefill s | "
+          "rows in turn 2 | context tokens |")
     print("|---|---|---|---|---|---|---|")
-    for i, (one, two, pre, n, ctx) in enumerate(rows):
-        print(f"| {i} | {one:.2f} | {two:.2f} | {pre:.2f} | {pre / two:.0%} | {n} | {ctx:.0f} |")
+    for i, (one, two, whole, pre, n, ctx) in enumerate(rows):
+        print(f"| {i} | {one:.2f} | {two:.2f} | {whole:.2f} | {pre:.2f} | {n} | {ctx:.0f} |")
 
 
 if __name__ == "__main__":

@@ -370,3 +370,50 @@ def test_a_feedback_that_raises_falls_back_to_the_default_turn(game24, capsys):
     cert = task.check(example, WRONG)
     assert render_feedback(task, example, WRONG, cert) == feedback_text(WRONG, cert)
     assert "feedback raised KeyError" in capsys.readouterr().err
+
+
+def test_the_next_turn_reuses_the_keys_and_values_of_the_last(tiny_model_dir, game24):
+    # The builtin engine's fused step prefills only what follows a row's kept keys and values (its
+    # answer's last token and the feedback): the same tokens and log-probs as prefilling it all.
+    from rlsf.rollout.collect import task_prompts
+    from rlsf.rollout.engines import can_reuse, generate
+
+    model, tok = load_model(tiny_model_dir), load_tokenizer(tiny_model_dir)
+    assert can_reuse(model, "builtin", True) and not can_reuse(model, "hf", True)
+    prompts = [tok(p, add_special_tokens=False)["input_ids"] for p in task_prompts(tok, game24, game24.load("test")[:3])]
+    kept = {}
+    first = generate(model, tok, prompts, max_new_tokens=5, do_sample=False, keep=kept.__setitem__)
+    assert sorted(kept) == [0, 1, 2]
+    feedback = tok("\nYour answer is not correct.\n", add_special_tokens=False)["input_ids"]
+    contexts = [p + first.response_ids[i, : int(first.response_mask[i].sum())].tolist() + feedback * (i + 1)
+                for i, p in enumerate(prompts)]
+    for i, c in enumerate(contexts):  # the kept keys cover the prompt and every answer token but the last
+        assert kept[i][0].shape[2] == len(prompts[i]) + int(first.response_mask[i].sum()) - 1
+    torch.manual_seed(1)
+    whole = generate(model, tok, contexts, max_new_tokens=6)
+    torch.manual_seed(1)
+    reused = generate(model, tok, contexts, max_new_tokens=6, past=[kept[i] for i in range(3)])
+    assert torch.equal(whole.response_ids, reused.response_ids)
+    assert torch.allclose(whole.logprobs, reused.logprobs, atol=1e-4)
+
+
+def test_rows_that_end_early_keep_their_keys_and_values(tiny_model_dir, game24):
+    # Half the vocabulary stops a row: sampled rows end at different steps and leave the batch one
+    # by one; each row's kept keys and values cover its prompt and every token fed (all it sampled
+    # but the last), whatever happened to the rows beside it.
+    from rlsf.rollout.collect import task_prompts
+    from rlsf.rollout.engines import decode, left_pad
+
+    model, tok = load_model(tiny_model_dir), load_tokenizer(tiny_model_dir)
+    prompts = [tok(p, add_special_tokens=False)["input_ids"] for p in task_prompts(tok, game24, game24.load("test")[:4])]
+    ids, mask = left_pad(prompts, tok.pad_token_id)
+    stops = list(range(0, len(tok), 2))
+    kept = {}
+    torch.manual_seed(3)
+    out, _ = decode(model, ids, mask, max_new_tokens=8, stops=stops, pad_id=tok.pad_token_id, temperature=5.0,
+                    save_kv=kept.__setitem__)
+    ends = [next((t for t in range(8) if int(out[r, t]) in set(stops)), 7) for r in range(4)]
+    assert len(set(ends)) > 1, ends  # the rows did leave at different steps
+    assert sorted(kept) == [0, 1, 2, 3]
+    for r in range(4):
+        assert kept[r][0].shape[2] == len(prompts[r]) + ends[r]

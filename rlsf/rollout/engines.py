@@ -164,6 +164,12 @@ def stop_token_ids(tokenizer, model=None) -> list[int]:
     return sorted(ids)
 
 
+def can_reuse(model, engine: str, fused_step: bool) -> bool:
+    """Whether sampling keeps each row's keys and values for a later call (``generate``'s ``keep``
+    and ``past``): the builtin engine's fused step on a model it supports."""
+    return canonical_engine(engine) == "builtin" and fused_step and fused_step_supported(model)
+
+
 def left_pad(rows: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Token id rows as a left-padded ``[B, L]`` id tensor and its attention mask."""
     L = max((len(r) for r in rows), default=0)
@@ -221,6 +227,8 @@ def decode(
     precision: str = "none",
     on_finish: Callable[[int, list[int]], None] | None = None,
     fused: bool = True,
+    past: list[tuple[torch.Tensor, torch.Tensor]] | None = None,
+    save_kv: Callable[[int, tuple[torch.Tensor, torch.Tensor]], None] | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """The rlsf sampling loop: KV-cached decoding that spends nothing on finished rows.
 
@@ -235,6 +243,12 @@ def decode(
       (fused projections, preallocated key/value buffer, bf16 weights made from the master
       weights for this rollout only); other models on their own forward.
 
+    With ``past`` (the fused step only: :func:`can_reuse`) row ``r``'s first tokens were fed in an
+    earlier call, whose keys and values ``past[r]`` are, and ``prompt_ids`` holds only its new
+    tokens (a self-repair episode's next turn: the last answer's end and the feedback). With
+    ``save_kv``, ``save_kv(row, (keys, values))`` receives each finished row's keys and values
+    (fused step only), for such a later call.
+
     Returns ``[B, max_new_tokens]`` ids (``pad_id`` after a row's end) and their log-probs
     (``None`` for greedy decoding).
     """
@@ -244,19 +258,29 @@ def decode(
     tokens = torch.full((B, max_new_tokens), pad_id, dtype=torch.long)
     logprobs = torch.zeros(B, max_new_tokens) if do_sample else None
     stop_set = torch.tensor(stops, dtype=torch.long, device=device)
-    first, inverse = unique_prompts(prompt_ids)
-    if fused and fused_step_supported(model):
-        stepper = FusedLlamaStep(model, len(first), prompt_ids.shape[1] + max_new_tokens, precision,
-                                 decode_rows=B)
+    fuse = fused and fused_step_supported(model)
+    if past is not None:
+        if not fuse:
+            raise ValueError("decode: past keys and values need the fused step (see can_reuse)")
+        P = max(k.shape[2] for k, _ in past)
+        stepper = FusedLlamaStep(model, B, P + prompt_ids.shape[1] + max_new_tokens, precision, decode_rows=B)
+        logits = stepper.prefill_after(past, prompt_ids, prompt_mask)
+        pos = prompt_mask.sum(-1) + torch.tensor([k.shape[2] for k, _ in past], device=device)
     else:
-        stepper = ModelStep(model, precision)
-    logits = stepper.prefill(prompt_ids[first], prompt_mask[first])
-    # Prefill ran on the distinct prompts (in ``torch.unique``'s sorted order when some repeat):
-    # gather the cache back to one row per sample, in row order.
-    if len(first) < B:
-        stepper.select(inverse)
-        logits = logits[inverse]
-    pos = prompt_mask.sum(-1)  # position id of each row's next token
+        first, inverse = unique_prompts(prompt_ids)
+        if fuse:
+            stepper = FusedLlamaStep(model, len(first), prompt_ids.shape[1] + max_new_tokens, precision,
+                                     decode_rows=B)
+        else:
+            stepper = ModelStep(model, precision)
+        logits = stepper.prefill(prompt_ids[first], prompt_mask[first])
+        # Prefill ran on the distinct prompts (in ``torch.unique``'s sorted order when some repeat):
+        # gather the cache back to one row per sample, in row order.
+        if len(first) < B:
+            stepper.select(inverse)
+            logits = logits[inverse]
+        pos = prompt_mask.sum(-1)  # position id of each row's next token
+    save_kv = save_kv if fuse else None
     alive = torch.arange(B)  # batch rows still generating, in cache order
     for t in range(max_new_tokens):
         scores = logits.float()
@@ -274,6 +298,9 @@ def decode(
         if t == max_new_tokens - 1:
             done = torch.ones_like(done)
         if done.any():
+            if save_kv is not None:  # the tokens fed so far (not the last one sampled): a later turn's past
+                for j in done.nonzero().squeeze(-1).tolist():
+                    save_kv(int(alive[j]), stepper.export(j))
             if on_finish is not None:
                 for r in alive[done.cpu()].tolist():
                     on_finish(r, tokens[r, : t + 1].tolist())
@@ -340,6 +367,8 @@ def generate(
     fused_step: bool = True,
     on_finish: Callable[[int, list[int]], None] | None = None,
     on_batch: Callable[[int], None] | None = None,
+    past: list[tuple[torch.Tensor, torch.Tensor] | None] | None = None,
+    keep: Callable[[int, tuple[torch.Tensor, torch.Tensor]], None] | None = None,
 ) -> Experience:
     """Sample one completion per prompt (repeat prompts for several samples); a prompt is its
     rendered text or its token ids (taken as they are: a multi-turn context must be the very
@@ -352,7 +381,11 @@ def generate(
     (for benchmarks). ``fused_step`` lets the builtin engine use its fused decoding step on
     Llama-style models. ``on_finish(row, ids)`` is called once per completed row (as it
     completes with the builtin engine, per batch with the others); ``on_batch(rows)`` after each
-    batch of ``batch_size`` prompts with its number of rows (a progress bar).
+    batch of ``batch_size`` prompts with its number of rows (a progress bar). ``keep`` and ``past``
+    carry each row's keys and values from one call to the next (a self-repair episode's turns,
+    builtin engine with the fused step: :func:`can_reuse`): ``keep(row, kv)`` receives a finished
+    row's, and ``past[row]`` (covering a prefix of that row's token-id prompt) is not prefilled
+    again; a batch of rows that do not all have one is prefilled whole.
     """
     engine = canonical_engine(engine)
     all_stops = stop_token_ids(tokenizer, model)
@@ -374,8 +407,17 @@ def generate(
             rows = slice(s, s + batch_size)
             done = (lambda r, ids, s=s: on_finish(s + r, ids)) if on_finish is not None else None
             if engine == "builtin":
-                ids, lps = decode(model, prompt_ids[rows], prompt_mask[rows], on_finish=done, fused=fused_step,
-                                  **kw)
+                reuse = can_reuse(model, engine, fused_step)
+                kept = (lambda r, kv, s=s: keep(s + r, kv)) if keep is not None and reuse else None
+                chunk_past = past[rows] if past is not None and reuse else None
+                if chunk_past is not None and all(x is not None for x in chunk_past):
+                    new = [list(p)[x[0].shape[2]:] for p, x in zip(prompts[rows], chunk_past)]
+                    new_ids, new_mask = left_pad(new, pad_id)
+                    ids, lps = decode(model, new_ids, new_mask, on_finish=done, fused=True, past=chunk_past,
+                                      save_kv=kept, **kw)
+                else:
+                    ids, lps = decode(model, prompt_ids[rows], prompt_mask[rows], on_finish=done, fused=fused_step,
+                                      save_kv=kept, **kw)
             elif engine == "vllm":
                 ids, lps = model.decode(prompt_ids[rows], prompt_mask[rows], on_finish=done, **kw)
             else:

@@ -18,9 +18,12 @@ get that turn's own token rewards, made from its own certificate as a single att
 one is the advantage estimators' business (``rollout.turn_discount``, :mod:`rlsf.algorithms.turns`).
 
 Every engine samples each turn through :func:`rlsf.rollout.engines.generate` from the context's
-token ids. The builtin and Hugging Face engines prefill the whole context again at each turn (on a
-CPU about half of a second turn's sampling time: ``benchmarks/bench_turns.py``); vLLM's prefix
-cache reuses the earlier turns' keys and values where it holds them.
+token ids. The builtin engine's fused step keeps each row's keys and values at the end of a turn
+and prefills only what follows them (the answer's last token and the feedback turn), where a
+re-prefill of the whole context was about half of a second turn's sampling time on a CPU
+(``benchmarks/bench_turns.py``); the Hugging Face engine and models the fused step does not cover
+prefill the whole context again; vLLM's prefix cache reuses the earlier turns' keys and values where
+it holds them.
 """
 
 from __future__ import annotations
@@ -95,16 +98,21 @@ def repairable(certificate) -> bool:
 
 def rollout_episodes(model, tokenizer, task: Task, examples: list[Example], checker, *, turns: int, samples: int = 1,
                      reward=None, timer: Timer | None = None, judge: bool = False, condition: str | None = None,
-                     **gen) -> Experience:
+                     reuse: bool = True, **gen) -> Experience:
     """:func:`rlsf.rollout.collect.rollout_and_check` for episodes of up to ``turns`` attempts (module
     docstring); ``turns=1`` is exactly that function. Rows are example-major with group ids by
     example, as there; ``texts``, ``offsets``, ``certificates`` and ``truncated`` are each episode's
     last turn's, ``episodes`` every turn's, ``logprobs`` the sampling log-probs of every sampled
-    token (0 on feedback)."""
-    first = rollout_and_check(model, tokenizer, task, examples, checker, samples=samples, reward=None, timer=timer,
-                              judge=judge, condition=condition, **gen)
+    token (0 on feedback). ``reuse``: keep each row's keys and values between turns where the engine
+    can (false: prefill every turn's whole context; the same samples, for benchmarks)."""
     if turns == 1:
-        return _with_rewards(first, reward)
+        return _with_rewards(rollout_and_check(model, tokenizer, task, examples, checker, samples=samples, reward=None,
+                                               timer=timer, judge=judge, condition=condition, **gen), reward)
+    # Each row's keys and values at the end of its last turn (builtin engine, fused step): the next
+    # turn prefills only the feedback turn after them.
+    kv: dict[int, Any] = {}
+    first = rollout_and_check(model, tokenizer, task, examples, checker, samples=samples, reward=None, timer=timer,
+                              judge=judge, condition=condition, keep=kv.__setitem__ if reuse else None, **gen)
     timer = timer or Timer()
     B = len(first)
     stop_list = stop_token_ids(tokenizer, model)
@@ -148,8 +156,11 @@ def rollout_episodes(model, tokenizer, task: Task, examples: list[Example], chec
         def submit(row: int, ids: list[int]) -> None:
             futures[row] = checker.submit(first.examples[active[row]], ids=ids, judge=judge)
 
+        kept: dict[int, Any] = {}
         with timer("generate"):
-            out = generate(model, tokenizer, contexts, on_finish=submit, **gen)
+            out = generate(model, tokenizer, contexts, on_finish=submit, past=[kv.get(i) for i in active],
+                           keep=(lambda j, x: kept.__setitem__(active[j], x)) if reuse else None, **gen)
+        kv = kept
         with timer("feedback"):
             checked = [futures[j].result() for j in range(len(active))]
         for j, i in enumerate(active):

@@ -179,6 +179,33 @@ class FusedLlamaStep:
         """Keep these rows, in this order (repeats copy a row: one prompt to its samples)."""
         self.k, self.v, self.mask = self.k[:, rows], self.v[:, rows], self.mask[rows]
 
+    def export(self, row: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Row ``row``'s keys and values of every token fed so far, in order: ``[layers, kv heads,
+        tokens, head dim]`` each (a self-repair episode's next turn starts from them)."""
+        cols = self.mask[row, : self.t]
+        return self.k[:, row, :, : self.t][:, :, cols].clone(), self.v[:, row, :, : self.t][:, :, cols].clone()
+
+    def prefill_after(self, past: list[tuple[torch.Tensor, torch.Tensor]], ids: torch.Tensor,
+                      mask: torch.Tensor) -> torch.Tensor:
+        """Like :meth:`prefill`, for rows whose first tokens were fed before (``past[r]``: their keys
+        and values, :meth:`export`): the past goes in right-aligned, then the new tokens (``ids``,
+        left-padded, ``mask``) are run after it. The same keys, values and logits as a prefill of
+        the whole sequence (positions continue from each row's past), without recomputing it."""
+        lengths = [k.shape[2] for k, _ in past]
+        P, n = max(lengths), ids.shape[1]
+        for r, ((k, v), length) in enumerate(zip(past, lengths)):
+            self.k[:, r, :, P - length:P] = k.to(self.dtype)
+            self.v[:, r, :, P - length:P] = v.to(self.dtype)
+            self.mask[r, P - length:P] = True
+        self.t = P
+        self.mask[:, P:P + n] = mask.bool()
+        start = torch.tensor(lengths, device=ids.device)[:, None]
+        positions = (start + position_ids_from_mask(mask)) * mask
+        causal = torch.ones(n, n, dtype=torch.bool, device=ids.device).tril()
+        new = (causal & self.mask[:, None, None, P:P + n]) | torch.eye(n, dtype=torch.bool, device=ids.device)
+        attn = torch.cat([self.mask[:, None, None, :P].expand(-1, 1, n, -1), new], dim=-1)
+        return self._forward(ids, positions, attn)
+
     def step(self, tokens: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
         self.mask[:, self.t] = True
         return self._forward(tokens[:, None], positions[:, None], self.mask[:, None, None, : self.t + 1])
